@@ -3,5 +3,8 @@
 //! The crate is layered so that one packet can be followed from socket to subscriber:
 //! - [`protocol`]: the wire codec. Bytes in, typed packets out (and back), with no I/O and no
 //!   broker policy. The load generator in `benches/` reuses it as a client codec.
+//! - [`broker`]: the sans-IO broker core. Sessions, routing, QoS, retained messages and wills as
+//!   a state machine driven by a runtime; no sockets, threads or clocks.
 
+pub mod broker;
 pub mod protocol;

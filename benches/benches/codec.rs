@@ -81,7 +81,10 @@ fn bench_decode(c: &mut Criterion) {
 fn bench_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode");
     for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
-        for (name, publish) in [("publish_64B", publish(64)), ("publish_4KiB", publish(4096))] {
+        for (name, publish) in [
+            ("publish_64B", publish(64)),
+            ("publish_4KiB", publish(4096)),
+        ] {
             let packet_len = publish.encoded_len(version).unwrap();
             group.throughput(Throughput::Bytes(packet_len as u64));
             let mut out = BytesMut::with_capacity(packet_len * 2);

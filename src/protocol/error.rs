@@ -68,6 +68,8 @@ pub enum DecodeError {
     NoTopicFilters(PacketType),
     #[error("reserved subscription option bits are set")]
     SubscriptionOptionsReservedBits,
+    #[error("maximum QoS 3 in MQTT 5 subscription options")]
+    InvalidSubscriptionQoS,
     #[error("retain handling 3 is not valid")]
     InvalidRetainHandling,
     #[error("no-local is not allowed on a shared subscription")]
@@ -94,6 +96,7 @@ impl DecodeError {
             | InvalidPropertyValue { .. }
             | AuthDataWithoutMethod
             | NoTopicFilters(_)
+            | InvalidSubscriptionQoS
             | InvalidRetainHandling
             | NoLocalOnSharedSubscription
             | PacketNotInVersion(_) => ReasonCode::PROTOCOL_ERROR,

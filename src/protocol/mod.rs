@@ -19,9 +19,16 @@ pub mod reason;
 pub mod topic;
 pub mod wire;
 
+#[cfg(test)]
+mod proptests;
+
 pub use decoder::Decoder;
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
+pub use properties::{
+    AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
+    PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties, WillProperties,
+};
 pub use reason::{ConnectReturnCode, ReasonCode, ReasonCodeCarrier};
 
 /// The protocol level a connection speaks, fixed by its CONNECT.

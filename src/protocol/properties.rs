@@ -521,7 +521,10 @@ mod tests {
         };
         assert!(matches!(
             props.body_len(),
-            Err(EncodeError::FieldTooLong { field: "reason_string", .. })
+            Err(EncodeError::FieldTooLong {
+                field: "reason_string",
+                ..
+            })
         ));
     }
 }

@@ -24,6 +24,12 @@ impl ConnAck {
     pub fn decode(body: Bytes, version: ProtocolVersion) -> Result<ConnAck, DecodeError> {
         let mut r = Reader::new(body);
         let flags = r.u8()?;
+        // 3.1 has no acknowledge flags: the byte is reserved and not used (3.1 §3.2).
+        let flags = if version == ProtocolVersion::V3_1 {
+            0
+        } else {
+            flags
+        };
         if flags & 0xFE != 0 {
             return Err(DecodeError::ConnAckReservedFlags);
         }

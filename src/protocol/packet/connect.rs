@@ -58,8 +58,9 @@ impl Connect {
             return Err(DecodeError::ConnectReservedFlag);
         }
         let has_will = connect_flags & flags::WILL != 0;
-        let will_qos = QoS::from_u8((connect_flags & flags::WILL_QOS_MASK) >> flags::WILL_QOS_SHIFT)
-            .ok_or(DecodeError::InvalidQoS)?;
+        let will_qos =
+            QoS::from_u8((connect_flags & flags::WILL_QOS_MASK) >> flags::WILL_QOS_SHIFT)
+                .ok_or(DecodeError::InvalidQoS)?;
         let will_retain = connect_flags & flags::WILL_RETAIN != 0;
         if !has_will && (will_qos != QoS::AtMostOnce || will_retain) {
             return Err(DecodeError::WillFlagsWithoutWill);

@@ -87,6 +87,10 @@ impl Packet {
             PacketType::SubAck => Packet::SubAck(SubAck::decode(body, version)?),
             PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(body, version)?),
             PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(body, version)?),
+            // No variable header and no payload (§3.12, §3.13): anything more is malformed.
+            PacketType::PingReq | PacketType::PingResp if !body.is_empty() => {
+                return Err(DecodeError::TrailingBytes(body.len()))
+            }
             PacketType::PingReq => Packet::PingReq,
             PacketType::PingResp => Packet::PingResp,
             PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(body, version)?),

@@ -85,7 +85,9 @@ impl Publish {
     /// client's Maximum Packet Size before encoding anything.
     pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
         let (variable_header, _) = self.variable_header_len(version)?;
-        Ok(fixed_header::packet_len(variable_header + self.payload.len()))
+        Ok(fixed_header::packet_len(
+            variable_header + self.payload.len(),
+        ))
     }
 
     /// Writes everything but the payload; the caller sends `self.payload` right after (as a

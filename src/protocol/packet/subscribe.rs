@@ -50,7 +50,12 @@ impl SubscriptionOptions {
             return Err(DecodeError::SubscriptionOptionsReservedBits);
         }
         Ok(SubscriptionOptions {
-            qos: QoS::from_u8(byte & 0x03).ok_or(DecodeError::InvalidQoS)?,
+            // 3.1.1 §3.8.3.1 makes QoS 3 malformed, 5.0 §3.8.3.1 a protocol error.
+            qos: QoS::from_u8(byte & 0x03).ok_or(if version.is_v5() {
+                DecodeError::InvalidSubscriptionQoS
+            } else {
+                DecodeError::InvalidQoS
+            })?,
             no_local: byte & 0x04 != 0,
             retain_as_published: byte & 0x08 != 0,
             retain_handling: match (byte >> 4) & 0x03 {

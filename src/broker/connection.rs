@@ -1,0 +1,81 @@
+//! Per-connection state: what belongs to one network connection and dies with it (decoder,
+//! send buffer, keepalive, inbound topic aliases, the will of this connection), as opposed to the
+//! session, which may outlive it.
+
+use std::time::Duration;
+
+use bytestring::ByteString;
+
+use super::outbound::Outbound;
+use super::session::SessionId;
+use super::time::Timestamp;
+use crate::protocol::{Decoder, LastWill, ProtocolVersion};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted; nothing but CONNECT is allowed.
+    AwaitingConnect,
+    /// CONNACK sent; bound to a session.
+    Connected(SessionId),
+    /// The broker decided to close; pending output is flushed, input ignored.
+    Closing,
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    pub phase: Phase,
+    pub decoder: Decoder,
+    pub outbound: Outbound,
+    /// Meaningful once connected.
+    pub version: ProtocolVersion,
+    pub client_id: ByteString,
+    /// Effective keepalive (after Server Keep Alive); zero disables the check.
+    pub keep_alive: Duration,
+    pub last_received: Timestamp,
+    /// The client's Maximum Packet Size: larger messages are skipped for it.
+    pub max_packet_size: usize,
+    /// The client's Receive Maximum: outbound QoS 1/2 in flight to it.
+    pub receive_maximum: u16,
+    /// Inbound topic aliases; index = alias - 1.
+    pub topic_aliases: Vec<Option<ByteString>>,
+    /// v5 Request Problem Information: when false, reason strings are sent only where allowed.
+    pub request_problem_information: bool,
+    pub will: Option<LastWill>,
+    /// Set by a DISCONNECT that ends the connection normally, which suppresses the will.
+    pub disconnected_normally: bool,
+    /// Already listed for `poll_transmit`, so it is listed once however many packets queue up.
+    pub announced: bool,
+}
+
+impl Connection {
+    pub fn new(max_connect_packet_size: usize, now: Timestamp) -> Connection {
+        Connection {
+            phase: Phase::AwaitingConnect,
+            decoder: Decoder::server(max_connect_packet_size),
+            outbound: Outbound::default(),
+            version: ProtocolVersion::V3_1_1,
+            client_id: ByteString::new(),
+            keep_alive: Duration::ZERO,
+            last_received: now,
+            max_packet_size: usize::MAX,
+            receive_maximum: u16::MAX,
+            topic_aliases: Vec::new(),
+            request_problem_information: true,
+            will: None,
+            disconnected_normally: false,
+            announced: false,
+        }
+    }
+
+    /// When silence closes the connection: 1.5 × keepalive after the last packet (§3.1.2.10).
+    pub fn keepalive_deadline(&self) -> Option<Timestamp> {
+        (!self.keep_alive.is_zero()).then(|| self.last_received + self.keep_alive.mul_f64(1.5))
+    }
+
+    pub fn session(&self) -> Option<SessionId> {
+        match self.phase {
+            Phase::Connected(session) => Some(session),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The [`Broker`] state machine of one shard: its state, its inputs and outputs, and the life
+//! cycle of connections and sessions (attach, detach, wills, expiry). What happens for each
+//! packet is in `handlers/`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::AHashMap;
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use tracing::{debug, info, warn};
+
+use super::config::Config;
+use super::connection::{Connection, Phase};
+use super::io::{ConnId, Event, ShardId, ShardMessage};
+use super::message::Message;
+use super::retained::Retained;
+use super::routing::{Interest, Subscriber};
+use super::session::{DelayedWill, Session, SessionId, Subscription};
+use super::time::Timestamp;
+use super::timers::{Timer, Timers};
+use super::topic::SubscriptionTrie;
+use crate::protocol::{
+    DecodeError, Disconnect, LastWill, Packet, ProtocolVersion, Publish, PublishProperties,
+    ReasonCode,
+};
+
+/// Counters a runtime can export as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub publishes_received: u64,
+    pub publishes_sent: u64,
+    /// QoS 0 messages dropped because the subscriber was offline or its send buffer was full.
+    pub qos0_dropped: u64,
+    /// QoS 1/2 messages dropped because a session queue was full.
+    pub queue_full_dropped: u64,
+    pub expired_dropped: u64,
+    /// Messages skipped because they exceed the subscriber's Maximum Packet Size.
+    pub too_large_dropped: u64,
+    pub protocol_errors: u64,
+    pub wills_published: u64,
+    pub sessions_expired: u64,
+}
+
+/// The broker core of one shard.
+pub struct Broker {
+    pub(super) config: Config,
+    pub(super) shard: ShardId,
+    pub(super) shard_count: usize,
+    pub(super) connections: AHashMap<ConnId, Connection>,
+    pub(super) sessions: AHashMap<SessionId, Session>,
+    pub(super) client_ids: AHashMap<ByteString, SessionId>,
+    next_session: u64,
+    /// Exact subscriptions of this shard's sessions.
+    pub(super) subscriptions: SubscriptionTrie<Subscriber, Subscription>,
+    /// Which shards (this one included) want which filters.
+    pub(super) interest: Interest,
+    pub(super) retained: Retained,
+    pub(super) timers: Timers,
+    events: VecDeque<Event>,
+    /// Connections with output not yet announced through `poll_transmit`.
+    writable: VecDeque<ConnId>,
+    /// Per destination shard, messages not yet taken by `poll_shard_messages`.
+    shard_outbox: Vec<Vec<ShardMessage>>,
+    /// Connections on all shards together, for the connection limit.
+    pub(super) connection_count: Arc<AtomicUsize>,
+    /// Round-robin position per shared subscription on this shard.
+    pub(super) share_cursors: AHashMap<ByteString, usize>,
+    /// Serial for client ids the broker assigns.
+    pub(super) assigned_ids: u64,
+    pub(super) stats: Stats,
+}
+
+impl Broker {
+    /// A shard's core. `connection_count` is shared by all shards of the process.
+    pub fn new(
+        config: Config,
+        shard: ShardId,
+        shard_count: usize,
+        connection_count: Arc<AtomicUsize>,
+        now: Timestamp,
+    ) -> Broker {
+        let mut timers = Timers::default();
+        timers.schedule(now + config.expiry_sweep_interval, Timer::ExpirySweep);
+        Broker {
+            config,
+            shard,
+            shard_count: shard_count.max(1),
+            connections: AHashMap::new(),
+            sessions: AHashMap::new(),
+            client_ids: AHashMap::new(),
+            next_session: 0,
+            subscriptions: SubscriptionTrie::new(),
+            interest: Interest::default(),
+            retained: Retained::default(),
+            timers,
+            events: VecDeque::new(),
+            writable: VecDeque::new(),
+            shard_outbox: (0..shard_count.max(1)).map(|_| Vec::new()).collect(),
+            connection_count,
+            share_cursors: AHashMap::new(),
+            assigned_ids: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    /// A new network connection on this shard.
+    pub fn handle_accepted(&mut self, conn: ConnId, now: Timestamp) {
+        self.connection_count.fetch_add(1, Ordering::Relaxed);
+        let connection = Connection::new(self.config.max_connect_packet_size, now);
+        self.connections.insert(conn, connection);
+        // Until CONNECT arrives, the keepalive timer is the connect timeout.
+        self.timers
+            .schedule(now + self.config.connect_timeout, Timer::KeepAlive(conn));
+    }
+
+    /// A connection another shard accepted and handed over because its client lives here. The
+    /// connection is already counted; `connect` is processed as if it had just been read.
+    pub fn handle_handed_over(
+        &mut self,
+        conn: ConnId,
+        connect: Box<crate::protocol::Connect>,
+        now: Timestamp,
+    ) {
+        let mut connection = Connection::new(self.config.max_connect_packet_size, now);
+        connection.decoder =
+            crate::protocol::Decoder::client(connect.protocol, self.config.max_packet_size);
+        self.connections.insert(conn, connection);
+        self.handle_connect(conn, connect, now);
+    }
+
+    /// Bytes read from a connection. Whole packets are taken off the front of `buf`; a partial
+    /// packet stays for the next read. After a hand-over the rest of `buf` belongs to the shard
+    /// the connection moved to.
+    pub fn handle_bytes(&mut self, conn: ConnId, buf: &mut BytesMut, now: Timestamp) {
+        loop {
+            let Some(connection) = self.connections.get_mut(&conn) else {
+                return;
+            };
+            if connection.phase == Phase::Closing {
+                buf.clear();
+                return;
+            }
+            match connection.decoder.decode(buf) {
+                Ok(None) => return,
+                Ok(Some(packet)) => {
+                    connection.last_received = now;
+                    self.handle_packet(conn, packet, now);
+                }
+                Err(error) => {
+                    self.decode_failed(conn, error, now);
+                    buf.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The network connection is gone (peer closed, I/O error, or after an `Event::Close`).
+    pub fn handle_closed(&mut self, conn: ConnId, now: Timestamp) {
+        self.end_connection(conn, now);
+        if self.connections.remove(&conn).is_some() {
+            self.connection_count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::KeepAlive(conn) => self.check_keepalive(conn, now),
+                Timer::SessionExpiry(session) => self.check_session_expiry(session, now),
+                Timer::WillDelay(session) => self.check_delayed_will(session, now),
+                Timer::ExpirySweep => self.sweep_expired(now),
+            }
+        }
+    }
+
+    /// A batch item from another shard.
+    pub fn handle_shard_message(&mut self, from: ShardId, message: ShardMessage, now: Timestamp) {
+        match message {
+            ShardMessage::Publish {
+                message,
+                deliver,
+                groups,
+                store_retained,
+            } => {
+                if store_retained {
+                    self.retained.store(message.clone());
+                }
+                self.deliver_local(&message, deliver, Some(&groups), now);
+            }
+            ShardMessage::Interest {
+                filter,
+                share,
+                added,
+            } => self.interest.apply(from, &filter, share, added),
+        }
+    }
+
+    /// Graceful shutdown: v5 clients are told the server is shutting down, everyone is closed.
+    /// Wills are not published: the clients did nothing wrong and the subscribers are leaving too.
+    pub fn shutdown(&mut self, now: Timestamp) {
+        let ids: Vec<ConnId> = self.connections.keys().copied().collect();
+        for conn in ids {
+            if let Some(connection) = self.connections.get_mut(&conn) {
+                connection.disconnected_normally = true;
+            }
+            self.disconnect(conn, ReasonCode::SERVER_SHUTTING_DOWN, now);
+        }
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    /// The next connection that has bytes to send; take them with [`Broker::take_output`].
+    pub fn poll_transmit(&mut self) -> Option<ConnId> {
+        while let Some(conn) = self.writable.pop_front() {
+            if let Some(connection) = self.connections.get_mut(&conn) {
+                connection.announced = false;
+                if !connection.outbound.is_empty() {
+                    return Some(conn);
+                }
+            }
+        }
+        None
+    }
+
+    /// Everything waiting to be sent on `conn`, in order, as chunks for one vectored write.
+    /// Output a runtime has not taken yet counts towards the connection's send buffer limit.
+    pub fn take_output(&mut self, conn: ConnId) -> Vec<Bytes> {
+        self.connections
+            .get_mut(&conn)
+            .map(|connection| connection.outbound.take())
+            .unwrap_or_default()
+    }
+
+    /// Bytes waiting to be sent on `conn`.
+    pub fn pending_output(&self, conn: ConnId) -> usize {
+        self.connections
+            .get(&conn)
+            .map_or(0, |connection| connection.outbound.len())
+    }
+
+    /// The next batch for another shard.
+    pub fn poll_shard_messages(&mut self) -> Option<(ShardId, Vec<ShardMessage>)> {
+        let shard = self
+            .shard_outbox
+            .iter()
+            .position(|batch| !batch.is_empty())?;
+        Some((shard, std::mem::take(&mut self.shard_outbox[shard])))
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Broker::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.next_deadline()
+    }
+
+    // ----- shared plumbing for the handlers ----------------------------------------------
+
+    /// Queues a packet the broker built for `conn`.
+    pub(super) fn send(&mut self, conn: ConnId, packet: Packet) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if let Err(error) = connection.outbound.push_packet(&packet, connection.version) {
+            warn!(?conn, %error, ?packet, "could not encode a packet the broker built");
+            return;
+        }
+        self.mark_writable(conn);
+    }
+
+    pub(super) fn mark_writable(&mut self, conn: ConnId) {
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            if !connection.announced {
+                connection.announced = true;
+                self.writable.push_back(conn);
+            }
+        }
+    }
+
+    pub(super) fn send_to_shard(&mut self, shard: ShardId, message: ShardMessage) {
+        self.shard_outbox[shard].push(message);
+    }
+
+    /// Sends a v5 DISCONNECT with `reason` (3.x has none) and closes the connection.
+    pub(super) fn disconnect(&mut self, conn: ConnId, reason: ReasonCode, now: Timestamp) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        if connection.phase == Phase::Closing {
+            return;
+        }
+        if connection.version.is_v5() && connection.session().is_some() {
+            self.send(conn, Packet::Disconnect(Disconnect::with_reason(reason)));
+        }
+        self.close(conn, now);
+    }
+
+    /// Closes without a DISCONNECT: detaches the session now and asks the runtime to close once
+    /// pending output is written.
+    pub(super) fn close(&mut self, conn: ConnId, now: Timestamp) {
+        if !self.connections.contains_key(&conn) {
+            return;
+        }
+        self.end_connection(conn, now);
+        self.events.push_back(Event::Close(conn));
+    }
+
+    /// Emits a hand-over and forgets the connection here; it stays counted, on its new shard.
+    pub(super) fn hand_over(
+        &mut self,
+        conn: ConnId,
+        shard: ShardId,
+        connect: Box<crate::protocol::Connect>,
+    ) {
+        self.connections.remove(&conn);
+        self.events.push_back(Event::HandOver {
+            conn,
+            shard,
+            connect,
+        });
+    }
+
+    fn decode_failed(&mut self, conn: ConnId, error: DecodeError, now: Timestamp) {
+        self.stats.protocol_errors += 1;
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        debug!(?conn, client_id = %connection.client_id, %error, reason = %error.reason_code(), "protocol error");
+        if let (Phase::AwaitingConnect, DecodeError::UnsupportedProtocolLevel(_)) =
+            (connection.phase, &error)
+        {
+            // MQTT-3.1.2-2: answer an unknown level with return code 1 in the 3.1.1 format,
+            // which every version of client can read.
+            let connack = crate::protocol::ConnAck {
+                reason_code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                ..Default::default()
+            };
+            if let Some(connection) = self.connections.get_mut(&conn) {
+                connection.version = ProtocolVersion::V3_1_1;
+            }
+            self.send(conn, Packet::ConnAck(connack));
+        }
+        self.disconnect(conn, error.reason_code(), now);
+    }
+
+    /// Detaches a connection from its session: the will, session expiry, and the bookkeeping that
+    /// makes a later takeover or reconnect see a free session. Idempotent.
+    fn end_connection(&mut self, conn: ConnId, now: Timestamp) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        let phase = std::mem::replace(&mut connection.phase, Phase::Closing);
+        let Phase::Connected(session_id) = phase else {
+            return;
+        };
+        let will = connection.will.take();
+        let normal = connection.disconnected_normally;
+        let client_id = connection.client_id.clone();
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if session.connection != Some(conn) {
+            return;
+        }
+        session.connection = None;
+        info!(?conn, %client_id, normal, "client disconnected");
+        let expiry = session.expiry_interval;
+        if let (Some(will), false) = (will, normal) {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            let message = Arc::new(will_message(will, &client_id, now));
+            if delay == 0 || expiry == 0 {
+                self.publish_will(message, now);
+            } else {
+                // Published when the delay passes or the session ends, whichever is first
+                // (§3.1.3.2.2); a reconnect before then cancels it.
+                let publish_at = now + Duration::from_secs(u64::from(delay.min(expiry)));
+                session.delayed_will = Some(DelayedWill {
+                    message,
+                    publish_at,
+                });
+                self.timers
+                    .schedule(publish_at, Timer::WillDelay(session_id));
+            }
+        }
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        match expiry {
+            0 => self.discard_session(session_id, now),
+            // 0xFFFFFFFF: the session does not expire (§3.1.2.11.2).
+            u32::MAX => {}
+            secs => {
+                let at = now + Duration::from_secs(u64::from(secs));
+                session.expires_at = Some(at);
+                self.timers.schedule(at, Timer::SessionExpiry(session_id));
+            }
+        }
+    }
+
+    /// Ends a session: its subscriptions leave the tries, and a will still waiting for its delay
+    /// is published now, because the session ended first.
+    pub(super) fn discard_session(&mut self, session_id: SessionId, now: Timestamp) {
+        let Some(mut session) = self.sessions.remove(&session_id) else {
+            return;
+        };
+        self.client_ids.remove(&session.client_id);
+        for (filter, _) in session.subscriptions.drain() {
+            self.remove_subscription_entry(session_id, &filter);
+        }
+        if let Some(will) = session.delayed_will.take() {
+            self.publish_will(will.message, now);
+        }
+    }
+
+    pub(super) fn new_session_id(&mut self) -> SessionId {
+        self.next_session += 1;
+        SessionId(self.next_session)
+    }
+
+    fn publish_will(&mut self, message: Arc<Message>, now: Timestamp) {
+        self.stats.wills_published += 1;
+        self.route(message, now);
+    }
+
+    fn check_keepalive(&mut self, conn: ConnId, now: Timestamp) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        let deadline = match connection.phase {
+            Phase::AwaitingConnect => Some(now),
+            Phase::Connected(_) => connection.keepalive_deadline(),
+            Phase::Closing => None,
+        };
+        match deadline {
+            Some(deadline) if deadline <= now => {
+                info!(?conn, client_id = %connection.client_id, "keepalive timeout");
+                self.disconnect(conn, ReasonCode::KEEP_ALIVE_TIMEOUT, now);
+            }
+            Some(deadline) => self.timers.schedule(deadline, Timer::KeepAlive(conn)),
+            None => {}
+        }
+    }
+
+    fn check_session_expiry(&mut self, session_id: SessionId, now: Timestamp) {
+        let Some(session) = self.sessions.get(&session_id) else {
+            return;
+        };
+        if session.connection.is_none() && session.expires_at.is_some_and(|at| at <= now) {
+            debug!(client_id = %session.client_id, "session expired");
+            self.stats.sessions_expired += 1;
+            self.discard_session(session_id, now);
+        }
+    }
+
+    fn check_delayed_will(&mut self, session_id: SessionId, now: Timestamp) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if session
+            .delayed_will
+            .as_ref()
+            .is_some_and(|will| will.publish_at <= now)
+        {
+            let will = session.delayed_will.take().map(|will| will.message);
+            if let Some(message) = will {
+                self.publish_will(message, now);
+            }
+        }
+    }
+
+    fn sweep_expired(&mut self, now: Timestamp) {
+        let mut expired = self.retained.sweep(now);
+        for session in self.sessions.values_mut() {
+            let dropped = session
+                .outbound
+                .retain_queued(|delivery| !delivery.message.is_expired(now));
+            session.outbound.dropped.expired += dropped as u64;
+            expired += dropped;
+        }
+        self.stats.expired_dropped += expired as u64;
+        self.timers
+            .schedule(now + self.config.expiry_sweep_interval, Timer::ExpirySweep);
+    }
+}
+
+/// The message a will becomes (§3.1.2.5): the will's topic, payload, QoS, retain flag and
+/// properties, published on the client's behalf.
+fn will_message(will: LastWill, client_id: &ByteString, now: Timestamp) -> Message {
+    let props = will.properties;
+    let publish = Publish {
+        dup: false,
+        qos: will.qos,
+        retain: will.retain,
+        topic: will.topic,
+        packet_id: 0,
+        properties: PublishProperties {
+            payload_format_indicator: props.payload_format_indicator,
+            message_expiry_interval: props.message_expiry_interval,
+            response_topic: props.response_topic,
+            correlation_data: props.correlation_data,
+            content_type: props.content_type,
+            user_properties: props.user_properties,
+            ..PublishProperties::default()
+        },
+        payload: will.payload,
+    };
+    Message::from_publish(publish, Some(client_id.clone()), now)
+}

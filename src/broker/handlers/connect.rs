@@ -1,0 +1,288 @@
+//! CONNECT: admission checks, hand-over to the client's home shard, session takeover and
+//! resumption, CONNACK with the server's v5 properties, and resending what the session still
+//! owes the client.
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytestring::ByteString;
+use tracing::info;
+
+use crate::broker::connection::Phase;
+use crate::broker::core::Broker;
+use crate::broker::inflight::Awaiting;
+use crate::broker::io::ConnId;
+use crate::broker::routing::home_shard;
+use crate::broker::session::{Session, SessionId};
+use crate::broker::time::Timestamp;
+use crate::broker::timers::Timer;
+use crate::protocol::{
+    Ack, ConnAck, ConnAckProperties, Connect, Packet, ProtocolVersion, QoS, ReasonCode,
+};
+
+/// The protocol's largest packet: a Maximum Packet Size at or above it need not be announced.
+const PROTOCOL_MAX_PACKET_SIZE: usize = 268_435_460;
+
+impl Broker {
+    pub(in crate::broker) fn handle_connect(
+        &mut self,
+        conn: ConnId,
+        mut connect: Box<Connect>,
+        now: Timestamp,
+    ) {
+        let version = connect.protocol;
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            connection.version = version;
+        }
+        if let Err(reason) = self.admit(&connect) {
+            return self.refuse(conn, &connect.client_id, reason, now);
+        }
+        let assigned_id = connect
+            .client_id
+            .is_empty()
+            .then(|| self.assign_client_id());
+        if let Some(id) = &assigned_id {
+            connect.client_id = id.clone();
+        }
+        let home = home_shard(&connect.client_id, self.shard_count);
+        if home != self.shard {
+            return self.hand_over(conn, home, connect);
+        }
+
+        let (session_id, resumed) = self.attach_session(conn, &connect, now);
+        let keep_alive = self.effective_keepalive(connect.keep_alive);
+        let granted_expiry = self
+            .sessions
+            .get(&session_id)
+            .map_or(0, |session| session.expiry_interval);
+        let topic_alias_slots = if version.is_v5() {
+            self.config.topic_alias_maximum.into()
+        } else {
+            0
+        };
+        let max_packet_size = self.config.max_packet_size;
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        connection.phase = Phase::Connected(session_id);
+        connection.client_id = connect.client_id.clone();
+        connection.keep_alive = Duration::from_secs(keep_alive.into());
+        connection.last_received = now;
+        connection.decoder.set_max_packet_size(max_packet_size);
+        let props = &connect.properties;
+        connection.max_packet_size = props
+            .maximum_packet_size
+            .map_or(usize::MAX, |size| size.get() as usize);
+        connection.receive_maximum = props.receive_maximum.map_or(u16::MAX, NonZeroU16::get);
+        connection.request_problem_information = props.request_problem_information.unwrap_or(true);
+        connection.topic_aliases = vec![None; topic_alias_slots];
+        connection.will = connect.will.take();
+        if let Some(deadline) = connection.keepalive_deadline() {
+            self.timers.schedule(deadline, Timer::KeepAlive(conn));
+        }
+
+        let mut connack = ConnAck {
+            session_present: resumed,
+            ..ConnAck::default()
+        };
+        if version.is_v5() {
+            connack.properties = self.server_properties(&connect, granted_expiry, keep_alive);
+            connack.properties.assigned_client_identifier = assigned_id;
+        }
+        info!(?conn, client_id = %connect.client_id, ?version, resumed, keep_alive, "client connected");
+        self.send(conn, Packet::ConnAck(connack));
+        if resumed {
+            self.resend_inflight(conn, session_id, now);
+        }
+        self.fill_window(session_id, now);
+    }
+
+    /// Checks that do not depend on existing sessions; the refusal reason otherwise.
+    fn admit(&self, connect: &Connect) -> Result<(), ReasonCode> {
+        let version = connect.protocol;
+        if self.connection_count.load(Ordering::Relaxed) > self.config.max_connections {
+            return Err(ReasonCode::QUOTA_EXCEEDED);
+        }
+        if connect.properties.authentication_method.is_some() {
+            return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
+        // An empty client id gets one assigned only when no session could be resumed with it
+        // (MQTT-3.1.3-8 in 3.1.1); 3.1 requires an id of 1 to 23 characters.
+        if connect.client_id.is_empty()
+            && (!connect.clean_start || version == ProtocolVersion::V3_1)
+        {
+            return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        // 3.x cannot be told a shorter keepalive; refuse it, as Mosquitto does.
+        if !version.is_v5() && connect.keep_alive > self.config.max_keepalive {
+            return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        if let Some(will) = &connect.will {
+            if will.qos > self.config.maximum_qos {
+                return Err(ReasonCode::QOS_NOT_SUPPORTED);
+            }
+            if will.retain && !self.config.retain_available {
+                return Err(ReasonCode::RETAIN_NOT_SUPPORTED);
+            }
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, conn: ConnId, client_id: &ByteString, reason: ReasonCode, now: Timestamp) {
+        info!(?conn, %client_id, %reason, "connection refused");
+        let connack = ConnAck {
+            reason_code: reason,
+            ..ConnAck::default()
+        };
+        self.send(conn, Packet::ConnAck(connack));
+        self.close(conn, now);
+    }
+
+    /// A fresh id homed on this shard, so its client needs no hand-over.
+    fn assign_client_id(&mut self) -> ByteString {
+        loop {
+            self.assigned_ids += 1;
+            let id = format!("auto-{:x}-{:x}", self.shard, self.assigned_ids);
+            if home_shard(&id, self.shard_count) == self.shard {
+                return id.into();
+            }
+        }
+    }
+
+    /// Takes over, discards, resumes or creates the session for this CONNECT and binds `conn`
+    /// to it. Returns the session and whether an existing one was resumed (Session Present).
+    fn attach_session(
+        &mut self,
+        conn: ConnId,
+        connect: &Connect,
+        now: Timestamp,
+    ) -> (SessionId, bool) {
+        let client_id = &connect.client_id;
+        let old_connection = self
+            .client_ids
+            .get(client_id)
+            .and_then(|id| self.sessions.get(id))
+            .and_then(|session| session.connection);
+        if let Some(old) = old_connection {
+            // Takeover (MQTT-3.1.4-3): only the old connection of this client is closed, and
+            // its will goes out as for any abnormal end.
+            info!(?old, %client_id, "session taken over");
+            self.disconnect(old, ReasonCode::SESSION_TAKEN_OVER, now);
+        }
+        // Closing the old connection ends a session with expiry 0, so look it up again.
+        let mut existing = self.client_ids.get(client_id).copied();
+        if let Some(session_id) = existing {
+            if let Some(session) = self.sessions.get_mut(&session_id) {
+                // A new connection cancels a delayed will (MQTT-3.1.3-9).
+                session.delayed_will = None;
+            }
+            if connect.clean_start {
+                self.discard_session(session_id, now);
+                existing = None;
+            }
+        }
+        let resumed = existing.is_some();
+        let session_id = existing.unwrap_or_else(|| {
+            let id = self.new_session_id();
+            self.client_ids.insert(client_id.clone(), id);
+            self.sessions
+                .insert(id, Session::new(client_id.clone(), connect.protocol));
+            id
+        });
+        let expiry = self.session_expiry_for(connect);
+        if let Some(session) = self.sessions.get_mut(&session_id) {
+            session.connection = Some(conn);
+            session.version = connect.protocol;
+            session.expiry_interval = expiry;
+            session.expires_at = None;
+        }
+        (session_id, resumed)
+    }
+
+    /// 3.x: clean session ends the session with the connection, otherwise the configured
+    /// default. 5.0: the client's Session Expiry Interval, capped by the configured maximum.
+    fn session_expiry_for(&self, connect: &Connect) -> u32 {
+        if !connect.protocol.is_v5() {
+            return if connect.clean_start {
+                0
+            } else {
+                self.config.session_expiry
+            };
+        }
+        let requested = connect.properties.session_expiry_interval.unwrap_or(0);
+        self.config
+            .max_session_expiry
+            .map_or(requested, |max| requested.min(max))
+    }
+
+    /// The keepalive the client must keep: its own, unless over the maximum (or off while the
+    /// maximum is below the protocol's), in which case the maximum (Server Keep Alive).
+    fn effective_keepalive(&self, requested: u16) -> u16 {
+        let max = self.config.max_keepalive;
+        if requested > max || (requested == 0 && max < u16::MAX) {
+            max
+        } else {
+            requested
+        }
+    }
+
+    /// CONNACK properties: limits that differ from the protocol defaults, and values the
+    /// server changed from what the client asked for.
+    fn server_properties(
+        &self,
+        connect: &Connect,
+        granted_expiry: u32,
+        keep_alive: u16,
+    ) -> ConnAckProperties {
+        let config = &self.config;
+        let mut props = ConnAckProperties::default();
+        if connect.properties.session_expiry_interval.unwrap_or(0) != granted_expiry {
+            props.session_expiry_interval = Some(granted_expiry);
+        }
+        if config.receive_maximum != u16::MAX {
+            props.receive_maximum = NonZeroU16::new(config.receive_maximum);
+        }
+        if config.maximum_qos != QoS::ExactlyOnce {
+            props.maximum_qos = Some(config.maximum_qos);
+        }
+        if !config.retain_available {
+            props.retain_available = Some(false);
+        }
+        if config.max_packet_size < PROTOCOL_MAX_PACKET_SIZE {
+            props.maximum_packet_size = u32::try_from(config.max_packet_size)
+                .ok()
+                .and_then(NonZeroU32::new);
+        }
+        if config.topic_alias_maximum > 0 {
+            props.topic_alias_maximum = Some(config.topic_alias_maximum);
+        }
+        if keep_alive != connect.keep_alive {
+            props.server_keep_alive = Some(keep_alive);
+        }
+        props
+    }
+
+    /// On resume, every unacknowledged PUBLISH goes out again with DUP set and every owed
+    /// PUBREL again, with their original identifiers and in their original order (MQTT-4.4.0-1).
+    fn resend_inflight(&mut self, conn: ConnId, session_id: SessionId, now: Timestamp) {
+        let Some(session) = self.sessions.get(&session_id) else {
+            return;
+        };
+        let resend: Vec<_> = session
+            .outbound
+            .inflight()
+            .map(|entry| (entry.packet_id, entry.state, entry.delivery.clone()))
+            .collect();
+        for (packet_id, state, delivery) in resend {
+            match state {
+                Awaiting::PubComp => self.send(conn, Packet::PubRel(Ack::new(packet_id))),
+                Awaiting::PubAck | Awaiting::PubRec => {
+                    if !self.write_publish(conn, &delivery, packet_id, true, now) {
+                        self.drop_inflight(session_id, packet_id, delivery.qos);
+                    }
+                }
+            }
+        }
+    }
+}

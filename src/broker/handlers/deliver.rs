@@ -1,0 +1,306 @@
+//! Routing a message to its subscribers: which shards get it, which local sessions match, at
+//! what QoS each gets it, and how it enters a session's in-flight window, queue or send buffer.
+
+use std::num::NonZeroU32;
+
+use ahash::AHashMap;
+use bytestring::ByteString;
+
+use crate::broker::core::Broker;
+use crate::broker::inflight::Awaiting;
+use crate::broker::io::{ConnId, ShardMessage};
+use crate::broker::message::{Delivery, SharedMessage};
+use crate::broker::session::{SessionId, Subscription};
+use crate::broker::time::Timestamp;
+use crate::protocol::QoS;
+
+/// What one session gets from one message once all its matching subscriptions are combined.
+#[derive(Debug)]
+struct Grant {
+    qos: QoS,
+    retain_as_published: bool,
+    subscription_ids: Vec<NonZeroU32>,
+}
+
+impl Broker {
+    /// Publishes a message that entered the broker on this shard (a client's PUBLISH or a will).
+    pub(in crate::broker) fn route(&mut self, message: SharedMessage, now: Timestamp) {
+        let retain = message.template.retain && self.config.retain_available;
+        if retain {
+            self.retained.store(message.clone());
+        }
+        if self.shard_count == 1 {
+            return self.deliver_local(&message, true, None, now);
+        }
+        let routes = self
+            .interest
+            .route(&message.template.topic, self.shard_count);
+        for (shard, route) in routes.into_iter().enumerate() {
+            if shard == self.shard {
+                self.deliver_local(&message, route.deliver, Some(&route.groups), now);
+            } else if route.deliver || !route.groups.is_empty() || retain {
+                let batch_item = ShardMessage::Publish {
+                    message: message.clone(),
+                    deliver: route.deliver,
+                    groups: route.groups,
+                    store_retained: retain,
+                };
+                self.send_to_shard(shard, batch_item);
+            }
+        }
+    }
+
+    /// Delivers to this shard's sessions: ordinary subscribers when `deliver`, and one member of
+    /// each shared subscription in `groups` (`None`: every shared subscription, when this is the
+    /// only shard).
+    pub(in crate::broker) fn deliver_local(
+        &mut self,
+        message: &SharedMessage,
+        deliver: bool,
+        groups: Option<&[ByteString]>,
+        now: Timestamp,
+    ) {
+        let matches = self.subscriptions.matches(&message.template.topic);
+        if matches.is_empty() {
+            return;
+        }
+        let mut grants = Grants::default();
+        let mut shared: AHashMap<&ByteString, Vec<(SessionId, &Subscription)>> = AHashMap::new();
+        for (subscriber, subscription) in matches.iter() {
+            match &subscriber.share {
+                None if deliver
+                    && !self.is_own_message(subscriber.session, subscription, message) =>
+                {
+                    grants.add(subscriber.session, subscription);
+                }
+                Some(share) if groups.is_none_or(|groups| groups.contains(share)) => {
+                    shared
+                        .entry(share)
+                        .or_default()
+                        .push((subscriber.session, subscription));
+                }
+                None | Some(_) => {}
+            }
+        }
+        for (share, mut members) in shared {
+            members.sort_unstable_by_key(|(session, _)| *session);
+            let (session, subscription) = self.pick_member(share, &members);
+            grants.add(session, subscription);
+        }
+        for (session, grant) in grants.in_order {
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: message.template.qos.min(grant.qos),
+                retain: message.template.retain && grant.retain_as_published,
+                subscription_ids: grant.subscription_ids,
+            };
+            self.deliver_to_session(session, delivery, now);
+        }
+    }
+
+    /// v5 No Local: a subscriber with the option set does not get its own messages.
+    fn is_own_message(
+        &self,
+        session: SessionId,
+        subscription: &Subscription,
+        message: &SharedMessage,
+    ) -> bool {
+        subscription.options.no_local
+            && self
+                .sessions
+                .get(&session)
+                .is_some_and(|session| message.publisher.as_ref() == Some(&session.client_id))
+    }
+
+    /// Round robin over a shared subscription's members, preferring connected ones so a message
+    /// is not parked with an offline member while others could take it.
+    fn pick_member<'a>(
+        &mut self,
+        share: &ByteString,
+        members: &[(SessionId, &'a Subscription)],
+    ) -> (SessionId, &'a Subscription) {
+        let cursor = self.share_cursors.entry(share.clone()).or_default();
+        let start = *cursor;
+        *cursor = cursor.wrapping_add(1);
+        let connected = |session: &SessionId| {
+            self.sessions
+                .get(session)
+                .is_some_and(|session| session.is_connected())
+        };
+        (0..members.len())
+            .map(|offset| members[(start + offset) % members.len()])
+            .find(|(session, _)| connected(session))
+            .unwrap_or(members[start % members.len()])
+    }
+
+    /// Hands one delivery to a session: QoS 0 straight to the send buffer (or dropped when the
+    /// client is offline or too far behind), QoS 1/2 into the in-flight window or the queue.
+    pub(in crate::broker) fn deliver_to_session(
+        &mut self,
+        session_id: SessionId,
+        delivery: Delivery,
+        now: Timestamp,
+    ) {
+        let max_buffer = self.config.max_outbound_buffer;
+        let (max_queued, max_queued_bytes) = (
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        );
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let conn = session.connection;
+        if delivery.qos == QoS::AtMostOnce {
+            let backlog = conn.map(|conn| self.pending_output(conn));
+            match (conn, backlog) {
+                (Some(conn), Some(backlog)) if backlog <= max_buffer => {
+                    self.write_publish(conn, &delivery, 0, false, now);
+                }
+                _ => self.stats.qos0_dropped += 1,
+            }
+            return;
+        }
+        let window_open = conn.is_some_and(|conn| self.window_has_room(conn, session_id));
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if window_open && session.outbound.queued_len() == 0 {
+            self.start_inflight(session_id, delivery, now);
+        } else if !session
+            .outbound
+            .enqueue(delivery, max_queued, max_queued_bytes)
+        {
+            self.stats.queue_full_dropped += 1;
+        }
+    }
+
+    /// Moves queued messages into the in-flight window while it has room.
+    pub(in crate::broker) fn fill_window(&mut self, session_id: SessionId, now: Timestamp) {
+        loop {
+            let Some(session) = self.sessions.get(&session_id) else {
+                return;
+            };
+            let Some(conn) = session.connection else {
+                return;
+            };
+            if !self.window_has_room(conn, session_id) {
+                return;
+            }
+            let Some(session) = self.sessions.get_mut(&session_id) else {
+                return;
+            };
+            let Some(delivery) = session.outbound.pop_queued() else {
+                return;
+            };
+            self.start_inflight(session_id, delivery, now);
+        }
+    }
+
+    fn window_has_room(&self, conn: ConnId, session_id: SessionId) -> bool {
+        let window = self.connections.get(&conn).map_or(0, |connection| {
+            connection.receive_maximum.min(self.config.max_inflight)
+        });
+        self.sessions
+            .get(&session_id)
+            .is_some_and(|session| session.outbound.inflight_len() < usize::from(window))
+    }
+
+    /// Gives a QoS 1/2 delivery a packet identifier and sends it, unless it has expired or is
+    /// too large for the client, in which case it is dropped and counted.
+    fn start_inflight(&mut self, session_id: SessionId, delivery: Delivery, now: Timestamp) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let Some(conn) = session.connection else {
+            return;
+        };
+        let packet_id = session.outbound.start(delivery.clone());
+        if !self.write_publish(conn, &delivery, packet_id, false, now) {
+            self.drop_inflight(session_id, packet_id, delivery.qos);
+        }
+    }
+
+    /// Takes a message that can no longer be sent (expired, too large) out of the window.
+    pub(in crate::broker) fn drop_inflight(
+        &mut self,
+        session_id: SessionId,
+        packet_id: u16,
+        qos: QoS,
+    ) {
+        if let Some(session) = self.sessions.get_mut(&session_id) {
+            let state = if qos == QoS::ExactlyOnce {
+                Awaiting::PubRec
+            } else {
+                Awaiting::PubAck
+            };
+            let _ = session.outbound.complete(packet_id, state);
+        }
+    }
+
+    /// Encodes a delivery into the connection's send buffer. False when it was not sent because
+    /// it expired or exceeds the client's Maximum Packet Size (MQTT-3.1.2-25).
+    pub(in crate::broker) fn write_publish(
+        &mut self,
+        conn: ConnId,
+        delivery: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: Timestamp,
+    ) -> bool {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return false;
+        };
+        let Some(publish) = delivery.to_publish(connection.version, packet_id, dup, now) else {
+            self.stats.expired_dropped += 1;
+            return false;
+        };
+        let fits = publish
+            .encoded_len(connection.version)
+            .is_ok_and(|len| len <= connection.max_packet_size);
+        if !fits
+            || connection
+                .outbound
+                .push_publish(&publish, connection.version)
+                .is_err()
+        {
+            self.stats.too_large_dropped += 1;
+            return false;
+        }
+        self.stats.publishes_sent += 1;
+        self.mark_writable(conn);
+        true
+    }
+}
+
+/// The grants of one message, in the order sessions first matched, so delivery order does not
+/// depend on hash seeds.
+#[derive(Default)]
+struct Grants {
+    in_order: Vec<(SessionId, Grant)>,
+    index: AHashMap<SessionId, usize>,
+}
+
+impl Grants {
+    /// Combines one more matching subscription into a session's grant (§3.3.4: one copy, at the
+    /// highest QoS of the matching subscriptions, with all their subscription identifiers).
+    fn add(&mut self, session: SessionId, subscription: &Subscription) {
+        let next = self.in_order.len();
+        let index = *self.index.entry(session).or_insert(next);
+        if index == next {
+            self.in_order.push((
+                session,
+                Grant {
+                    qos: QoS::AtMostOnce,
+                    retain_as_published: false,
+                    subscription_ids: Vec::new(),
+                },
+            ));
+        }
+        let grant = &mut self.in_order[index].1;
+        grant.qos = grant.qos.max(subscription.options.qos);
+        grant.retain_as_published |= subscription.options.retain_as_published;
+        if let Some(id) = subscription.identifier {
+            grant.subscription_ids.push(id);
+        }
+    }
+}

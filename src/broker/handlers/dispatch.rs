@@ -1,0 +1,77 @@
+//! Sends each decoded packet to its handler, after the checks that depend only on the packet
+//! type and the connection's phase.
+
+use tracing::debug;
+
+use crate::broker::connection::Phase;
+use crate::broker::core::Broker;
+use crate::broker::io::ConnId;
+use crate::broker::time::Timestamp;
+use crate::protocol::{Packet, ReasonCode};
+
+impl Broker {
+    pub(in crate::broker) fn handle_packet(
+        &mut self,
+        conn: ConnId,
+        packet: Packet,
+        now: Timestamp,
+    ) {
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        let session = match (connection.phase, packet) {
+            (Phase::AwaitingConnect, Packet::Connect(connect)) => {
+                return self.handle_connect(conn, connect, now)
+            }
+            (Phase::Connected(session), packet) => (session, packet),
+            // The decoder admits only CONNECT before the version is known, and a closing
+            // connection reads nothing.
+            (_, _) => return,
+        };
+        let (session, packet) = session;
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(conn, session, publish, now),
+            Packet::PubAck(ack) => self.handle_puback(conn, session, ack, now),
+            Packet::PubRec(ack) => self.handle_pubrec(conn, session, ack, now),
+            Packet::PubRel(ack) => self.handle_pubrel(conn, session, ack),
+            Packet::PubComp(ack) => self.handle_pubcomp(conn, session, ack, now),
+            Packet::Subscribe(subscribe) => self.handle_subscribe(conn, session, subscribe, now),
+            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, session, unsubscribe),
+            Packet::PingReq => self.send(conn, Packet::PingResp),
+            Packet::Disconnect(disconnect) => {
+                self.handle_disconnect(conn, session, disconnect, now)
+            }
+            // No authentication method was accepted at CONNECT, so AUTH may not be sent
+            // (§4.12): a protocol error.
+            Packet::Auth(_) => {
+                self.protocol_error(conn, "AUTH without an authentication method", now)
+            }
+            // MQTT-3.1.0-2: a second CONNECT is a protocol violation.
+            Packet::Connect(_) => self.protocol_error(conn, "second CONNECT", now),
+            other => {
+                debug!(?conn, packet = ?other.packet_type(), "packet only a server may send");
+                self.protocol_error(conn, "packet only a server may send", now)
+            }
+        }
+    }
+
+    /// Logs and ends the connection with DISCONNECT 0x82 (v5) or a plain close (3.x).
+    pub(in crate::broker) fn protocol_error(&mut self, conn: ConnId, what: &str, now: Timestamp) {
+        self.reject(conn, ReasonCode::PROTOCOL_ERROR, what, now);
+    }
+
+    /// Logs and ends the connection with DISCONNECT `reason` (v5) or a plain close (3.x).
+    pub(in crate::broker) fn reject(
+        &mut self,
+        conn: ConnId,
+        reason: ReasonCode,
+        what: &str,
+        now: Timestamp,
+    ) {
+        self.stats.protocol_errors += 1;
+        if let Some(connection) = self.connections.get(&conn) {
+            debug!(?conn, client_id = %connection.client_id, %reason, what, "closing connection");
+        }
+        self.disconnect(conn, reason, now);
+    }
+}

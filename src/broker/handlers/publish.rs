@@ -1,0 +1,262 @@
+//! Inbound PUBLISH and the QoS handshakes in both directions (§4.3), plus DISCONNECT.
+//!
+//! Inbound QoS 2 is exactly-once by identifier: the message is routed when its PUBLISH first
+//! arrives and the identifier is remembered in the session until PUBREL, so a repeated PUBLISH
+//! (DUP or not) is answered with PUBREC again but never routed twice.
+
+use std::sync::Arc;
+
+use tracing::debug;
+
+use crate::broker::core::Broker;
+use crate::broker::inflight::{AckMismatch, Awaiting};
+use crate::broker::io::ConnId;
+use crate::broker::message::Message;
+use crate::broker::session::SessionId;
+use crate::broker::time::Timestamp;
+use crate::protocol::topic::levels;
+use crate::protocol::{Ack, Disconnect, Packet, Publish, QoS, ReasonCode};
+
+impl Broker {
+    pub(in crate::broker) fn handle_publish(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        mut publish: Publish,
+        now: Timestamp,
+    ) {
+        self.stats.publishes_received += 1;
+        if let Err((reason, what)) = self.resolve_topic(conn, &mut publish) {
+            return self.reject(conn, reason, what, now);
+        }
+        if publish.qos > self.config.maximum_qos {
+            return self.reject(
+                conn,
+                ReasonCode::QOS_NOT_SUPPORTED,
+                "QoS above Maximum QoS",
+                now,
+            );
+        }
+        if publish.retain && !self.config.retain_available {
+            return self.reject(
+                conn,
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                "retain not available",
+                now,
+            );
+        }
+        if self.config.max_topic_levels > 0
+            && levels(&publish.topic).count() > self.config.max_topic_levels
+        {
+            return self.reject(
+                conn,
+                ReasonCode::TOPIC_NAME_INVALID,
+                "too many topic levels",
+                now,
+            );
+        }
+        let packet_id = publish.packet_id;
+        let qos = publish.qos;
+        // A payload declared UTF-8 that is not (§3.3.2.3.2): refused as Mosquitto does, with
+        // the acknowledgement's reason code, or DISCONNECT when QoS 0 has no acknowledgement.
+        if publish.properties.payload_format_indicator == Some(true)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
+            let reason = ReasonCode::PAYLOAD_FORMAT_INVALID;
+            return match qos {
+                QoS::AtMostOnce => self.reject(conn, reason, "payload is not UTF-8", now),
+                QoS::AtLeastOnce => {
+                    self.send(conn, Packet::PubAck(Ack::with_reason(packet_id, reason)))
+                }
+                QoS::ExactlyOnce => {
+                    self.send(conn, Packet::PubRec(Ack::with_reason(packet_id, reason)))
+                }
+            };
+        }
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if qos == QoS::ExactlyOnce {
+            if session.awaiting_pubrel.contains(&packet_id) {
+                // A resend of a message already routed: acknowledge only.
+                return self.send(conn, Packet::PubRec(Ack::new(packet_id)));
+            }
+            if session.awaiting_pubrel.len() >= usize::from(self.config.receive_maximum) {
+                return self.reject(
+                    conn,
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "more unacknowledged QoS 2 publishes than Receive Maximum",
+                    now,
+                );
+            }
+            session.awaiting_pubrel.insert(packet_id);
+        }
+        let publisher = Some(session.client_id.clone());
+        self.route(
+            Arc::new(Message::from_publish(publish, publisher, now)),
+            now,
+        );
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(conn, Packet::PubAck(Ack::new(packet_id))),
+            QoS::ExactlyOnce => self.send(conn, Packet::PubRec(Ack::new(packet_id))),
+        }
+    }
+
+    /// Applies the v5 topic alias rules (§3.3.2.3.4) and rejects client-sent subscription
+    /// identifiers (MQTT-3.3.4-6). On success `publish.topic` is the full topic.
+    fn resolve_topic(
+        &mut self,
+        conn: ConnId,
+        publish: &mut Publish,
+    ) -> Result<(), (ReasonCode, &'static str)> {
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err((
+                ReasonCode::PROTOCOL_ERROR,
+                "PUBLISH from a client with a subscription identifier",
+            ));
+        }
+        let Some(alias) = publish.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return Ok(());
+        };
+        let Some(slot) = connection
+            .topic_aliases
+            .get_mut(usize::from(alias.get()) - 1)
+        else {
+            return Err((
+                ReasonCode::TOPIC_ALIAS_INVALID,
+                "topic alias above Topic Alias Maximum",
+            ));
+        };
+        if publish.topic.is_empty() {
+            match slot {
+                Some(topic) => publish.topic = topic.clone(),
+                None => return Err((ReasonCode::PROTOCOL_ERROR, "unknown topic alias")),
+            }
+        } else {
+            *slot = Some(publish.topic.clone());
+        }
+        Ok(())
+    }
+
+    pub(in crate::broker) fn handle_puback(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        ack: Ack,
+        now: Timestamp,
+    ) {
+        self.complete_outbound(conn, session_id, ack.packet_id, Awaiting::PubAck, now);
+    }
+
+    pub(in crate::broker) fn handle_pubcomp(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        ack: Ack,
+        now: Timestamp,
+    ) {
+        self.complete_outbound(conn, session_id, ack.packet_id, Awaiting::PubComp, now);
+    }
+
+    fn complete_outbound(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        packet_id: u16,
+        state: Awaiting,
+        now: Timestamp,
+    ) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        match session.outbound.complete(packet_id, state) {
+            Ok(()) => self.fill_window(session_id, now),
+            // A late or repeated acknowledgement, e.g. after a resend crossed it: harmless.
+            Err(mismatch) => debug!(
+                ?conn,
+                packet_id,
+                ?state,
+                ?mismatch,
+                "acknowledgement for no message in that state"
+            ),
+        }
+    }
+
+    pub(in crate::broker) fn handle_pubrec(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        ack: Ack,
+        now: Timestamp,
+    ) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if ack.reason_code.is_error() {
+            // The receiver refused the message; the flow ends here without PUBREL (§4.3.3).
+            let _ = session.outbound.abandon(ack.packet_id);
+            return self.fill_window(session_id, now);
+        }
+        let reply = match session.outbound.received(ack.packet_id) {
+            Ok(()) => Ack::new(ack.packet_id),
+            Err(AckMismatch::UnknownPacketId) => {
+                Ack::with_reason(ack.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
+            }
+            Err(AckMismatch::WrongState) => {
+                return self.protocol_error(conn, "PUBREC for a QoS 1 message", now)
+            }
+        };
+        self.send(conn, Packet::PubRel(reply));
+    }
+
+    pub(in crate::broker) fn handle_pubrel(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        ack: Ack,
+    ) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        // An unknown id is answered too, so a client that lost our PUBCOMP can finish
+        // (v5 says so with 0x92; 3.x has no codes and simply gets PUBCOMP).
+        let reply = if session.awaiting_pubrel.remove(&ack.packet_id) {
+            Ack::new(ack.packet_id)
+        } else {
+            Ack::with_reason(ack.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
+        };
+        self.send(conn, Packet::PubComp(reply));
+    }
+
+    pub(in crate::broker) fn handle_disconnect(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        disconnect: Disconnect,
+        now: Timestamp,
+    ) {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            let Some(session) = self.sessions.get_mut(&session_id) else {
+                return;
+            };
+            // MQTT-3.14.2-2: a session that was to end with the connection cannot be extended.
+            if session.expiry_interval == 0 && expiry != 0 {
+                return self.protocol_error(conn, "DISCONNECT raises a session expiry of 0", now);
+            }
+            session.expiry_interval = self
+                .config
+                .max_session_expiry
+                .map_or(expiry, |max| expiry.min(max));
+        }
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            // 0x04 asks for the will to be published anyway (§3.14.2.1).
+            connection.disconnected_normally =
+                disconnect.reason_code != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+        }
+        self.close(conn, now);
+    }
+}

@@ -1,0 +1,206 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the session's subscription set, this shard's subscription trie,
+//! the interest other shards are told about, and retained messages sent on subscribe.
+
+use std::sync::Arc;
+
+use bytestring::ByteString;
+
+use crate::broker::core::Broker;
+use crate::broker::io::{ConnId, ShardMessage};
+use crate::broker::message::Delivery;
+use crate::broker::routing::Subscriber;
+use crate::broker::session::{SessionId, Subscription};
+use crate::broker::time::Timestamp;
+use crate::protocol::topic::{levels, parse_filter, FilterKind};
+use crate::protocol::{
+    Packet, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+
+impl Broker {
+    pub(in crate::broker) fn handle_subscribe(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        subscribe: Subscribe,
+        now: Timestamp,
+    ) {
+        let identifier = subscribe.properties.subscription_identifier;
+        let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained_to_send = Vec::new();
+        for (filter, mut options) in subscribe.filters {
+            options.qos = options.qos.min(self.config.maximum_qos);
+            let subscription = Subscription {
+                options,
+                identifier,
+            };
+            match self.add_subscription(session_id, &filter, subscription) {
+                Ok(is_new) => {
+                    reason_codes.push(ReasonCode(options.qos as u8));
+                    let send_retained = match options.retain_handling {
+                        RetainHandling::SendOnSubscribe => true,
+                        RetainHandling::SendIfNewSubscription => is_new,
+                        RetainHandling::DoNotSend => false,
+                    };
+                    if send_retained {
+                        retained_to_send.push((filter, subscription));
+                    }
+                }
+                Err(reason) => reason_codes.push(reason),
+            }
+        }
+        let suback = SubAck {
+            packet_id: subscribe.packet_id,
+            reason_codes,
+            ..SubAck::default()
+        };
+        self.send(conn, Packet::SubAck(suback));
+        for (filter, subscription) in retained_to_send {
+            self.send_retained(session_id, &filter, subscription, now);
+        }
+    }
+
+    pub(in crate::broker) fn handle_unsubscribe(
+        &mut self,
+        conn: ConnId,
+        session_id: SessionId,
+        unsubscribe: Unsubscribe,
+    ) {
+        let reason_codes = unsubscribe
+            .filters
+            .iter()
+            .map(|filter| {
+                let existed = self
+                    .sessions
+                    .get_mut(&session_id)
+                    .and_then(|session| session.subscriptions.remove(filter))
+                    .is_some();
+                if existed {
+                    self.remove_subscription_entry(session_id, filter);
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect();
+        let unsuback = UnsubAck(SubAck {
+            packet_id: unsubscribe.packet_id,
+            reason_codes,
+            ..SubAck::default()
+        });
+        self.send(conn, Packet::UnsubAck(unsuback));
+    }
+
+    /// Adds or replaces a subscription; `Ok(true)` when it did not exist before. Limits are
+    /// checked here so each filter of a SUBSCRIBE gets its own answer.
+    fn add_subscription(
+        &mut self,
+        session_id: SessionId,
+        filter: &ByteString,
+        subscription: Subscription,
+    ) -> Result<bool, ReasonCode> {
+        let max_levels = self.config.max_topic_levels;
+        let max_subscriptions = self.config.max_subscriptions_per_client;
+        let kind = parse_filter(filter).map_err(|_| ReasonCode::TOPIC_FILTER_INVALID)?;
+        if max_levels > 0 && levels(kind.filter()).count() > max_levels {
+            return Err(ReasonCode::TOPIC_FILTER_INVALID);
+        }
+        let session = self
+            .sessions
+            .get_mut(&session_id)
+            .ok_or(ReasonCode::UNSPECIFIED_ERROR)?;
+        let exists = session.subscriptions.contains_key(filter);
+        if !exists && max_subscriptions > 0 && session.subscriptions.len() >= max_subscriptions {
+            return Err(ReasonCode::QUOTA_EXCEEDED);
+        }
+        session.subscriptions.insert(filter.clone(), subscription);
+        let (inner, share) = split_share(filter, kind);
+        let key = Subscriber {
+            session: session_id,
+            share: share.clone(),
+        };
+        // Replacing keeps the trie entry and the interest count as they are.
+        if self
+            .subscriptions
+            .insert(&inner, key, subscription)
+            .is_none()
+            && self.interest.add_local(&inner, &share)
+        {
+            self.announce_interest(inner, share, true);
+        }
+        Ok(!exists)
+    }
+
+    /// Removes a subscription's trie entry and, if it was the shard's last for that filter,
+    /// its interest on every shard. The session's own map is the caller's.
+    pub(in crate::broker) fn remove_subscription_entry(
+        &mut self,
+        session_id: SessionId,
+        filter: &ByteString,
+    ) {
+        let Ok(kind) = parse_filter(filter) else {
+            return;
+        };
+        let (inner, share) = split_share(filter, kind);
+        let key = Subscriber {
+            session: session_id,
+            share: share.clone(),
+        };
+        if self.subscriptions.remove(&inner, &key).is_some()
+            && self.interest.remove_local(&inner, &share)
+        {
+            self.announce_interest(inner, share, false);
+        }
+    }
+
+    /// Records this shard's interest change locally and tells every other shard.
+    fn announce_interest(&mut self, filter: ByteString, share: Option<ByteString>, added: bool) {
+        if self.shard_count == 1 {
+            return;
+        }
+        self.interest
+            .apply(self.shard, &filter, share.clone(), added);
+        let this_shard = self.shard;
+        for shard in (0..self.shard_count).filter(|&shard| shard != this_shard) {
+            let change = ShardMessage::Interest {
+                filter: filter.clone(),
+                share: share.clone(),
+                added,
+            };
+            self.send_to_shard(shard, change);
+        }
+    }
+
+    /// Sends the retained messages matching a new subscription, with RETAIN set
+    /// (MQTT-3.3.1-9). Shared subscriptions get none (§4.8.2).
+    fn send_retained(
+        &mut self,
+        session_id: SessionId,
+        filter: &ByteString,
+        subscription: Subscription,
+        now: Timestamp,
+    ) {
+        let Ok(FilterKind::Plain(filter)) = parse_filter(filter) else {
+            return;
+        };
+        let messages = self
+            .retained
+            .matching(filter, now, self.config.max_retained_per_subscribe);
+        for message in messages {
+            let delivery = Delivery {
+                qos: message.template.qos.min(subscription.options.qos),
+                retain: true,
+                subscription_ids: subscription.identifier.into_iter().collect(),
+                message: Arc::clone(&message),
+            };
+            self.deliver_to_session(session_id, delivery, now);
+        }
+    }
+}
+
+/// The filter the trie matches on and, for a shared subscription, the full filter naming it.
+fn split_share(filter: &ByteString, kind: FilterKind<'_>) -> (ByteString, Option<ByteString>) {
+    match kind {
+        FilterKind::Plain(_) => (filter.clone(), None),
+        FilterKind::Shared { filter: inner, .. } => (filter.slice_ref(inner), Some(filter.clone())),
+    }
+}

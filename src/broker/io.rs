@@ -1,0 +1,52 @@
+//! The values that cross the boundary between the sans-IO core and a runtime: identifiers the
+//! runtime assigns, events the core asks the runtime to carry out, and messages between shards.
+
+use bytestring::ByteString;
+
+use super::message::SharedMessage;
+use crate::protocol::Connect;
+
+/// A connection, named by the runtime. Unique across all shards for the life of the process
+/// (a runtime can put the shard number in the high bits), so a handed-over connection keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Index of a shard, from 0 to the shard count.
+pub type ShardId = usize;
+
+/// What the core asks the runtime to do, besides sending bytes.
+#[derive(Debug)]
+pub enum Event {
+    /// Send what is pending for the connection, then close it. No more input is processed.
+    Close(ConnId),
+    /// The client's session lives on another shard: move the socket, with any bytes already read
+    /// after CONNECT, to `shard` and call its `handle_handed_over`.
+    HandOver {
+        conn: ConnId,
+        shard: ShardId,
+        connect: Box<Connect>,
+    },
+}
+
+/// Work one shard sends another. The payloads inside are shared, never copied.
+#[derive(Debug, Clone)]
+pub enum ShardMessage {
+    /// A message published on the sending shard.
+    Publish {
+        message: SharedMessage,
+        /// Deliver to the receiver's ordinary (non-shared) subscribers.
+        deliver: bool,
+        /// Shared subscriptions (full `$share/group/filter`) the receiver must serve, each by
+        /// exactly one of its members.
+        groups: Vec<ByteString>,
+        /// Replace the receiver's copy of the retained message for this topic.
+        store_retained: bool,
+    },
+    /// The sending shard gained its first (`added`) or lost its last local subscriber for a
+    /// filter; `share` is the full shared filter for shared subscriptions.
+    Interest {
+        filter: ByteString,
+        share: Option<ByteString>,
+        added: bool,
+    },
+}

@@ -1,0 +1,46 @@
+//! Retained messages (§3.3.1.3): the last retained message per topic, replaced by each new one
+//! and cleared by an empty payload. Every shard keeps a copy of the whole set (payloads are
+//! shared, not copied), so a subscribe is answered from local memory.
+
+use super::message::SharedMessage;
+use super::time::Timestamp;
+use super::topic::RetainedTree;
+
+#[derive(Debug, Default)]
+pub struct Retained {
+    tree: RetainedTree<SharedMessage>,
+}
+
+impl Retained {
+    /// Stores, replaces or (empty payload) clears the retained message of the message's topic.
+    pub fn store(&mut self, message: SharedMessage) {
+        let topic = message.template.topic.clone();
+        if message.template.payload.is_empty() {
+            self.tree.remove(&topic);
+        } else {
+            self.tree.insert(&topic, message);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// The unexpired retained messages matching a (plain) filter, at most `limit` (0: all).
+    pub fn matching(&self, filter: &str, now: Timestamp, limit: usize) -> Vec<SharedMessage> {
+        let mut found = Vec::new();
+        self.tree.for_each_match(filter, |_, message| {
+            if (limit == 0 || found.len() < limit) && !message.is_expired(now) {
+                found.push(message.clone());
+            }
+        });
+        found
+    }
+
+    /// Drops expired messages; returns how many.
+    pub fn sweep(&mut self, now: Timestamp) -> usize {
+        let before = self.tree.len();
+        self.tree.retain(|_, message| !message.is_expired(now));
+        before - self.tree.len()
+    }
+}

@@ -1,0 +1,181 @@
+//! Which shard owns a client, and which shards want a publish.
+//!
+//! Each client id has one home shard, computed by a hash every shard agrees on. Subscriptions
+//! are matched exactly only on the shard that holds them; across shards, each shard keeps a
+//! replicated *interest* trie that maps filters to the shards with at least one subscriber. It
+//! changes only when a shard gains its first or loses its last subscriber for a filter, so a
+//! publish is sent once to each shard that can use it and never to the others.
+//!
+//! Consistency: interest changes travel over the same ordered channels as publishes, and a shard
+//! sends its interest change before the SUBACK leaves, so in practice the change is applied
+//! everywhere before the subscriber can see its SUBACK. A publish racing a subscribe on another
+//! shard within that window may miss the new subscriber, as in any broker whose routing table is
+//! replicated (EMQX's route table across nodes behaves the same).
+
+use ahash::AHashMap;
+use bytestring::ByteString;
+
+use super::io::ShardId;
+use super::session::SessionId;
+use super::topic::SubscriptionTrie;
+
+/// The home shard of a client id. FNV-1a: fixed, seedless and identical on every shard and
+/// every run, which a per-process random hasher would not be.
+pub fn home_shard(client_id: &str, shard_count: usize) -> ShardId {
+    if shard_count <= 1 {
+        return 0;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in client_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % shard_count as u64) as ShardId
+}
+
+/// Key of a local subscription in the shard's subscription trie.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subscriber {
+    pub session: SessionId,
+    /// The full `$share/group/filter` for a shared subscription.
+    pub share: Option<ByteString>,
+}
+
+/// Key of the interest trie: a shard, and for shared subscriptions which group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct InterestKey {
+    shard: ShardId,
+    share: Option<ByteString>,
+}
+
+/// Where one publish goes: for each shard, whether its plain subscribers get it and which
+/// shared subscriptions it must serve.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    pub deliver: bool,
+    pub groups: Vec<ByteString>,
+}
+
+#[derive(Debug, Default)]
+pub struct Interest {
+    trie: SubscriptionTrie<InterestKey, ()>,
+    /// Local subscribers per (filter, share), to notice first and last.
+    local: AHashMap<(ByteString, Option<ByteString>), usize>,
+    /// Round-robin position per shared subscription, to spread a group over shards.
+    cursors: AHashMap<ByteString, usize>,
+}
+
+impl Interest {
+    /// Records a new local subscriber; true when it is the first, so the other shards must hear.
+    pub fn add_local(&mut self, filter: &ByteString, share: &Option<ByteString>) -> bool {
+        let count = self
+            .local
+            .entry((filter.clone(), share.clone()))
+            .or_default();
+        *count += 1;
+        *count == 1
+    }
+
+    /// Forgets a local subscriber; true when it was the last.
+    pub fn remove_local(&mut self, filter: &ByteString, share: &Option<ByteString>) -> bool {
+        let key = (filter.clone(), share.clone());
+        match self.local.get_mut(&key) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                self.local.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies an interest change of `shard` (this shard's own changes included).
+    pub fn apply(&mut self, shard: ShardId, filter: &str, share: Option<ByteString>, added: bool) {
+        let key = InterestKey { shard, share };
+        if added {
+            self.trie.insert(filter, key, ());
+        } else {
+            self.trie.remove(filter, &key);
+        }
+    }
+
+    /// The route of a publish to `topic` over `shard_count` shards, indexed by shard.
+    pub fn route(&mut self, topic: &str, shard_count: usize) -> Vec<Route> {
+        let mut routes: Vec<Route> = (0..shard_count).map(|_| Route::default()).collect();
+        let matches = self.trie.matches(topic);
+        let mut groups: AHashMap<&ByteString, Vec<ShardId>> = AHashMap::new();
+        for (key, ()) in matches.iter() {
+            match &key.share {
+                None => routes[key.shard].deliver = true,
+                Some(share) => groups.entry(share).or_default().push(key.shard),
+            }
+        }
+        for (share, mut shards) in groups {
+            shards.sort_unstable();
+            shards.dedup();
+            let cursor = self.cursors.entry(share.clone()).or_default();
+            let chosen = shards[*cursor % shards.len()];
+            *cursor = cursor.wrapping_add(1);
+            routes[chosen].groups.push(share.clone());
+        }
+        routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_shard_is_stable_and_spreads() {
+        assert_eq!(home_shard("client-1", 1), 0);
+        assert_eq!(home_shard("client-1", 4), home_shard("client-1", 4));
+        let mut seen = [0usize; 4];
+        for i in 0..1000 {
+            seen[home_shard(&format!("client-{i}"), 4)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
+    }
+
+    #[test]
+    fn publishes_go_only_to_interested_shards_and_groups_rotate() {
+        let mut interest = Interest::default();
+        interest.apply(1, "a/+", None, true);
+        let share: ByteString = "$share/g/a/#".into();
+        interest.apply(0, "a/#", Some(share.clone()), true);
+        interest.apply(2, "a/#", Some(share.clone()), true);
+        let first = interest.route("a/b", 3);
+        assert!(!first[0].deliver && first[1].deliver && !first[2].deliver);
+        let second = interest.route("a/b", 3);
+        let served: Vec<usize> = [&first, &second]
+            .iter()
+            .map(|routes| {
+                routes
+                    .iter()
+                    .position(|r| r.groups == [share.clone()])
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(served, vec![0, 2]);
+        assert!(interest
+            .route("b", 3)
+            .iter()
+            .all(|r| *r == Route::default()));
+        interest.apply(1, "a/+", None, false);
+        assert!(!interest.route("a/b", 3)[1].deliver);
+    }
+
+    #[test]
+    fn local_counts_report_first_and_last() {
+        let mut interest = Interest::default();
+        let filter: ByteString = "x".into();
+        assert!(interest.add_local(&filter, &None));
+        assert!(!interest.add_local(&filter, &None));
+        assert!(!interest.remove_local(&filter, &None));
+        assert!(interest.remove_local(&filter, &None));
+        assert!(!interest.remove_local(&filter, &None));
+    }
+}

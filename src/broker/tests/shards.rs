@@ -1,0 +1,153 @@
+//! Several shards: hand-over to the home shard, publishes crossing shards once per shard,
+//! interest-based routing, shared subscriptions and retained messages across shards.
+
+use super::*;
+use crate::broker::home_shard;
+
+/// A client id homed on `shard` of `count`.
+fn id_on(shard: usize, count: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|id| home_shard(id, count) == shard)
+        .expect("some id hashes to every shard")
+}
+
+#[test]
+fn a_connection_is_handed_over_to_its_home_shard() {
+    let mut sim = Sim::new(4);
+    for shard in 0..4 {
+        let id = id_on(shard, 4, "c");
+        let conn = sim.client(V3, &id, true);
+        assert_eq!(sim.shard_of(conn), shard);
+        // The connection works after the move.
+        sim.send(conn, Packet::PingReq);
+        assert_eq!(sim.recv(conn), Some(Packet::PingResp));
+    }
+    let sessions: Vec<usize> = sim.shards.iter().map(Broker::session_count).collect();
+    assert_eq!(sessions, [1, 1, 1, 1]);
+}
+
+#[test]
+fn bytes_after_connect_follow_the_connection_to_its_new_shard() {
+    let mut sim = Sim::new(2);
+    let id = id_on(1, 2, "eager");
+    let conn = sim.open(V3);
+    assert_eq!(sim.shard_of(conn), 0);
+    // CONNECT and SUBSCRIBE in one read, as a fast client sends them.
+    let mut bytes = BytesMut::new();
+    Packet::Connect(Box::new(connect(V3, &id, true)))
+        .encode(V3, &mut bytes)
+        .unwrap();
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![("e".into(), SubscriptionOptions::default())],
+        ..Subscribe::default()
+    })
+    .encode(V3, &mut bytes)
+    .unwrap();
+    sim.send_bytes(conn, &bytes);
+    assert_eq!(sim.shard_of(conn), 1);
+    assert!(matches!(sim.recv(conn), Some(Packet::ConnAck(_))));
+    assert!(matches!(sim.recv(conn), Some(Packet::SubAck(_))));
+}
+
+#[test]
+fn publishes_cross_shards_once_and_only_where_wanted() {
+    let mut sim = Sim::new(3);
+    let sub_ids: Vec<String> = (0..3).map(|shard| id_on(shard, 3, "sub")).collect();
+    let subs: Vec<ConnId> = sub_ids.iter().map(|id| sim.client(V3, id, true)).collect();
+    sim.subscribe(subs[1], "x/+", QoS::AtMostOnce);
+    sim.subscribe(subs[2], "x/#", QoS::AtMostOnce);
+    sim.subscribe(subs[2], "x/y", QoS::AtMostOnce);
+    let publisher = sim.client(V3, &id_on(0, 3, "pub"), true);
+    sim.publish(publisher, "x/y", "hello", QoS::AtMostOnce, false);
+    assert!(sim.publishes(subs[0]).is_empty());
+    assert_eq!(payloads(&sim.publishes(subs[1])), ["hello"]);
+    assert_eq!(
+        payloads(&sim.publishes(subs[2])),
+        ["hello"],
+        "one copy despite two filters"
+    );
+    sim.publish(
+        publisher,
+        "nobody/listens",
+        "dropped",
+        QoS::AtMostOnce,
+        false,
+    );
+    for sub in subs {
+        assert!(sim.publishes(sub).is_empty());
+    }
+}
+
+#[test]
+fn unsubscribing_the_last_subscriber_withdraws_the_interest() {
+    let mut sim = Sim::new(2);
+    let sub = sim.client(V5, &id_on(1, 2, "s"), true);
+    sim.subscribe(sub, "w", QoS::AtMostOnce);
+    sim.send(
+        sub,
+        Packet::Unsubscribe(crate::protocol::Unsubscribe {
+            packet_id: 2,
+            filters: vec!["w".into()],
+            ..Default::default()
+        }),
+    );
+    assert!(matches!(sim.recv(sub), Some(Packet::UnsubAck(_))));
+    let publisher = sim.client(V5, &id_on(0, 2, "p"), true);
+    sim.publish(publisher, "w", "x", QoS::AtMostOnce, false);
+    // Shard 0 sent shard 1 nothing: its next batch would show up here.
+    assert!(sim.shards[0].poll_shard_messages().is_none());
+    assert!(sim.publishes(sub).is_empty());
+}
+
+#[test]
+fn shared_subscriptions_deliver_each_message_once_across_shards() {
+    let mut sim = Sim::new(2);
+    let a = sim.client(V5, &id_on(0, 2, "a"), true);
+    let b = sim.client(V5, &id_on(1, 2, "b"), true);
+    sim.subscribe(a, "$share/workers/job", QoS::AtLeastOnce);
+    sim.subscribe(b, "$share/workers/job", QoS::AtLeastOnce);
+    let publisher = sim.client(V5, &id_on(1, 2, "p"), true);
+    for i in 0..10 {
+        sim.publish(publisher, "job", &i.to_string(), QoS::AtMostOnce, false);
+    }
+    let got_a = sim.publishes(a).len();
+    let got_b = sim.publishes(b).len();
+    assert_eq!(got_a + got_b, 10);
+    assert!(
+        got_a >= 3 && got_b >= 3,
+        "spread over the group: {got_a} / {got_b}"
+    );
+}
+
+#[test]
+fn retained_messages_reach_subscribers_on_every_shard() {
+    let mut sim = Sim::new(3);
+    let publisher = sim.client(V3, &id_on(0, 3, "p"), true);
+    sim.publish(publisher, "state", "on", QoS::AtLeastOnce, true);
+    for shard in 0..3 {
+        let sub = sim.client(V3, &id_on(shard, 3, "late"), true);
+        sim.subscribe(sub, "state", QoS::AtLeastOnce);
+        assert_eq!(payloads(&sim.publishes(sub)), ["on"], "shard {shard}");
+    }
+    sim.publish(publisher, "state", "", QoS::AtLeastOnce, true);
+    assert!(sim.shards.iter().all(|shard| shard.retained_count() == 0));
+}
+
+#[test]
+fn takeover_works_whichever_shard_accepts_the_new_connection() {
+    let mut sim = Sim::new(2);
+    let id = id_on(1, 2, "t");
+    let mut persistent = connect(V3, &id, false);
+    persistent.keep_alive = 0;
+    let (old, _) = sim.connect(persistent.clone());
+    sim.subscribe(old, "t", QoS::AtLeastOnce);
+    // The next connection is accepted on the other shard and handed over.
+    let (new, ack) = sim.connect(persistent);
+    assert!(matches!(ack, Packet::ConnAck(ack) if ack.session_present));
+    assert!(sim.is_closed(old));
+    let publisher = sim.client(V3, &id_on(0, 2, "p"), true);
+    sim.publish(publisher, "t", "after", QoS::AtLeastOnce, false);
+    assert_eq!(payloads(&sim.publishes(new)), ["after"]);
+}
