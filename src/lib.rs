@@ -5,6 +5,9 @@
 //!   broker policy. The load generator in `benches/` reuses it as a client codec.
 //! - [`broker`]: the sans-IO broker core. Sessions, routing, QoS, retained messages and wills as
 //!   a state machine driven by a runtime; no sockets, threads or clocks.
+//! - [`server`]: the thin adapter that runs one broker core per shard on the thread-per-core
+//!   runtime of `mqtt_broker_shards`, with real sockets.
 
 pub mod broker;
 pub mod protocol;
+pub mod server;

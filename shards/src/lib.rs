@@ -1,3 +1,25 @@
-//! Thread-per-core runtime for the broker: one shard thread per core, each with its own
-//! single-threaded event loop. This crate knows nothing of MQTT; the broker plugs its sans-IO core
-//! into it. (Filled in by the shards issue; the crate exists now so the workspace layout is fixed.)
+//! Thread-per-core runtime for the broker: one shard thread per core, each pinned to its core and
+//! running its own single-threaded event loop, plus the bounded channels that connect the shards.
+//!
+//! This crate knows nothing of MQTT. It offers:
+//! - [`Backend`]: which event loop a shard runs (monoio on io_uring or epoll, tokio), chosen
+//!   once at start, with io_uring probed so `auto` falls back to epoll where it is blocked
+//!   (Docker's default seccomp profile, `kernel.io_uring_disabled`);
+//! - [`Io`]: the handful of socket, task and timer operations the broker needs, implemented by
+//!   each backend, so the code above is written once;
+//! - [`start_shards`]: spawns the shard threads and runs one future on each;
+//! - [`mesh`]: the bounded flume channels shards use to hand each other work.
+
+mod backend;
+mod io;
+mod mesh;
+
+pub use backend::{start_shards, Backend, BackendError, ShardThreads};
+pub use io::Io;
+#[cfg(target_os = "linux")]
+pub use io::MonoioIo;
+pub use io::TokioIo;
+pub use mesh::{mesh, MeshEndpoint, SendError};
+
+/// Index of a shard.
+pub type ShardId = usize;

@@ -1,0 +1,254 @@
+//! Choosing, probing and starting the shards' event loops.
+
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::thread::JoinHandle;
+
+use tracing::{info, warn};
+
+use crate::ShardId;
+
+/// The event loop each shard runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring when the kernel allows it, epoll otherwise (Linux); tokio elsewhere.
+    Auto,
+    /// monoio on io_uring (Linux 5.6+, not blocked by seccomp or sysctl).
+    IoUring,
+    /// monoio's epoll ("legacy") driver.
+    Epoll,
+    /// A tokio current-thread runtime per shard; the only backend on Windows and macOS.
+    Tokio,
+}
+
+impl FromStr for Backend {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "auto" => Ok(Backend::Auto),
+            "io-uring" | "io_uring" | "iouring" => Ok(Backend::IoUring),
+            "epoll" => Ok(Backend::Epoll),
+            "tokio" => Ok(Backend::Tokio),
+            "glommio" => Err(
+                "the glommio backend is not available in this build; use auto, io-uring, epoll or tokio"
+                    .into(),
+            ),
+            other => Err(format!(
+                "unknown runtime {other:?}; expected auto, io-uring, epoll or tokio"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io-uring",
+            Backend::Epoll => "epoll",
+            Backend::Tokio => "tokio",
+        })
+    }
+}
+
+/// Why the requested backend cannot run here.
+#[derive(Debug)]
+pub struct BackendError(pub String);
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+impl Backend {
+    /// The concrete backend for `self` on this machine; `Auto` probes io_uring once.
+    pub fn resolve(self) -> Result<Backend, BackendError> {
+        match self {
+            Backend::Auto if cfg!(target_os = "linux") => match probe_io_uring() {
+                Ok(()) => {
+                    info!("runtime: io-uring (auto: io_uring is available)");
+                    Ok(Backend::IoUring)
+                }
+                Err(reason) => {
+                    warn!("runtime: epoll (auto: io_uring unavailable: {reason})");
+                    Ok(Backend::Epoll)
+                }
+            },
+            Backend::Auto | Backend::Tokio => {
+                info!("runtime: tokio");
+                Ok(Backend::Tokio)
+            }
+            Backend::IoUring => match probe_io_uring() {
+                Ok(()) => {
+                    info!("runtime: io-uring");
+                    Ok(Backend::IoUring)
+                }
+                Err(reason) => Err(BackendError(format!(
+                    "io_uring is not available ({reason}); start with --runtime epoll or --runtime auto"
+                ))),
+            },
+            Backend::Epoll if cfg!(target_os = "linux") => {
+                info!("runtime: epoll");
+                Ok(Backend::Epoll)
+            }
+            Backend::Epoll => Err(BackendError(
+                "the epoll backend exists only on Linux; use --runtime tokio".into(),
+            )),
+        }
+    }
+}
+
+/// Whether this process may create an io_uring instance.
+#[cfg(target_os = "linux")]
+fn probe_io_uring() -> Result<(), String> {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .build()
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn probe_io_uring() -> Result<(), String> {
+    Err("io_uring exists only on Linux".into())
+}
+
+/// The running shard threads.
+pub struct ShardThreads {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl ShardThreads {
+    /// Waits for every shard to finish; a shard that panicked is reported.
+    pub fn join(self) -> Result<(), BackendError> {
+        let mut failed = 0;
+        for handle in self.handles {
+            if handle.join().is_err() {
+                failed += 1;
+            }
+        }
+        match failed {
+            0 => Ok(()),
+            n => Err(BackendError(format!("{n} shard thread(s) panicked"))),
+        }
+    }
+}
+
+/// Starts `count` shard threads running `backend` (already resolved), each pinned to a core when
+/// `pin` is set, and runs `shard_main(shard)` on each until it completes.
+pub fn start_shards<F, Fut>(
+    count: usize,
+    backend: Backend,
+    pin: bool,
+    shard_main: F,
+) -> Result<ShardThreads, BackendError>
+where
+    F: Fn(ShardId) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let cores = core_ids();
+    let mut handles = Vec::with_capacity(count);
+    for shard in 0..count {
+        let shard_main = shard_main.clone();
+        let core = if pin && !cores.is_empty() {
+            Some(cores[shard % cores.len()])
+        } else {
+            None
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("shard-{shard}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    pin_to(core);
+                }
+                run_event_loop(backend, shard_main(shard));
+            })
+            .map_err(|error| BackendError(format!("cannot start shard thread: {error}")))?;
+        handles.push(handle);
+    }
+    Ok(ShardThreads { handles })
+}
+
+fn run_event_loop<Fut: Future<Output = ()>>(backend: Backend, future: Fut) {
+    match backend {
+        #[cfg(target_os = "linux")]
+        Backend::IoUring => {
+            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .enable_timer()
+                .build()
+            {
+                Ok(mut runtime) => runtime.block_on(future),
+                Err(error) => tracing::error!("cannot start io_uring event loop: {error}"),
+            }
+        }
+        #[cfg(target_os = "linux")]
+        Backend::Epoll => {
+            match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()
+            {
+                Ok(mut runtime) => runtime.block_on(future),
+                Err(error) => tracing::error!("cannot start epoll event loop: {error}"),
+            }
+        }
+        _ => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => {
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, future);
+            }
+            Err(error) => tracing::error!("cannot start tokio event loop: {error}"),
+        },
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn core_ids() -> Vec<core_affinity::CoreId> {
+    core_affinity::get_core_ids().unwrap_or_default()
+}
+
+#[cfg(target_os = "linux")]
+fn pin_to(core: core_affinity::CoreId) {
+    if !core_affinity::set_for_current(core) {
+        warn!(core = core.id, "could not pin shard thread to its core");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn core_ids() -> Vec<usize> {
+    Vec::new()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_to(_: usize) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_runtime_names_and_explains_unknown_ones() {
+        assert_eq!("io-uring".parse::<Backend>(), Ok(Backend::IoUring));
+        assert_eq!("epoll".parse::<Backend>(), Ok(Backend::Epoll));
+        assert!("glommio"
+            .parse::<Backend>()
+            .unwrap_err()
+            .contains("not available"));
+        assert!("kqueue"
+            .parse::<Backend>()
+            .unwrap_err()
+            .contains("expected auto"));
+    }
+
+    #[test]
+    fn auto_always_resolves() {
+        let backend = Backend::Auto.resolve().unwrap();
+        assert_ne!(backend, Backend::Auto);
+    }
+}

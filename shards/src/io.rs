@@ -1,0 +1,193 @@
+//! The operations the broker needs from an event loop, implemented once per backend.
+//!
+//! Reads take and give back an owned `BytesMut` (io_uring needs the buffer for the whole
+//! operation), and bytes are appended to it, so a partial packet stays at the front for the next
+//! read. A stream is split into a read half and a write half so one task can read while another
+//! writes; halves can be put back together to move the socket to another shard.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+/// Socket, task and timer operations of one backend. All methods are static: the type is a
+/// marker chosen once when the shards start.
+pub trait Io: 'static {
+    type Listener: 'static;
+    type Stream: 'static;
+    type Reader: 'static;
+    type Writer: 'static;
+
+    /// Registers a bound, non-blocking std listener with this shard's event loop.
+    fn listener(listener: std::net::TcpListener) -> io::Result<Self::Listener>;
+    fn accept(
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
+    /// Registers a connected std stream (e.g. one handed over by another shard).
+    fn stream(stream: std::net::TcpStream) -> io::Result<Self::Stream>;
+    /// Releases a stream from this event loop, to move it to another shard. No operation may
+    /// be in flight on it.
+    fn into_std(stream: Self::Stream) -> io::Result<std::net::TcpStream>;
+    /// Sends small packets at once instead of waiting to coalesce them (Nagle off): the broker
+    /// batches its own writes per loop turn.
+    fn set_nodelay(stream: &Self::Stream) -> io::Result<()>;
+    fn split(stream: Self::Stream) -> (Self::Reader, Self::Writer);
+    fn reunite(reader: Self::Reader, writer: Self::Writer) -> io::Result<Self::Stream>;
+    /// Appends what is available to `buf` (up to its spare capacity); 0 means end of stream.
+    fn read(
+        reader: &mut Self::Reader,
+        buf: BytesMut,
+    ) -> impl Future<Output = (io::Result<usize>, BytesMut)>;
+    fn write_all(writer: &mut Self::Writer, buf: Bytes) -> impl Future<Output = io::Result<()>>;
+    fn shutdown(writer: &mut Self::Writer) -> impl Future<Output = io::Result<()>>;
+    /// Runs a task on this shard's event loop.
+    fn spawn(task: impl Future<Output = ()> + 'static);
+    fn sleep(duration: Duration) -> impl Future<Output = ()>;
+}
+
+#[cfg(target_os = "linux")]
+pub use self::monoio_io::MonoioIo;
+
+#[cfg(target_os = "linux")]
+mod monoio_io {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+
+    use monoio::io::{
+        AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+    };
+    use monoio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// monoio, on either of its drivers (io_uring or epoll): the stream types are the same.
+    pub struct MonoioIo;
+
+    impl Io for MonoioIo {
+        type Listener = TcpListener;
+        type Stream = TcpStream;
+        type Reader = OwnedReadHalf<TcpStream>;
+        type Writer = OwnedWriteHalf<TcpStream>;
+
+        fn listener(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+            TcpListener::from_std(listener)
+        }
+
+        async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+            listener.accept().await
+        }
+
+        fn stream(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+            stream.set_nonblocking(true)?;
+            TcpStream::from_std(stream)
+        }
+
+        fn into_std(stream: TcpStream) -> io::Result<std::net::TcpStream> {
+            let fd = stream.into_raw_fd();
+            // SAFETY: `into_raw_fd` gave up monoio's ownership of this open socket, so the std
+            // stream becomes its only owner.
+            Ok(unsafe { std::net::TcpStream::from_raw_fd(fd) })
+        }
+
+        fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
+            stream.set_nodelay(true)
+        }
+
+        fn split(stream: TcpStream) -> (Self::Reader, Self::Writer) {
+            stream.into_split()
+        }
+
+        fn reunite(reader: Self::Reader, writer: Self::Writer) -> io::Result<TcpStream> {
+            reader
+                .reunite(writer)
+                .map_err(|_| io::Error::other("halves of different streams"))
+        }
+
+        async fn read(reader: &mut Self::Reader, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+            reader.read(buf).await
+        }
+
+        async fn write_all(writer: &mut Self::Writer, buf: Bytes) -> io::Result<()> {
+            writer.write_all(buf).await.0.map(drop)
+        }
+
+        async fn shutdown(writer: &mut Self::Writer) -> io::Result<()> {
+            writer.shutdown().await
+        }
+
+        fn spawn(task: impl Future<Output = ()> + 'static) {
+            monoio::spawn(task);
+        }
+
+        async fn sleep(duration: Duration) {
+            monoio::time::sleep(duration).await
+        }
+    }
+}
+
+/// tokio's current-thread runtime with a `LocalSet`, so tasks need not be `Send`.
+pub struct TokioIo;
+
+impl Io for TokioIo {
+    type Listener = tokio::net::TcpListener;
+    type Stream = tokio::net::TcpStream;
+    type Reader = tokio::net::tcp::OwnedReadHalf;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+    fn listener(listener: std::net::TcpListener) -> io::Result<Self::Listener> {
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
+    }
+
+    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        listener.accept().await
+    }
+
+    fn stream(stream: std::net::TcpStream) -> io::Result<Self::Stream> {
+        stream.set_nonblocking(true)?;
+        tokio::net::TcpStream::from_std(stream)
+    }
+
+    fn into_std(stream: Self::Stream) -> io::Result<std::net::TcpStream> {
+        stream.into_std()
+    }
+
+    fn set_nodelay(stream: &Self::Stream) -> io::Result<()> {
+        stream.set_nodelay(true)
+    }
+
+    fn split(stream: Self::Stream) -> (Self::Reader, Self::Writer) {
+        stream.into_split()
+    }
+
+    fn reunite(reader: Self::Reader, writer: Self::Writer) -> io::Result<Self::Stream> {
+        reader
+            .reunite(writer)
+            .map_err(|_| io::Error::other("halves of different streams"))
+    }
+
+    async fn read(reader: &mut Self::Reader, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        use tokio::io::AsyncReadExt;
+        let result = reader.read_buf(&mut buf).await;
+        (result, buf)
+    }
+
+    async fn write_all(writer: &mut Self::Writer, buf: Bytes) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        writer.write_all(&buf).await
+    }
+
+    async fn shutdown(writer: &mut Self::Writer) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        writer.shutdown().await
+    }
+
+    fn spawn(task: impl Future<Output = ()> + 'static) {
+        tokio::task::spawn_local(task);
+    }
+
+    async fn sleep(duration: Duration) {
+        tokio::time::sleep(duration).await
+    }
+}

@@ -1,0 +1,247 @@
+//! One shard: its `Broker`, the tasks that feed it (accept loops, the inbox from other shards,
+//! the timer) and `pump`, which carries out everything the broker asks for after each input.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::AHashMap;
+use bytes::BytesMut;
+use mqtt_broker_shards::{Io, MeshEndpoint, ShardId};
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+use super::connection;
+use super::Shared;
+use crate::broker::{Broker, ConnId, Event, ShardMessage, Timestamp};
+use crate::protocol::Connect;
+
+/// What shards send each other.
+pub enum Envelope {
+    /// Work for the receiving shard's broker core.
+    Broker(Vec<ShardMessage>),
+    /// A connection whose client lives on the receiving shard, with the bytes already read
+    /// after its CONNECT.
+    HandOver {
+        conn: ConnId,
+        stream: std::net::TcpStream,
+        connect: Box<Connect>,
+        buffered: BytesMut,
+    },
+}
+
+/// Timers are checked this often; it is the most a keepalive or expiry can run late.
+pub(super) const TICK: Duration = Duration::from_millis(50);
+
+/// How long shutdown waits for send buffers to drain before the shard stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+
+/// The runtime's side of one connection, shared by its reader task, its writer task and `pump`.
+pub(super) struct ConnHandle<I: Io> {
+    /// The write half until the writer task starts (on first output), so a connection handed
+    /// over before it wrote anything can be put back together and moved.
+    pub writer: RefCell<Option<I::Writer>>,
+    pub wake_writer: Notify,
+    /// The broker has closed the connection: flush, then stop.
+    pub closing: Cell<bool>,
+    /// Wakes the reader when the connection must stop reading.
+    pub stop_reading: Notify,
+    /// Set when the broker moves the client to another shard.
+    pub hand_over: RefCell<Option<(ShardId, Box<Connect>)>>,
+}
+
+impl<I: Io> ConnHandle<I> {
+    pub fn new(writer: I::Writer) -> Self {
+        ConnHandle {
+            writer: RefCell::new(Some(writer)),
+            wake_writer: Notify::new(),
+            closing: Cell::new(false),
+            stop_reading: Notify::new(),
+            hand_over: RefCell::new(None),
+        }
+    }
+}
+
+pub(super) struct Shard<I: Io> {
+    pub id: ShardId,
+    pub shared: Arc<Shared>,
+    pub broker: RefCell<Broker>,
+    pub mesh: MeshEndpoint<Envelope>,
+    pub conns: RefCell<AHashMap<ConnId, Rc<ConnHandle<I>>>>,
+}
+
+impl<I: Io> Shard<I> {
+    pub fn now(&self) -> Timestamp {
+        let nanos = self.shared.epoch.elapsed().as_nanos();
+        Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Carries out the broker's outputs, in the documented order: transmits, shard messages,
+    /// events.
+    pub fn pump(self: &Rc<Self>) {
+        let mut broker = self.broker.borrow_mut();
+        while let Some(conn) = broker.poll_transmit() {
+            self.wake_writer(conn);
+        }
+        while let Some((to, batch)) = broker.poll_shard_messages() {
+            if self.mesh.send(to, Envelope::Broker(batch)).is_err() {
+                debug!(shard = to, "shard stopped; dropping its messages");
+            }
+        }
+        while let Some(event) = broker.poll_event() {
+            match event {
+                Event::Close(conn) => {
+                    if let Some(handle) = self.conns.borrow().get(&conn) {
+                        handle.closing.set(true);
+                    }
+                    self.wake_writer(conn);
+                }
+                Event::HandOver {
+                    conn,
+                    shard,
+                    connect,
+                } => {
+                    if let Some(handle) = self.conns.borrow().get(&conn) {
+                        *handle.hand_over.borrow_mut() = Some((shard, connect));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the connection's writer task on its first output, then wakes it.
+    fn wake_writer(self: &Rc<Self>, conn: ConnId) {
+        let Some(handle) = self.conns.borrow().get(&conn).cloned() else {
+            return;
+        };
+        let writer = handle.writer.borrow_mut().take();
+        if let Some(writer) = writer {
+            I::spawn(connection::write_loop(
+                self.clone(),
+                conn,
+                handle.clone(),
+                writer,
+            ));
+        }
+        handle.wake_writer.notify_one();
+    }
+}
+
+/// A shard's main task: sets up the broker and the tasks around it, then runs the timer until
+/// shutdown.
+pub(super) async fn run<I: Io>(
+    shared: Arc<Shared>,
+    mesh: MeshEndpoint<Envelope>,
+    listeners: Vec<std::net::TcpListener>,
+) {
+    let id = mesh.shard();
+    let shard_count = mesh.shard_count();
+    let broker = Broker::new(
+        shared.options.broker.clone(),
+        id,
+        shard_count,
+        shared.connections.clone(),
+        Timestamp::ZERO,
+    );
+    let shard = Rc::new(Shard::<I> {
+        id,
+        shared,
+        broker: RefCell::new(broker),
+        mesh,
+        conns: RefCell::new(AHashMap::new()),
+    });
+    for listener in listeners {
+        match I::listener(listener) {
+            Ok(listener) => I::spawn(accept_loop(shard.clone(), listener)),
+            Err(error) => warn!(shard = id, %error, "cannot register listener"),
+        }
+    }
+    I::spawn(inbox_loop(shard.clone()));
+    timer_loop(&shard).await;
+}
+
+async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener) {
+    loop {
+        match I::accept(&listener).await {
+            Ok((stream, peer)) => {
+                if let Err(error) = I::set_nodelay(&stream) {
+                    debug!(%peer, %error, "cannot set TCP_NODELAY");
+                }
+                let conn = ConnId(shard.shared.next_conn.fetch_add(1, Ordering::Relaxed));
+                I::spawn(connection::read_loop(
+                    shard.clone(),
+                    stream,
+                    conn,
+                    Some(peer),
+                    BytesMut::new(),
+                    None,
+                ));
+            }
+            Err(error) => {
+                // Out of file descriptors or a transient network error: back off briefly
+                // instead of spinning.
+                warn!(shard = shard.id, %error, "accept failed");
+                I::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn inbox_loop<I: Io>(shard: Rc<Shard<I>>) {
+    while let Some((from, envelope)) = shard.mesh.recv().await {
+        match envelope {
+            Envelope::Broker(batch) => {
+                let now = shard.now();
+                {
+                    let mut broker = shard.broker.borrow_mut();
+                    for message in batch {
+                        broker.handle_shard_message(from, message, now);
+                    }
+                }
+                shard.pump();
+            }
+            Envelope::HandOver {
+                conn,
+                stream,
+                connect,
+                buffered,
+            } => {
+                let peer = stream.peer_addr().ok();
+                match I::stream(stream) {
+                    Ok(stream) => I::spawn(connection::read_loop(
+                        shard.clone(),
+                        stream,
+                        conn,
+                        peer,
+                        buffered,
+                        Some(connect),
+                    )),
+                    Err(error) => warn!(?conn, %error, "cannot take over a handed-over connection"),
+                }
+            }
+        }
+    }
+}
+
+async fn timer_loop<I: Io>(shard: &Rc<Shard<I>>) {
+    while !shard.shared.shutdown.load(Ordering::Relaxed) {
+        I::sleep(TICK).await;
+        let now = shard.now();
+        let due = shard
+            .broker
+            .borrow()
+            .poll_timeout()
+            .is_some_and(|at| at <= now);
+        if due {
+            shard.broker.borrow_mut().handle_timeout(now);
+        }
+        shard.pump();
+        shard.mesh.flush();
+    }
+    let now = shard.now();
+    shard.broker.borrow_mut().shutdown(now);
+    shard.pump();
+    I::sleep(SHUTDOWN_GRACE).await;
+}
