@@ -2,6 +2,7 @@
 //! send buffer, keepalive, inbound topic aliases, the will of this connection), as opposed to the
 //! session, which may outlive it.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytestring::ByteString;
@@ -24,6 +25,8 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct Connection {
     pub phase: Phase,
+    /// The client's address, for logs.
+    pub peer: Option<SocketAddr>,
     pub decoder: Decoder,
     pub outbound: Outbound,
     /// Meaningful once connected.
@@ -48,9 +51,14 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(max_connect_packet_size: usize, now: Timestamp) -> Connection {
+    pub fn new(
+        max_connect_packet_size: usize,
+        peer: Option<SocketAddr>,
+        now: Timestamp,
+    ) -> Connection {
         Connection {
             phase: Phase::AwaitingConnect,
+            peer,
             decoder: Decoder::server(max_connect_packet_size),
             outbound: Outbound::default(),
             version: ProtocolVersion::V3_1_1,

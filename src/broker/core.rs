@@ -3,6 +3,7 @@
 //! packet is in `handlers/`.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,9 +134,9 @@ impl Broker {
     // ----- inputs -------------------------------------------------------------------------
 
     /// A new network connection on this shard.
-    pub fn handle_accepted(&mut self, conn: ConnId, now: Timestamp) {
+    pub fn handle_accepted(&mut self, conn: ConnId, peer: Option<SocketAddr>, now: Timestamp) {
         self.connection_count.fetch_add(1, Ordering::Relaxed);
-        let connection = Connection::new(self.config.max_connect_packet_size, now);
+        let connection = Connection::new(self.config.max_connect_packet_size, peer, now);
         self.connections.insert(conn, connection);
         // Until CONNECT arrives, the keepalive timer is the connect timeout.
         self.timers
@@ -147,10 +148,11 @@ impl Broker {
     pub fn handle_handed_over(
         &mut self,
         conn: ConnId,
+        peer: Option<SocketAddr>,
         connect: Box<crate::protocol::Connect>,
         now: Timestamp,
     ) {
-        let mut connection = Connection::new(self.config.max_connect_packet_size, now);
+        let mut connection = Connection::new(self.config.max_connect_packet_size, peer, now);
         connection.decoder =
             crate::protocol::Decoder::client(connect.protocol, self.config.max_packet_size);
         self.connections.insert(conn, connection);
@@ -389,6 +391,7 @@ impl Broker {
         let will = connection.will.take();
         let normal = connection.disconnected_normally;
         let client_id = connection.client_id.clone();
+        let connection_peer = connection.peer;
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -396,7 +399,7 @@ impl Broker {
             return;
         }
         session.connection = None;
-        info!(?conn, %client_id, normal, "client disconnected");
+        info!(?conn, %client_id, peer = ?connection_peer, normal, "client disconnected");
         let expiry = session.expiry_interval;
         if let (Some(will), false) = (will, normal) {
             let delay = will.properties.will_delay_interval.unwrap_or(0);

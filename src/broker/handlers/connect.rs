@@ -78,6 +78,7 @@ impl Broker {
         connection.request_problem_information = props.request_problem_information.unwrap_or(true);
         connection.topic_aliases = vec![None; topic_alias_slots];
         connection.will = connect.will.take();
+        let connection_peer = connection.peer;
         if let Some(deadline) = connection.keepalive_deadline() {
             self.timers.schedule(deadline, Timer::KeepAlive(conn));
         }
@@ -90,7 +91,7 @@ impl Broker {
             connack.properties = self.server_properties(&connect, granted_expiry, keep_alive);
             connack.properties.assigned_client_identifier = assigned_id;
         }
-        info!(?conn, client_id = %connect.client_id, ?version, resumed, keep_alive, "client connected");
+        info!(?conn, client_id = %connect.client_id, peer = ?connection_peer, ?version, resumed, keep_alive, "client connected");
         self.send(conn, Packet::ConnAck(connack));
         if resumed {
             self.resend_inflight(conn, session_id, now);

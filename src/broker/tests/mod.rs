@@ -68,7 +68,7 @@ impl Sim {
         let conn = ConnId(self.next_conn);
         let shard = self.next_accept_shard % self.shards.len();
         self.next_accept_shard += 1;
-        self.shards[shard].handle_accepted(conn, self.now);
+        self.shards[shard].handle_accepted(conn, None, self.now);
         self.conns.insert(
             conn,
             SimConn {
@@ -184,7 +184,7 @@ impl Sim {
                             connect,
                         } => {
                             self.conns.get_mut(&conn).expect("known").shard = shard;
-                            self.shards[shard].handle_handed_over(conn, connect, self.now);
+                            self.shards[shard].handle_handed_over(conn, None, connect, self.now);
                         }
                     }
                 }
