@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
-# Runs every test of the project on a fresh Debian machine: installs what the tests need, then
-# runs formatting and lint checks and the whole test suite. README.md documents this command and
-# .ci/run calls it.
+# Runs every test of the project on a fresh Debian machine: installs what the tests need
+# (mosquitto's command-line clients, Python's paho-mqtt and pytest), then the formatting and lint
+# checks and the whole test suite. README.md documents this command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v mosquitto_sub >/dev/null || ! command -v mosquitto_pub >/dev/null; then
+    echo "installing mosquitto-clients (apt-get)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients >/dev/null
+fi
+if ! python3 -c 'import paho.mqtt, pytest' 2>/dev/null; then
+    echo "installing paho-mqtt and pytest (pip)"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    fi
+    # Debian's own Python refuses pip installs outside a venv (PEP 668) unless told otherwise.
+    python3 -m pip install --quiet 'paho-mqtt>=2' pytest 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2' pytest
+fi
 
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check

@@ -20,6 +20,8 @@ pub enum Backend {
     Epoll,
     /// A tokio current-thread runtime per shard; the only backend on Windows and macOS.
     Tokio,
+    /// glommio (io_uring), for runtime latency comparisons; built with the `glommio` feature.
+    Glommio,
 }
 
 impl FromStr for Backend {
@@ -31,8 +33,9 @@ impl FromStr for Backend {
             "io-uring" | "io_uring" | "iouring" => Ok(Backend::IoUring),
             "epoll" => Ok(Backend::Epoll),
             "tokio" => Ok(Backend::Tokio),
+            "glommio" if cfg!(all(feature = "glommio", target_os = "linux")) => Ok(Backend::Glommio),
             "glommio" => Err(
-                "the glommio backend is not available in this build; use auto, io-uring, epoll or tokio"
+                "the glommio backend is not in this build: rebuild with `--features glommio` (Linux), or use auto, io-uring, epoll or tokio"
                     .into(),
             ),
             other => Err(format!(
@@ -49,6 +52,7 @@ impl fmt::Display for Backend {
             Backend::IoUring => "io-uring",
             Backend::Epoll => "epoll",
             Backend::Tokio => "tokio",
+            Backend::Glommio => "glommio",
         })
     }
 }
@@ -99,6 +103,16 @@ impl Backend {
             Backend::Epoll => Err(BackendError(
                 "the epoll backend exists only on Linux; use --runtime tokio".into(),
             )),
+            // glommio panics when it cannot set up io_uring, so check first, then try it.
+            Backend::Glommio => match probe_io_uring().and_then(|()| probe_glommio()) {
+                Ok(()) => {
+                    info!("runtime: glommio");
+                    Ok(Backend::Glommio)
+                }
+                Err(reason) => Err(BackendError(format!(
+                    "glommio cannot start ({reason}); start with --runtime auto"
+                ))),
+            },
         }
     }
 }
@@ -110,6 +124,22 @@ fn probe_io_uring() -> Result<(), String> {
         .build()
         .map(drop)
         .map_err(|error| error.to_string())
+}
+
+#[cfg(all(feature = "glommio", target_os = "linux"))]
+fn probe_glommio() -> Result<(), String> {
+    std::panic::catch_unwind(|| {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .map(drop)
+            .map_err(|error| error.to_string())
+    })
+    .unwrap_or_else(|_| Err("glommio panicked while starting".into()))
+}
+
+#[cfg(not(all(feature = "glommio", target_os = "linux")))]
+fn probe_glommio() -> Result<(), String> {
+    Err("this build has no glommio backend".into())
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -193,6 +223,14 @@ fn run_event_loop<Fut: Future<Output = ()>>(backend: Backend, future: Fut) {
             {
                 Ok(mut runtime) => runtime.block_on(future),
                 Err(error) => tracing::error!("cannot start epoll event loop: {error}"),
+            }
+        }
+        #[cfg(all(feature = "glommio", target_os = "linux"))]
+        Backend::Glommio => {
+            // Pinning is done by `start_shards`; glommio must not re-pin.
+            match glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make() {
+                Ok(executor) => executor.run(future),
+                Err(error) => tracing::error!("cannot start glommio event loop: {error}"),
             }
         }
         _ => match tokio::runtime::Builder::new_current_thread()

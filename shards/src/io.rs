@@ -191,3 +191,93 @@ impl Io for TokioIo {
         tokio::time::sleep(duration).await
     }
 }
+
+#[cfg(all(feature = "glommio", target_os = "linux"))]
+pub use self::glommio_io::GlommioIo;
+
+#[cfg(all(feature = "glommio", target_os = "linux"))]
+mod glommio_io {
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
+
+    use futures_util::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+    use glommio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// glommio, for comparing runtimes. Its streams are `futures` readers and writers, so reads
+    /// go through a zeroed slice of the buffer's spare capacity.
+    pub struct GlommioIo;
+
+    impl Io for GlommioIo {
+        type Listener = TcpListener;
+        type Stream = TcpStream;
+        type Reader = ReadHalf<TcpStream>;
+        type Writer = WriteHalf<TcpStream>;
+
+        fn listener(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+            // SAFETY: the std listener gives up its descriptor, which glommio then owns alone.
+            Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
+        }
+
+        async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+            let stream = listener.accept().await?;
+            let peer = stream.peer_addr()?;
+            Ok((stream, peer))
+        }
+
+        fn stream(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+            // SAFETY: as above, the descriptor moves from std to glommio.
+            Ok(unsafe { TcpStream::from_raw_fd(stream.into_raw_fd()) })
+        }
+
+        fn into_std(stream: TcpStream) -> io::Result<std::net::TcpStream> {
+            // glommio streams cannot give up their descriptor, so hand over a duplicate and let
+            // glommio close the original.
+            // SAFETY: the descriptor is open for as long as `stream` lives, which covers the dup.
+            let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+            Ok(std::net::TcpStream::from(fd.try_clone_to_owned()?))
+        }
+
+        fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
+            stream.set_nodelay(true).map_err(io::Error::from)
+        }
+
+        fn split(stream: TcpStream) -> (Self::Reader, Self::Writer) {
+            stream.split()
+        }
+
+        fn reunite(reader: Self::Reader, writer: Self::Writer) -> io::Result<TcpStream> {
+            reader
+                .reunite(writer)
+                .map_err(|_| io::Error::other("halves of different streams"))
+        }
+
+        async fn read(
+            reader: &mut Self::Reader,
+            mut buf: BytesMut,
+        ) -> (io::Result<usize>, BytesMut) {
+            let start = buf.len();
+            let spare = buf.capacity() - start;
+            buf.resize(start + spare.max(1), 0);
+            let result = reader.read(&mut buf[start..]).await;
+            buf.truncate(start + *result.as_ref().unwrap_or(&0));
+            (result, buf)
+        }
+
+        async fn write_all(writer: &mut Self::Writer, buf: Bytes) -> io::Result<()> {
+            writer.write_all(&buf).await
+        }
+
+        async fn shutdown(writer: &mut Self::Writer) -> io::Result<()> {
+            writer.close().await
+        }
+
+        fn spawn(task: impl Future<Output = ()> + 'static) {
+            glommio::spawn_local(task).detach();
+        }
+
+        async fn sleep(duration: Duration) {
+            glommio::timer::sleep(duration).await
+        }
+    }
+}

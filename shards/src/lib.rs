@@ -2,7 +2,8 @@
 //! running its own single-threaded event loop, plus the bounded channels that connect the shards.
 //!
 //! This crate knows nothing of MQTT. It offers:
-//! - [`Backend`]: which event loop a shard runs (monoio on io_uring or epoll, tokio), chosen
+//! - [`Backend`]: which event loop a shard runs (monoio on io_uring or epoll, tokio, and glommio
+//!   with the `glommio` feature), chosen
 //!   once at start, with io_uring probed so `auto` falls back to epoll where it is blocked
 //!   (Docker's default seccomp profile, `kernel.io_uring_disabled`);
 //! - [`Io`]: the handful of socket, task and timer operations the broker needs, implemented by
@@ -15,6 +16,8 @@ mod io;
 mod mesh;
 
 pub use backend::{start_shards, Backend, BackendError, ShardThreads};
+#[cfg(all(feature = "glommio", target_os = "linux"))]
+pub use io::GlommioIo;
 pub use io::Io;
 #[cfg(target_os = "linux")]
 pub use io::MonoioIo;

@@ -16,7 +16,7 @@ use crate::protocol::Connect;
 
 enum ReadOutcome {
     Data(BytesMut),
-    Closed,
+    Closed(BytesMut),
     Stopped,
 }
 
@@ -63,14 +63,15 @@ pub(super) async fn read_loop<I: Io>(
         if buf.capacity() - buf.len() < read_buffer_size / 4 {
             buf.reserve(read_buffer_size);
         }
+        let reading = std::mem::take(&mut buf);
         let read = async {
-            let (result, buf) = I::read(&mut reader, buf).await;
+            let (result, data) = I::read(&mut reader, reading).await;
             match result {
-                Ok(0) => ReadOutcome::Closed,
-                Ok(_) => ReadOutcome::Data(buf),
+                Ok(0) => ReadOutcome::Closed(data),
+                Ok(_) => ReadOutcome::Data(data),
                 Err(error) => {
                     debug!(?conn, %error, "read failed");
-                    ReadOutcome::Closed
+                    ReadOutcome::Closed(data)
                 }
             }
         };
@@ -85,7 +86,12 @@ pub(super) async fn read_loop<I: Io>(
                 shard.broker.borrow_mut().handle_bytes(conn, &mut buf, now);
                 shard.pump();
             }
-            ReadOutcome::Closed | ReadOutcome::Stopped => break,
+            ReadOutcome::Closed(data) => {
+                buf = data;
+                break;
+            }
+            // The buffer went with the cancelled read.
+            ReadOutcome::Stopped => break,
         }
     }
     let now = shard.now();
@@ -94,6 +100,7 @@ pub(super) async fn read_loop<I: Io>(
     handle.closing.set(true);
     handle.wake_writer.notify_one();
     shard.pump();
+    shard.return_buffer(buf);
 }
 
 /// Moves the connection to the shard that owns its client, with the bytes read after CONNECT.

@@ -31,6 +31,8 @@ pub struct ServerOptions {
     pub backend: Backend,
     pub pin_cores: bool,
     pub read_buffer_size: usize,
+    /// Read buffers allocated at start, spread over the shards.
+    pub initial_pool_size: usize,
     pub broker: Config,
 }
 
@@ -100,6 +102,10 @@ pub fn run(options: ServerOptions) -> Result<(), ServerError> {
                 #[cfg(target_os = "linux")]
                 Backend::IoUring | Backend::Epoll => {
                     shard::run::<mqtt_broker_shards::MonoioIo>(shared, endpoint, listeners).await
+                }
+                #[cfg(all(feature = "glommio", target_os = "linux"))]
+                Backend::Glommio => {
+                    shard::run::<mqtt_broker_shards::GlommioIo>(shared, endpoint, listeners).await
                 }
                 _ => shard::run::<TokioIo>(shared, endpoint, listeners).await,
             }

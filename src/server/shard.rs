@@ -70,6 +70,10 @@ pub(super) struct Shard<I: Io> {
     pub broker: RefCell<Broker>,
     pub mesh: MeshEndpoint<Envelope>,
     pub conns: RefCell<AHashMap<ConnId, Rc<ConnHandle<I>>>>,
+    /// Read buffers not in use, so connection churn does not churn the allocator.
+    pub buffers: RefCell<Vec<BytesMut>>,
+    /// How many buffers the pool keeps at most: this shard's part of `--initial-pool-size`.
+    pub pool_limit: usize,
 }
 
 impl<I: Io> Shard<I> {
@@ -111,6 +115,26 @@ impl<I: Io> Shard<I> {
         }
     }
 
+    /// A read buffer from the pool, or a new one when the pool is empty.
+    pub fn take_buffer(&self) -> BytesMut {
+        let size = self.shared.options.read_buffer_size;
+        self.buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(size))
+    }
+
+    /// Returns a closed connection's buffer to the pool if it is still a whole, empty buffer.
+    /// Payloads decoded from it may still share its memory; `BytesMut` keeps the two apart.
+    pub fn return_buffer(&self, mut buf: BytesMut) {
+        let size = self.shared.options.read_buffer_size;
+        buf.clear();
+        let mut pool = self.buffers.borrow_mut();
+        if buf.capacity() >= size && pool.len() < self.pool_limit {
+            pool.push(buf);
+        }
+    }
+
     /// Starts the connection's writer task on its first output, then wakes it.
     fn wake_writer(self: &Rc<Self>, conn: ConnId) {
         let Some(handle) = self.conns.borrow().get(&conn).cloned() else {
@@ -145,12 +169,19 @@ pub(super) async fn run<I: Io>(
         shared.connections.clone(),
         Timestamp::ZERO,
     );
+    let options = &shared.options;
+    let pool_limit = options.initial_pool_size.div_ceil(shard_count);
+    let buffers = (0..pool_limit)
+        .map(|_| BytesMut::with_capacity(options.read_buffer_size))
+        .collect();
     let shard = Rc::new(Shard::<I> {
         id,
         shared,
         broker: RefCell::new(broker),
         mesh,
         conns: RefCell::new(AHashMap::new()),
+        buffers: RefCell::new(buffers),
+        pool_limit,
     });
     for listener in listeners {
         match I::listener(listener) {
@@ -175,7 +206,7 @@ async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener) {
                     stream,
                     conn,
                     Some(peer),
-                    BytesMut::new(),
+                    shard.take_buffer(),
                     None,
                 ));
             }
