@@ -325,7 +325,10 @@ impl Broker {
             return;
         }
         if connection.version.is_v5() && connection.session().is_some() {
-            self.send(conn, Packet::Disconnect(Disconnect::with_reason(reason)));
+            self.send(
+                conn,
+                Packet::Disconnect(Box::new(Disconnect::with_reason(reason))),
+            );
         }
         self.close(conn, now);
     }
@@ -373,7 +376,7 @@ impl Broker {
             if let Some(connection) = self.connections.get_mut(&conn) {
                 connection.version = ProtocolVersion::V3_1_1;
             }
-            self.send(conn, Packet::ConnAck(connack));
+            self.send(conn, Packet::ConnAck(Box::new(connack)));
         }
         self.disconnect(conn, error.reason_code(), now);
     }
@@ -537,7 +540,8 @@ fn will_message(will: LastWill, client_id: &ByteString, now: Timestamp) -> Messa
             content_type: props.content_type,
             user_properties: props.user_properties,
             ..PublishProperties::default()
-        },
+        }
+        .into(),
         payload: will.payload,
     };
     Message::from_publish(publish, Some(client_id.clone()), now)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytestring::ByteString;
 
 use super::time::{secs_until, Timestamp};
-use crate::protocol::{ProtocolVersion, Publish, PublishProperties, QoS};
+use crate::protocol::{ProtocolVersion, Publish, PublishPropertiesBox, QoS};
 
 /// A routed message. The template holds topic, payload, QoS, retain and the properties that are
 /// forwarded unchanged (payload format, content type, response topic, correlation data, user
@@ -47,9 +47,14 @@ impl Message {
             .properties
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(secs.into()));
-        publish.properties.topic_alias = None;
-        publish.properties.subscription_identifiers.clear();
-        publish.properties.message_expiry_interval = None;
+        // Only removes, so a PUBLISH without properties gets none allocated; a set left empty
+        // is freed, so that the copy made for each subscriber allocates nothing either.
+        if let Some(properties) = publish.properties.get_mut() {
+            properties.topic_alias = None;
+            properties.subscription_identifiers.clear();
+            properties.message_expiry_interval = None;
+        }
+        publish.properties.shrink();
         publish.dup = false;
         publish.packet_id = 0;
         Message {
@@ -86,12 +91,18 @@ impl Delivery {
         let template = &message.template;
         let properties = if version.is_v5() {
             let mut properties = template.properties.clone();
-            properties.subscription_identifiers = self.subscription_ids.clone();
-            properties.message_expiry_interval =
-                message.expires_at.map(|deadline| secs_until(now, deadline));
+            let expiry = message.expires_at.map(|deadline| secs_until(now, deadline));
+            // Written only when they differ: writing allocates the properties if there were
+            // none, and most messages have none, no expiry and no subscription identifier.
+            if properties.subscription_identifiers != self.subscription_ids {
+                properties.subscription_identifiers = self.subscription_ids.clone();
+            }
+            if properties.message_expiry_interval != expiry {
+                properties.message_expiry_interval = expiry;
+            }
             properties
         } else {
-            PublishProperties::default()
+            PublishPropertiesBox::new()
         };
         Some(Publish {
             dup,
@@ -102,5 +113,67 @@ impl Delivery {
             properties,
             payload: template.payload.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU16;
+
+    use super::*;
+    use crate::protocol::PublishProperties;
+
+    fn delivery(template: Publish, now: Timestamp, subscription_ids: Vec<NonZeroU32>) -> Delivery {
+        Delivery {
+            message: Arc::new(Message::from_publish(template, None, now)),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            subscription_ids,
+        }
+    }
+
+    #[test]
+    fn routing_allocates_no_properties_for_a_publish_without_any() {
+        let now = Timestamp::from_secs(100);
+        // Only a topic alias, which routing removes: the emptied set is freed.
+        let publish = Publish {
+            topic: "a/b".into(),
+            properties: PublishProperties {
+                topic_alias: NonZeroU16::new(1),
+                ..PublishProperties::default()
+            }
+            .into(),
+            ..Publish::default()
+        };
+        let plain = delivery(publish, now, Vec::new());
+        assert!(plain.message.template.properties.get().is_none());
+        let out = plain
+            .to_publish(ProtocolVersion::V5, 0, false, now)
+            .unwrap();
+        assert!(out.properties.get().is_none());
+        assert!(out.properties.is_empty());
+
+        // A subscription identifier and an expiry are still written when there are some.
+        let publish = Publish {
+            topic: "a/b".into(),
+            properties: PublishProperties {
+                message_expiry_interval: Some(10),
+                ..PublishProperties::default()
+            }
+            .into(),
+            ..Publish::default()
+        };
+        let ids = vec![NonZeroU32::new(7).unwrap()];
+        let tagged = delivery(publish, now, ids.clone());
+        let later = now + Duration::from_secs(4);
+        let out = tagged
+            .to_publish(ProtocolVersion::V5, 0, false, later)
+            .unwrap();
+        assert_eq!(out.properties.subscription_identifiers, ids);
+        assert_eq!(out.properties.message_expiry_interval, Some(6));
+        let v3 = tagged
+            .to_publish(ProtocolVersion::V3_1_1, 0, false, later)
+            .unwrap();
+        assert!(v3.properties.get().is_none());
     }
 }

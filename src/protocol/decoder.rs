@@ -10,7 +10,7 @@
 //! The framed bytes are split off the buffer and frozen, so the decoded packet's topic and
 //! payload point into the bytes that were read, with no copy.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use super::error::DecodeError;
 use super::fixed_header::{FixedHeader, PacketType};
@@ -70,7 +70,7 @@ impl Decoder {
             (None, other) => return Err(DecodeError::ExpectedConnect(other)),
         };
         let mut frame = buf.split_to(header.packet_len());
-        let _ = frame.split_to(header.header_len);
+        frame.advance(header.header_len);
         let packet = Packet::decode(&header, frame.freeze(), version)?;
         if let Packet::Connect(connect) = &packet {
             self.version.get_or_insert(connect.protocol);
@@ -167,10 +167,10 @@ mod tests {
         assert_eq!(
             packets,
             vec![
-                Packet::ConnAck(crate::protocol::ConnAck {
+                Packet::ConnAck(Box::new(crate::protocol::ConnAck {
                     session_present: true,
                     ..Default::default()
-                }),
+                })),
                 Packet::Publish(Publish {
                     qos: QoS::AtLeastOnce,
                     topic: ByteString::from_static("t"),
@@ -201,7 +201,8 @@ mod tests {
                 topic_alias: NonZeroU16::new(3),
                 user_properties: vec![("k".into(), "v".into())],
                 ..Default::default()
-            },
+            }
+            .into(),
             payload: Bytes::from(vec![0xA5; 200]),
             ..Publish::default()
         });
@@ -384,7 +385,8 @@ mod tests {
                     topic_alias: NonZeroU16::new(1),
                     user_properties: vec![("k".into(), "v".into())],
                     ..Default::default()
-                },
+                }
+                .into(),
                 payload: Bytes::from_static(b"p"),
                 ..Publish::default()
             })
@@ -402,9 +404,9 @@ mod tests {
         );
         assert_eq!(
             packets[3],
-            Packet::Disconnect(Disconnect::with_reason(
+            Packet::Disconnect(Box::new(Disconnect::with_reason(
                 ReasonCode::DISCONNECT_WITH_WILL_MESSAGE
-            ))
+            )))
         );
         // A later CONNECT (a protocol error the broker handles) does not change the version.
         buf.extend_from_slice(CONNECT_V311);

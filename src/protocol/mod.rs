@@ -27,7 +27,8 @@ pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties, WillProperties,
+    PublishProperties, PublishPropertiesBox, SubscribeProperties, UnsubscribeProperties,
+    UserProperties, WillProperties,
 };
 pub use reason::{ConnectReturnCode, ReasonCode, ReasonCodeCarrier};
 

@@ -310,8 +310,15 @@ macro_rules! property_set {
 
             /// True when nothing would be written but the zero length.
             pub fn is_empty(&self) -> bool {
-                self == &Self::default()
+                self == &Self::EMPTY
             }
+
+            /// No properties; the same as `Self::default()`, usable in `const` and `static`.
+            pub const EMPTY: Self = Self {
+                $( $field: None, )*
+                $($( $rfield: Vec::new(), )*)?
+                user_properties: Vec::new(),
+            };
         }
     };
 }
@@ -377,6 +384,123 @@ property_set! {
     }
     repeated {
         subscription_identifiers: 0x0B => variable_nonzero,
+    }
+}
+
+/// [`PublishProperties`] stored out of line, so that a PUBLISH, and with it every `Packet`, stays
+/// small enough to move cheaply. Most PUBLISH packets carry no properties (all of them in 3.x),
+/// and then nothing is allocated.
+///
+/// Reading looks as if the properties were stored inline: the box derefs to them, or to an empty
+/// set when there are none, so `publish.properties.topic_alias` works either way. Writing through
+/// `DerefMut` (`publish.properties.topic_alias = None`) or [`make_mut`](Self::make_mut) allocates
+/// an empty set on first use; [`get_mut`](Self::get_mut) changes stored properties and allocates
+/// nothing, which is what a hot path that only removes properties wants. Equality, `Debug` and
+/// encoding look at the contents only: an allocated empty set is the same as no set.
+#[derive(Clone, Default)]
+pub struct PublishPropertiesBox(Option<Box<PublishProperties>>);
+
+/// What an unallocated [`PublishPropertiesBox`] derefs to.
+static NO_PUBLISH_PROPERTIES: PublishProperties = PublishProperties::EMPTY;
+
+impl PublishPropertiesBox {
+    /// No properties, without allocating.
+    pub const fn new() -> Self {
+        PublishPropertiesBox(None)
+    }
+
+    /// Reads the property length and the properties that follow it, allocating only when the
+    /// length is not 0.
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        if r.peek_u8() == Some(0) {
+            r.u8()?;
+            return Ok(PublishPropertiesBox(None));
+        }
+        Ok(PublishPropertiesBox(Some(Box::new(
+            PublishProperties::decode(r)?,
+        ))))
+    }
+
+    /// The stored properties, if any were allocated.
+    pub fn get(&self) -> Option<&PublishProperties> {
+        self.0.as_deref()
+    }
+
+    /// Mutable access to the stored properties; `None`, and no allocation, when there are none.
+    pub fn get_mut(&mut self) -> Option<&mut PublishProperties> {
+        self.0.as_deref_mut()
+    }
+
+    /// Mutable access, allocating an empty set first when there is none (what `DerefMut` does).
+    pub fn make_mut(&mut self) -> &mut PublishProperties {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// True when nothing would be written but the zero length; no comparison when unallocated.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(PublishProperties::is_empty)
+    }
+
+    /// Frees the allocation if the stored properties have become empty, so that clones of this
+    /// value allocate nothing either.
+    pub fn shrink(&mut self) {
+        if self.0.as_deref().is_some_and(PublishProperties::is_empty) {
+            self.0 = None;
+        }
+    }
+
+    /// The properties by value; an empty set when none are stored.
+    pub fn into_inner(self) -> PublishProperties {
+        self.0.map(|props| *props).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for PublishPropertiesBox {
+    type Target = PublishProperties;
+
+    fn deref(&self) -> &PublishProperties {
+        self.0.as_deref().unwrap_or(&NO_PUBLISH_PROPERTIES)
+    }
+}
+
+impl std::ops::DerefMut for PublishPropertiesBox {
+    fn deref_mut(&mut self) -> &mut PublishProperties {
+        self.make_mut()
+    }
+}
+
+impl From<PublishProperties> for PublishPropertiesBox {
+    /// Allocates only when `props` is not empty.
+    fn from(props: PublishProperties) -> Self {
+        if props.is_empty() {
+            PublishPropertiesBox(None)
+        } else {
+            PublishPropertiesBox(Some(Box::new(props)))
+        }
+    }
+}
+
+impl From<PublishPropertiesBox> for PublishProperties {
+    fn from(props: PublishPropertiesBox) -> Self {
+        props.into_inner()
+    }
+}
+
+impl PartialEq for PublishPropertiesBox {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            _ => **self == **other,
+        }
+    }
+}
+
+impl Eq for PublishPropertiesBox {}
+
+impl std::fmt::Debug for PublishPropertiesBox {
+    /// Shows the contents, as if they were stored inline.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
     }
 }
 

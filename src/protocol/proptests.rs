@@ -455,7 +455,7 @@ fn publish(version: ProtocolVersion) -> impl Strategy<Value = Publish> {
                     retain,
                     topic,
                     packet_id: if has_id { packet_id } else { 0 },
-                    properties,
+                    properties: properties.into(),
                     payload,
                 }
             },
@@ -607,7 +607,7 @@ fn auth() -> impl Strategy<Value = Auth> {
 fn packet(version: ProtocolVersion) -> BoxedStrategy<Packet> {
     let common = prop_oneof![
         connect(version).prop_map(|connect| Packet::Connect(Box::new(connect))),
-        connack(version).prop_map(Packet::ConnAck),
+        connack(version).prop_map(|connack| Packet::ConnAck(Box::new(connack))),
         publish(version).prop_map(Packet::Publish),
         ack(version, PUBACK_CODES).prop_map(Packet::PubAck),
         ack(version, PUBACK_CODES).prop_map(Packet::PubRec),
@@ -619,10 +619,10 @@ fn packet(version: ProtocolVersion) -> BoxedStrategy<Packet> {
         unsuback(version).prop_map(Packet::UnsubAck),
         Just(Packet::PingReq),
         Just(Packet::PingResp),
-        disconnect(version).prop_map(Packet::Disconnect),
+        disconnect(version).prop_map(|disconnect| Packet::Disconnect(Box::new(disconnect))),
     ];
     if version.is_v5() {
-        prop_oneof![14 => common, 1 => auth().prop_map(Packet::Auth)].boxed()
+        prop_oneof![14 => common, 1 => auth().prop_map(|auth| Packet::Auth(Box::new(auth)))].boxed()
     } else {
         common.boxed()
     }

@@ -50,14 +50,19 @@ impl TopicError {
 /// Checks every topic string must pass, name or filter, before its structure is looked at, so
 /// that the reported error does not depend on where in the string a NUL happens to be.
 fn check_string(topic: &str) -> Result<(), TopicError> {
+    check_len(topic)?;
+    if topic.as_bytes().contains(&0) {
+        return Err(TopicError::NullCharacter);
+    }
+    Ok(())
+}
+
+fn check_len(topic: &str) -> Result<(), TopicError> {
     if topic.is_empty() {
         return Err(TopicError::Empty);
     }
     if topic.len() > MAX_TOPIC_LEN {
         return Err(TopicError::TooLong);
-    }
-    if topic.as_bytes().contains(&0) {
-        return Err(TopicError::NullCharacter);
     }
     Ok(())
 }
@@ -66,9 +71,23 @@ fn check_string(topic: &str) -> Result<(), TopicError> {
 /// no '+' '#' or U+0000.
 ///
 /// Names starting with `$` are accepted: whether a client may publish to them is broker policy.
+///
+/// This runs on every PUBLISH, so U+0000 and the wildcards are looked for in one pass over the
+/// bytes (see [`has_wildcards`] for why bytes are exact), with the errors reported in the same
+/// order as for a filter: U+0000 wherever it is, before any wildcard.
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    check_string(name)?;
-    if has_wildcards(name) {
+    check_len(name)?;
+    let (mut nul, mut wildcard) = (false, false);
+    // No early exit: names are short and nearly always valid, and without one the loop is
+    // vectorised.
+    for &byte in name.as_bytes() {
+        nul |= byte == 0;
+        wildcard |= is_wildcard(byte);
+    }
+    if nul {
+        return Err(TopicError::NullCharacter);
+    }
+    if wildcard {
         return Err(TopicError::WildcardInName);
     }
     Ok(())
@@ -111,8 +130,18 @@ pub fn is_dollar_topic(topic: &str) -> bool {
 
 /// Whether `filter` contains '+' or '#' anywhere. For a shared filter the share name cannot
 /// contain either, so this is also the answer for its inner filter.
+///
+/// A byte scan: both are ASCII, and in UTF-8 an ASCII byte is never part of another character.
+/// It has no early exit, so that it is vectorised: several times faster than a `char` pattern
+/// or a byte search that stops at the first hit, on topics of a few dozen bytes.
 pub fn has_wildcards(filter: &str) -> bool {
-    filter.contains(['+', '#'])
+    filter
+        .bytes()
+        .fold(false, |found, byte| found | is_wildcard(byte))
+}
+
+fn is_wildcard(byte: u8) -> bool {
+    (byte == b'+') | (byte == b'#')
 }
 
 /// A parsed subscription filter: either a plain filter or a shared one.
@@ -362,9 +391,27 @@ mod tests {
             ("a+", WildcardInName),
             ("#", WildcardInName),
             ("a/b#", WildcardInName),
+            // U+0000 is reported wherever it is, even after a wildcard.
+            ("+\0", NullCharacter),
+            ("sensors/building-1/floor-3/#/temperature\0", NullCharacter),
         ] {
             assert_eq!(validate_topic_name(name), Err(error), "{name:?}");
         }
+        // The byte scan is vectorised: a wildcard is found at every position of names longer
+        // than one vector, and multi-byte characters never look like one.
+        let name = "sensors/bâtiment-1/étage-3/température/°C";
+        assert_eq!(validate_topic_name(name), Ok(()));
+        for at in 0..=name.len() {
+            if name.is_char_boundary(at) {
+                for wildcard in ["+", "#"] {
+                    let bad = format!("{}{wildcard}{}", &name[..at], &name[at..]);
+                    assert_eq!(validate_topic_name(&bad), Err(WildcardInName), "{bad:?}");
+                    assert!(has_wildcards(&bad), "{bad:?}");
+                }
+            }
+        }
+        assert!(!has_wildcards(name));
+        assert_eq!(validate_topic_name(&"a".repeat(65_536)), Err(TooLong));
     }
 
     #[test]

@@ -33,6 +33,11 @@ impl Reader {
         self.buf.is_empty()
     }
 
+    /// The next byte, without consuming it.
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
+
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         self.need(1)?;
         Ok(self.buf.get_u8())
@@ -99,17 +104,14 @@ impl Reader {
     }
 }
 
-/// Checks MQTT's string rules and wraps the bytes without copying them.
+/// Checks MQTT's string rules and wraps the bytes without copying them. The UTF-8 check runs
+/// once, inside the conversion; U+0000 is then looked for as a byte, which is exact in UTF-8.
 pub fn to_mqtt_string(raw: Bytes) -> Result<ByteString, DecodeError> {
-    if std::str::from_utf8(&raw).is_err() {
-        return Err(DecodeError::InvalidUtf8);
-    }
-    if raw.contains(&0) {
+    let string = ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8)?;
+    if string.as_bytes().contains(&0) {
         return Err(DecodeError::NullCharacter);
     }
-    // Cannot fail: validated just above. The conversion re-checks, which is cheap next to the
-    // cost of getting it wrong with `unsafe`.
-    ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8)
+    Ok(string)
 }
 
 /// Decodes a variable byte integer from the front of `buf`: `Ok(None)` when more bytes are

@@ -92,7 +92,7 @@ impl Broker {
             connack.properties.assigned_client_identifier = assigned_id;
         }
         info!(?conn, client_id = %connect.client_id, peer = ?connection_peer, ?version, resumed, keep_alive, "client connected");
-        self.send(conn, Packet::ConnAck(connack));
+        self.send(conn, Packet::ConnAck(Box::new(connack)));
         if resumed {
             self.resend_inflight(conn, session_id, now);
         }
@@ -136,7 +136,7 @@ impl Broker {
             reason_code: reason,
             ..ConnAck::default()
         };
-        self.send(conn, Packet::ConnAck(connack));
+        self.send(conn, Packet::ConnAck(Box::new(connack)));
         self.close(conn, now);
     }
 

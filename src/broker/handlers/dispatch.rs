@@ -39,7 +39,7 @@ impl Broker {
             Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, session, unsubscribe),
             Packet::PingReq => self.send(conn, Packet::PingResp),
             Packet::Disconnect(disconnect) => {
-                self.handle_disconnect(conn, session, disconnect, now)
+                self.handle_disconnect(conn, session, *disconnect, now)
             }
             // No authentication method was accepted at CONNECT, so AUTH may not be sent
             // (§4.12): a protocol error.

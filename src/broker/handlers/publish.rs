@@ -116,7 +116,12 @@ impl Broker {
                 "PUBLISH from a client with a subscription identifier",
             ));
         }
-        let Some(alias) = publish.properties.topic_alias.take() else {
+        // `get_mut`: taking the alias must not allocate properties for a PUBLISH that has none.
+        let Some(alias) = publish
+            .properties
+            .get_mut()
+            .and_then(|properties| properties.topic_alias.take())
+        else {
             return Ok(());
         };
         let Some(connection) = self.connections.get_mut(&conn) else {

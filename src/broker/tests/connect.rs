@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use super::*;
-use crate::protocol::{ConnAck, Disconnect, ReasonCode};
+use crate::protocol::{ConnAck, ReasonCode};
 
 fn connack(packet: Packet) -> ConnAck {
     match packet {
-        Packet::ConnAck(ack) => ack,
+        Packet::ConnAck(ack) => *ack,
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }
@@ -154,8 +154,8 @@ fn takeover_closes_only_the_old_connection() {
     let (new, ack) = sim.connect(persistent);
     assert!(connack(ack).session_present);
     match sim.recv(old) {
-        Some(Packet::Disconnect(Disconnect { reason_code, .. })) => {
-            assert_eq!(reason_code, ReasonCode::SESSION_TAKEN_OVER)
+        Some(Packet::Disconnect(disconnect)) => {
+            assert_eq!(disconnect.reason_code, ReasonCode::SESSION_TAKEN_OVER)
         }
         other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
     }

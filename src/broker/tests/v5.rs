@@ -6,7 +6,7 @@ use std::num::{NonZeroU16, NonZeroU32};
 use std::time::Duration;
 
 use super::*;
-use crate::protocol::{Auth, Disconnect, DisconnectProperties, PublishProperties, ReasonCode};
+use crate::protocol::{Disconnect, DisconnectProperties, PublishProperties, ReasonCode};
 
 fn v5_publish(topic: &str, payload: &str, qos: QoS, properties: PublishProperties) -> Packet {
     Packet::Publish(Publish {
@@ -14,7 +14,7 @@ fn v5_publish(topic: &str, payload: &str, qos: QoS, properties: PublishPropertie
         topic: topic.into(),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { 11 },
         payload: Bytes::copy_from_slice(payload.as_bytes()),
-        properties,
+        properties: properties.into(),
         ..Publish::default()
     })
 }
@@ -267,7 +267,7 @@ fn authentication_methods_are_refused_and_auth_is_a_protocol_error() {
     assert!(sim.is_closed(conn));
 
     let conn = sim.client(V5, "plain", true);
-    sim.send(conn, Packet::Auth(Auth::default()));
+    sim.send(conn, Packet::Auth(Box::default()));
     expect_disconnect(&mut sim, conn, ReasonCode::PROTOCOL_ERROR);
 }
 
@@ -309,13 +309,13 @@ fn disconnect_may_shorten_but_not_create_a_session_expiry() {
     let c = sim.client(V5, "zero", false);
     sim.send(
         c,
-        Packet::Disconnect(Disconnect {
+        Packet::Disconnect(Box::new(Disconnect {
             properties: DisconnectProperties {
                 session_expiry_interval: Some(60),
                 ..Default::default()
             },
             ..Disconnect::default()
-        }),
+        })),
     );
     expect_disconnect(&mut sim, c, ReasonCode::PROTOCOL_ERROR);
 
@@ -324,13 +324,13 @@ fn disconnect_may_shorten_but_not_create_a_session_expiry() {
     let (c, _) = sim.connect(persistent.clone());
     sim.send(
         c,
-        Packet::Disconnect(Disconnect {
+        Packet::Disconnect(Box::new(Disconnect {
             properties: DisconnectProperties {
                 session_expiry_interval: Some(0),
                 ..Default::default()
             },
             ..Disconnect::default()
-        }),
+        })),
     );
     assert!(sim.is_closed(c));
     let (_, ack) = sim.connect(persistent);

@@ -41,7 +41,7 @@ fn a_normal_disconnect_discards_the_will_and_0x04_keeps_it() {
         "polite",
         will("will/p", "no", QoS::AtMostOnce),
     ));
-    sim.send(c, Packet::Disconnect(Disconnect::default()));
+    sim.send(c, Packet::Disconnect(Box::default()));
     assert!(sim.is_closed(c));
     assert!(sim.publishes(w).is_empty());
 
@@ -52,9 +52,9 @@ fn a_normal_disconnect_discards_the_will_and_0x04_keeps_it() {
     ));
     sim.send(
         c,
-        Packet::Disconnect(Disconnect::with_reason(
+        Packet::Disconnect(Box::new(Disconnect::with_reason(
             ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
-        )),
+        ))),
     );
     assert_eq!(payloads(&sim.publishes(w)), ["yes"]);
 }

@@ -28,7 +28,9 @@ use super::ProtocolVersion;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     Connect(Box<Connect>),
-    ConnAck(ConnAck),
+    /// Boxed, like CONNECT, DISCONNECT and AUTH: rare and large (mostly properties), they
+    /// would otherwise make every packet as large as themselves.
+    ConnAck(Box<ConnAck>),
     Publish(Publish),
     PubAck(Ack),
     PubRec(Ack),
@@ -40,8 +42,8 @@ pub enum Packet {
     UnsubAck(UnsubAck),
     PingReq,
     PingResp,
-    Disconnect(Disconnect),
-    Auth(Auth),
+    Disconnect(Box<Disconnect>),
+    Auth(Box<Auth>),
 }
 
 impl Packet {
@@ -75,7 +77,7 @@ impl Packet {
     ) -> Result<Packet, DecodeError> {
         Ok(match header.packet_type {
             PacketType::Connect => Packet::Connect(Box::new(Connect::decode(body)?)),
-            PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(body, version)?),
+            PacketType::ConnAck => Packet::ConnAck(Box::new(ConnAck::decode(body, version)?)),
             PacketType::Publish => Packet::Publish(Publish::decode(header, body, version)?),
             PacketType::PubAck => Packet::PubAck(Ack::decode(PacketType::PubAck, body, version)?),
             PacketType::PubRec => Packet::PubRec(Ack::decode(PacketType::PubRec, body, version)?),
@@ -93,8 +95,10 @@ impl Packet {
             }
             PacketType::PingReq => Packet::PingReq,
             PacketType::PingResp => Packet::PingResp,
-            PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(body, version)?),
-            PacketType::Auth if version.is_v5() => Packet::Auth(Auth::decode(body)?),
+            PacketType::Disconnect => {
+                Packet::Disconnect(Box::new(Disconnect::decode(body, version)?))
+            }
+            PacketType::Auth if version.is_v5() => Packet::Auth(Box::new(Auth::decode(body)?)),
             PacketType::Auth => return Err(DecodeError::PacketNotInVersion(PacketType::Auth)),
         })
     }

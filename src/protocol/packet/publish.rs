@@ -8,7 +8,7 @@ use bytestring::ByteString;
 
 use crate::protocol::error::{DecodeError, EncodeError};
 use crate::protocol::fixed_header::{self, put_fixed_header, FixedHeader, PacketType};
-use crate::protocol::properties::PublishProperties;
+use crate::protocol::properties::PublishPropertiesBox;
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::wire::{self, Reader};
 use crate::protocol::{ProtocolVersion, QoS};
@@ -22,7 +22,9 @@ pub struct Publish {
     pub topic: ByteString,
     /// 0 for QoS 0, which has no packet identifier; never 0 otherwise.
     pub packet_id: u16,
-    pub properties: PublishProperties,
+    /// Out of line and unallocated when empty; reads like a `PublishProperties` field (see
+    /// [`PublishPropertiesBox`]). Build it from a `PublishProperties` with `.into()`.
+    pub properties: PublishPropertiesBox,
     pub payload: Bytes,
 }
 
@@ -56,9 +58,9 @@ impl Publish {
             }
         };
         let properties = if version.is_v5() {
-            PublishProperties::decode(&mut r)?
+            PublishPropertiesBox::decode(&mut r)?
         } else {
-            PublishProperties::default()
+            PublishPropertiesBox::new()
         };
         // An alias may stand in for the topic in v5 (§3.3.2.3.4); everywhere else the topic must
         // be a valid name.
@@ -120,7 +122,11 @@ impl Publish {
             out.put_u16(self.packet_id);
         }
         if version.is_v5() {
-            self.properties.write(props_len, out);
+            match self.properties.get() {
+                Some(properties) => properties.write(props_len, out),
+                // The property length, 0: what most PUBLISH packets carry.
+                None => out.put_u8(0),
+            }
         }
         Ok(())
     }
@@ -141,7 +147,10 @@ impl Publish {
         }
         let mut props_len = 0;
         if version.is_v5() {
-            props_len = self.properties.body_len()?;
+            props_len = match self.properties.get() {
+                Some(properties) => properties.body_len()?,
+                None => 0,
+            };
             len += wire::variable_int_len(props_len as u32) + props_len;
         }
         Ok((len, props_len))

@@ -17,7 +17,8 @@ use crate::protocol::error::{DecodeError, EncodeError};
 use crate::protocol::fixed_header::PacketType;
 use crate::protocol::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
+    PublishProperties, PublishPropertiesBox, SubscribeProperties, UnsubscribeProperties,
+    WillProperties,
 };
 use crate::protocol::reason::ReasonCode;
 use crate::protocol::topic::TopicError;
@@ -434,7 +435,11 @@ fn connack_v3_return_codes() {
         session_present: true,
         ..ConnAck::default()
     };
-    assert_both_ways(V3_1_1, &[0x20, 0x02, 0x01, 0x00], Packet::ConnAck(accepted));
+    assert_both_ways(
+        V3_1_1,
+        &[0x20, 0x02, 0x01, 0x00],
+        Packet::ConnAck(Box::new(accepted)),
+    );
     let cases = [
         (0x00, ReasonCode::SUCCESS),
         (0x01, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
@@ -458,10 +463,10 @@ fn connack_v3_return_codes() {
     );
     for version in V3 {
         for (byte, reason_code) in cases {
-            let packet = Packet::ConnAck(ConnAck {
+            let packet = Packet::ConnAck(Box::new(ConnAck {
                 reason_code,
                 ..ConnAck::default()
-            });
+            }));
             assert_both_ways(version, &[0x20, 0x02, 0x00, byte], packet);
         }
         // 3.1.1 §3.2.2.3: 6-255 are reserved.
@@ -490,10 +495,10 @@ fn connack_v3_maps_v5_reason_codes_to_return_codes() {
         (ReasonCode::BAD_AUTHENTICATION_METHOD, 0x04),
         (ReasonCode::QUOTA_EXCEEDED, 0x03),
     ] {
-        let packet = Packet::ConnAck(ConnAck {
+        let packet = Packet::ConnAck(Box::new(ConnAck {
             reason_code,
             ..ConnAck::default()
-        });
+        }));
         assert_encodes(V3_1_1, &packet, &[0x20, 0x02, 0x00, byte]);
     }
 }
@@ -501,10 +506,10 @@ fn connack_v3_maps_v5_reason_codes_to_return_codes() {
 #[test]
 fn connack_v3_1_never_sends_session_present() {
     // 3.1 §3.2: the first variable header byte is reserved; session present is 3.1.1 only.
-    let packet = Packet::ConnAck(ConnAck {
+    let packet = Packet::ConnAck(Box::new(ConnAck {
         session_present: true,
         ..ConnAck::default()
-    });
+    }));
     assert_encodes(V3_1, &packet, &[0x20, 0x02, 0x00, 0x00]);
     assert_encodes(V3_1_1, &packet, &[0x20, 0x02, 0x01, 0x00]);
     assert_encodes(V5, &packet, &[0x20, 0x03, 0x01, 0x00, 0x00]);
@@ -512,10 +517,10 @@ fn connack_v3_1_never_sends_session_present() {
     // encoder would write.
     for byte in [0x01, 0x02, 0xFF] {
         let bytes = [0x20, 0x02, byte, 0x05];
-        let expected = Packet::ConnAck(ConnAck {
+        let expected = Packet::ConnAck(Box::new(ConnAck {
             reason_code: ReasonCode::NOT_AUTHORIZED,
             ..ConnAck::default()
-        });
+        }));
         assert_decodes(V3_1, &bytes, &expected);
         assert_encodes(V3_1, &expected, &[0x20, 0x02, 0x00, 0x05]);
     }
@@ -567,13 +572,13 @@ fn connack_v5_with_properties() {
             user_properties: vec![user("k", "v")],
         },
     };
-    assert_both_ways(V5, &bytes, Packet::ConnAck(expected));
+    assert_both_ways(V5, &bytes, Packet::ConnAck(Box::new(expected)));
 
     // 5.0 §3.2.2.2: a refusal with no properties still carries the property length.
-    let refused = Packet::ConnAck(ConnAck {
+    let refused = Packet::ConnAck(Box::new(ConnAck {
         reason_code: ReasonCode::NOT_AUTHORIZED,
         ..ConnAck::default()
-    });
+    }));
     assert_both_ways(V5, &[0x20, 0x03, 0x00, 0x87, 0x00], refused);
 
     // 0x8E (session taken over) is a DISCONNECT code, not a CONNACK one.
@@ -677,7 +682,8 @@ fn publish_v5_properties_with_several_subscription_identifiers() {
             content_type: Some(s("js")),
             subscription_identifiers: vec![nz32(1), nz32(128), nz32(268_435_455)],
             user_properties: vec![user("k", "v")],
-        },
+        }
+        .into(),
         ..publish(QoS::AtMostOnce, "t", 0, b"{}")
     };
     assert_both_ways(V5, &bytes, Packet::Publish(expected));
@@ -693,7 +699,8 @@ fn publish_v5_empty_topic_with_alias() {
         properties: PublishProperties {
             topic_alias: Some(nz16(1)),
             ..PublishProperties::default()
-        },
+        }
+        .into(),
         ..publish(QoS::AtLeastOnce, "", 7, b"x")
     };
     assert_both_ways(V5, &bytes, Packet::Publish(expected));
@@ -713,6 +720,75 @@ fn publish_v5_empty_topic_with_alias() {
             0x90,
         );
     }
+}
+
+#[test]
+fn packets_stay_small_enough_to_move_cheaply() {
+    // Every decoded packet is moved through several layers; boxing the rare large variants
+    // and storing PUBLISH properties out of line keeps that a few cache lines (was 256 bytes).
+    assert!(
+        std::mem::size_of::<Packet>() <= 96,
+        "{}",
+        std::mem::size_of::<Packet>()
+    );
+    assert!(
+        std::mem::size_of::<Publish>() <= 80,
+        "{}",
+        std::mem::size_of::<Publish>()
+    );
+    assert_eq!(std::mem::size_of::<PublishPropertiesBox>(), 8);
+}
+
+#[test]
+fn publish_properties_are_allocated_only_when_present() {
+    let decoded = |bytes: &[u8]| match decode(V5, bytes).unwrap() {
+        Packet::Publish(publish) => publish,
+        other => panic!("{other:?}"),
+    };
+    // A property length of 0: nothing allocated, and reads see an empty set.
+    let plain = decoded(&[0x30, 0x05, 0x00, 0x01, b't', 0x00, b'x']);
+    assert!(plain.properties.get().is_none());
+    assert!(plain.properties.is_empty());
+    assert_eq!(plain.properties.topic_alias, None);
+    assert_eq!(*plain.properties, PublishProperties::default());
+    // With a property they are stored.
+    let aliased = decoded(&[0x30, 0x08, 0x00, 0x01, b't', 0x03, 0x23, 0x00, 0x01, b'x']);
+    assert_eq!(aliased.properties.get().unwrap().topic_alias, Some(nz16(1)));
+
+    // `get_mut` never allocates, writing through `DerefMut` does.
+    let mut props = PublishPropertiesBox::new();
+    assert!(props.get_mut().is_none());
+    assert!(props.get().is_none());
+    props.content_type = Some(s("text/plain"));
+    assert_eq!(
+        props.get().unwrap().content_type.as_deref(),
+        Some("text/plain")
+    );
+    // Equality looks at contents: an allocated empty set equals none, and `shrink` frees it.
+    props.get_mut().unwrap().content_type = None;
+    assert!(props.get().is_some());
+    assert_eq!(props, PublishPropertiesBox::default());
+    assert_eq!(
+        format!("{props:?}"),
+        format!("{:?}", PublishProperties::default())
+    );
+    props.shrink();
+    assert!(props.get().is_none());
+    // Converting allocates only for a non-empty set, and converts back losslessly.
+    assert!(PublishPropertiesBox::from(PublishProperties::default())
+        .get()
+        .is_none());
+    let full = PublishProperties {
+        topic_alias: Some(nz16(3)),
+        ..PublishProperties::default()
+    };
+    let boxed = PublishPropertiesBox::from(full.clone());
+    assert!(boxed.get().is_some());
+    assert_eq!(boxed.into_inner(), full);
+    assert_eq!(
+        PublishPropertiesBox::new().into_inner(),
+        PublishProperties::EMPTY
+    );
 }
 
 #[test]
@@ -1535,11 +1611,7 @@ fn ping() {
 fn disconnect_v3() {
     // 3.1.1 §3.14: fixed header only.
     for version in V3 {
-        assert_both_ways(
-            version,
-            &[0xE0, 0x00],
-            Packet::Disconnect(Disconnect::default()),
-        );
+        assert_both_ways(version, &[0xE0, 0x00], Packet::Disconnect(Box::default()));
         assert_error(
             version,
             &[0xE0, 0x01, 0x00],
@@ -1547,22 +1619,26 @@ fn disconnect_v3() {
             0x81,
         );
         let with_reason = Disconnect::with_reason(ReasonCode::SERVER_SHUTTING_DOWN);
-        assert_encodes(version, &Packet::Disconnect(with_reason), &[0xE0, 0x00]);
+        assert_encodes(
+            version,
+            &Packet::Disconnect(Box::new(with_reason)),
+            &[0xE0, 0x00],
+        );
     }
 }
 
 #[test]
 fn disconnect_v5() {
     // 5.0 §3.14.2.1: remaining length 0 means Normal disconnection.
-    assert_both_ways(V5, &[0xE0, 0x00], Packet::Disconnect(Disconnect::default()));
+    assert_both_ways(V5, &[0xE0, 0x00], Packet::Disconnect(Box::default()));
     // Remaining length 1: reason code only.
     let with_will = Disconnect::with_reason(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE);
-    assert_both_ways(V5, &[0xE0, 0x01, 0x04], Packet::Disconnect(with_will));
-    assert_decodes(
+    assert_both_ways(
         V5,
-        &[0xE0, 0x01, 0x00],
-        &Packet::Disconnect(Disconnect::default()),
+        &[0xE0, 0x01, 0x04],
+        Packet::Disconnect(Box::new(with_will)),
     );
+    assert_decodes(V5, &[0xE0, 0x01, 0x00], &Packet::Disconnect(Box::default()));
     // 5.0 §3.14.2.2: reason code and properties.
     let bytes = [
         0xE0, 24, 0x8E, 22, //
@@ -1580,7 +1656,7 @@ fn disconnect_v5() {
             user_properties: vec![user("k", "v")],
         },
     };
-    assert_both_ways(V5, &bytes, Packet::Disconnect(expected));
+    assert_both_ways(V5, &bytes, Packet::Disconnect(Box::new(expected)));
     // Normal disconnection with a property still writes the reason code.
     let normal_with_props = Disconnect {
         properties: DisconnectProperties {
@@ -1592,7 +1668,7 @@ fn disconnect_v5() {
     assert_both_ways(
         V5,
         &[0xE0, 0x06, 0x00, 0x04, 0x1F, 0x00, 0x01, b'x'],
-        Packet::Disconnect(normal_with_props),
+        Packet::Disconnect(Box::new(normal_with_props)),
     );
     // 0x18 (continue authentication) is an AUTH code.
     assert_error(
@@ -1624,7 +1700,7 @@ fn disconnect_v5() {
 #[test]
 fn auth() {
     // 5.0 §3.15.2.1: remaining length 0 means Success.
-    assert_both_ways(V5, &[0xF0, 0x00], Packet::Auth(Auth::default()));
+    assert_both_ways(V5, &[0xF0, 0x00], Packet::Auth(Box::default()));
     // 5.0 §3.15.2.2: method, data and reason string.
     let bytes = [
         0xF0, 20, 0x18, 18, //
@@ -1641,14 +1717,14 @@ fn auth() {
             user_properties: vec![],
         },
     };
-    assert_both_ways(V5, &bytes, Packet::Auth(expected.clone()));
+    assert_both_ways(V5, &bytes, Packet::Auth(Box::new(expected.clone())));
     assert_both_ways(
         V5,
         &[0xF0, 0x01, 0x19],
-        Packet::Auth(Auth {
+        Packet::Auth(Box::new(Auth {
             reason_code: ReasonCode::RE_AUTHENTICATE,
             ..Auth::default()
-        }),
+        })),
     );
     assert_error(
         V5,
@@ -1675,7 +1751,7 @@ fn auth() {
         );
         let mut out = BytesMut::new();
         assert_eq!(
-            Packet::Auth(expected.clone()).encode(version, &mut out),
+            Packet::Auth(Box::new(expected.clone())).encode(version, &mut out),
             Err(EncodeError::PacketNotInVersion(PacketType::Auth))
         );
         assert!(out.is_empty());
