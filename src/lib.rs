@@ -7,7 +7,14 @@
 //!   a state machine driven by a runtime; no sockets, threads or clocks.
 //! - [`server`]: the thin adapter that runs one broker core per shard on the thread-per-core
 //!   runtime of `mqtt_broker_shards`, with real sockets.
+//! - [`settings`] and [`app`]: the command line and config file, and the `mqtt-broker` program
+//!   built from them.
+//! - [`sync_server`]: the blocking comparison build: the same core with one shard behind a
+//!   mutex, one `std::net` thread per connection, for benchmarks against the sharded server.
 
+pub mod app;
 pub mod broker;
 pub mod protocol;
 pub mod server;
+pub mod settings;
+pub mod sync_server;

@@ -1,3 +1,5 @@
 //! Load generator and micro-benchmarks for mqtt-broker. The criterion benchmarks live in
-//! `benches/benches/`; the `mqtt-bench` load generator arrives with the benchmark issue and reuses
-//! `mqtt_broker::protocol` as its client codec.
+//! `benches/benches/`; the `mqtt-bench` load generator (`src/bin/mqtt-bench.rs`) is built from
+//! [`loadgen`], which reuses `mqtt_broker::protocol` as its client codec.
+
+pub mod loadgen;

@@ -105,7 +105,14 @@ mod monoio_io {
         }
 
         async fn read(reader: &mut Self::Reader, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-            reader.read(buf).await
+            use monoio::buf::{IoBufMut, SliceMut};
+            // monoio writes a `BytesMut` from its start; read into the spare capacity instead
+            // so a partial packet already buffered is kept.
+            let start = buf.len();
+            let mut buf = buf;
+            let end = buf.bytes_total();
+            let (result, slice) = reader.read(SliceMut::new(buf, start, end)).await;
+            (result, slice.into_inner())
         }
 
         async fn write_all(writer: &mut Self::Writer, buf: Bytes) -> io::Result<()> {

@@ -50,6 +50,13 @@ pub struct Config {
     pub max_retained_per_subscribe: usize,
     /// How often queues and retained messages are swept for expired messages.
     pub expiry_sweep_interval: Duration,
+    /// Emit journal records of persistent state through `Broker::poll_persist`. Off, the core
+    /// keeps no journal (and a runtime without storage need not drain one).
+    pub persistence: bool,
+    /// Hold PUBACK, PUBREC, PUBCOMP, SUBACK and UNSUBACK until the records written for them
+    /// are durable (`Broker::handle_persisted`), on this shard and every shard the message went
+    /// to (`--fsync always`). Only with `persistence`.
+    pub ack_after_durable: bool,
 }
 
 impl Default for Config {
@@ -74,6 +81,8 @@ impl Default for Config {
             maximum_qos: crate::protocol::QoS::ExactlyOnce,
             max_retained_per_subscribe: 0,
             expiry_sweep_interval: Duration::from_secs(10),
+            persistence: false,
+            ack_after_durable: false,
         }
     }
 }

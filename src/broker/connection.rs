@@ -2,6 +2,7 @@
 //! send buffer, keepalive, inbound topic aliases, the will of this connection), as opposed to the
 //! session, which may outlive it.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use bytestring::ByteString;
 use super::outbound::Outbound;
 use super::session::SessionId;
 use super::time::Timestamp;
-use crate::protocol::{Decoder, LastWill, ProtocolVersion};
+use crate::protocol::{Decoder, LastWill, Packet, ProtocolVersion};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -48,6 +49,19 @@ pub struct Connection {
     pub disconnected_normally: bool,
     /// Already listed for `poll_transmit`, so it is listed once however many packets queue up.
     pub announced: bool,
+    /// Acknowledgements waiting for their records to be durable, in the order they must be
+    /// sent (MQTT-4.6.0-2): once one waits, every later one queues behind it.
+    pub held_acks: VecDeque<HeldAck>,
+}
+
+/// An acknowledgement held until the state it acknowledges is durable.
+#[derive(Debug)]
+pub struct HeldAck {
+    pub packet: Packet,
+    /// The last record its handling wrote on this shard (0: none).
+    pub seq: u64,
+    /// Other shards' replies it waits for, when the message was routed to them.
+    pub token: Option<u64>,
 }
 
 impl Connection {
@@ -72,6 +86,7 @@ impl Connection {
             will: None,
             disconnected_normally: false,
             announced: false,
+            held_acks: VecDeque::new(),
         }
     }
 

@@ -17,6 +17,7 @@ use super::config::Config;
 use super::connection::{Connection, Phase};
 use super::io::{ConnId, Event, ShardId, ShardMessage};
 use super::message::Message;
+use super::persist::{Journal, PersistRecord};
 use super::retained::Retained;
 use super::routing::{Interest, Subscriber};
 use super::session::{DelayedWill, Session, SessionId, Subscription};
@@ -72,6 +73,8 @@ pub struct Broker {
     /// Serial for client ids the broker assigns.
     pub(super) assigned_ids: u64,
     pub(super) stats: Stats,
+    /// Journal records not yet polled, durability, and acknowledgements held for it.
+    pub(super) persist: Journal,
 }
 
 impl Broker {
@@ -86,7 +89,6 @@ impl Broker {
         let mut timers = Timers::default();
         timers.schedule(now + config.expiry_sweep_interval, Timer::ExpirySweep);
         Broker {
-            config,
             shard,
             shard_count: shard_count.max(1),
             connections: AHashMap::new(),
@@ -104,6 +106,8 @@ impl Broker {
             share_cursors: AHashMap::new(),
             assigned_ids: 0,
             stats: Stats::default(),
+            persist: Journal::new(config.persistence, config.ack_after_durable),
+            config,
         }
     }
 
@@ -214,12 +218,18 @@ impl Broker {
                 deliver,
                 groups,
                 store_retained,
+                ack,
             } => {
+                let mark = self.journal_mark();
                 if store_retained {
-                    self.retained.store(message.clone());
+                    self.store_retained(&message);
                 }
                 self.deliver_local(&message, deliver, Some(&groups), now);
+                if let Some(token) = ack {
+                    self.reply_when_persisted(from, token, mark);
+                }
             }
+            ShardMessage::Persisted { token } => self.handle_remote_persisted(token),
             ShardMessage::Interest {
                 filter,
                 share,
@@ -424,21 +434,31 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        match expiry {
-            0 => self.discard_session(session_id, now),
+        let expires_at = match expiry {
+            0 => return self.discard_session(session_id, now),
             // 0xFFFFFFFF: the session does not expire (§3.1.2.11.2).
-            u32::MAX => {}
+            u32::MAX => None,
             secs => {
                 let at = now + Duration::from_secs(u64::from(secs));
                 session.expires_at = Some(at);
                 self.timers.schedule(at, Timer::SessionExpiry(session_id));
+                Some(at)
             }
-        }
+        };
+        let expires_at_ms = expires_at.map(|at| self.unix_ms(at));
+        self.journal_session(session_id, |client_id| PersistRecord::SessionDetached {
+            client_id,
+            expiry_interval: expiry,
+            expires_at_ms,
+        });
     }
 
     /// Ends a session: its subscriptions leave the tries, and a will still waiting for its delay
     /// is published now, because the session ended first.
     pub(super) fn discard_session(&mut self, session_id: SessionId, now: Timestamp) {
+        self.journal_session(session_id, |client_id| PersistRecord::SessionEnded {
+            client_id,
+        });
         let Some(mut session) = self.sessions.remove(&session_id) else {
             return;
         };
@@ -458,7 +478,25 @@ impl Broker {
 
     fn publish_will(&mut self, message: Arc<Message>, now: Timestamp) {
         self.stats.wills_published += 1;
-        self.route(message, now);
+        self.route(message, now, None);
+    }
+
+    /// Stores, replaces or clears a retained message. Every shard sees every retained update,
+    /// so shard 0 alone journals them.
+    pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
+        self.retained.store(message.clone());
+        if self.shard == 0 && self.persist.enabled {
+            let record = if message.template.payload.is_empty() {
+                PersistRecord::RetainedCleared {
+                    topic: message.template.topic.to_string(),
+                }
+            } else {
+                PersistRecord::RetainedSet {
+                    message: Arc::new(self.stored_message(message)),
+                }
+            };
+            self.journal(record);
+        }
     }
 
     fn check_keepalive(&mut self, conn: ConnId, now: Timestamp) {

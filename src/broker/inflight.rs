@@ -79,6 +79,38 @@ impl OutboundQueue {
         self.inflight.iter()
     }
 
+    /// Queued messages, oldest first.
+    pub fn queued(&self) -> impl Iterator<Item = &Delivery> {
+        self.queued.iter()
+    }
+
+    /// Puts back an in-flight message recovered after a restart, with its identifier and state.
+    /// Returns false (and restores nothing) if the identifier is already in use.
+    pub fn restore_inflight(
+        &mut self,
+        packet_id: u16,
+        delivery: Delivery,
+        state: Awaiting,
+    ) -> bool {
+        if packet_id == 0 || !self.ids_in_use.insert(packet_id) {
+            return false;
+        }
+        self.last_id = packet_id;
+        self.inflight.push_back(InflightMessage {
+            packet_id,
+            delivery,
+            state,
+        });
+        true
+    }
+
+    /// Puts back a queued message recovered after a restart. Limits are not applied: the
+    /// message was accepted under them once.
+    pub fn restore_queued(&mut self, delivery: Delivery) {
+        self.queued_bytes += delivery.message.weight();
+        self.queued.push_back(delivery);
+    }
+
     /// Puts a message in flight under a fresh packet identifier and returns that identifier.
     /// The caller has checked the window has room, so an identifier is always free.
     pub fn start(&mut self, delivery: Delivery) -> u16 {
@@ -195,6 +227,7 @@ mod tests {
             ..Publish::default()
         };
         Delivery {
+            id: 0,
             message: Arc::new(Message::from_publish(publish, None, Timestamp::ZERO)),
             qos,
             retain: false,

@@ -28,6 +28,8 @@ pub type SharedMessage = Arc<Message>;
 /// One subscriber's copy of a message: how it must be sent to that subscriber.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// Names it in the journal while it is queued; 0 when its session is not journaled.
+    pub id: u64,
     pub message: SharedMessage,
     /// min(published QoS, granted QoS).
     pub qos: QoS,
@@ -125,6 +127,7 @@ mod tests {
 
     fn delivery(template: Publish, now: Timestamp, subscription_ids: Vec<NonZeroU32>) -> Delivery {
         Delivery {
+            id: 0,
             message: Arc::new(Message::from_publish(template, None, now)),
             qos: QoS::AtMostOnce,
             retain: false,

@@ -6,8 +6,12 @@
 //! [`Timestamp`], and after each input drains its outputs in this order:
 //! 1. [`Broker::poll_transmit`] / [`Broker::take_output`]: bytes to send per connection;
 //! 2. [`Broker::poll_shard_messages`]: batches for other shards;
-//! 3. [`Broker::poll_event`]: connections to close or hand over to another shard;
-//! 4. [`Broker::poll_timeout`]: when to call [`Broker::handle_timeout`] next.
+//! 3. [`Broker::poll_persist`]: journal records, to append in order (with `Config::persistence`);
+//! 4. [`Broker::poll_event`]: connections to close or hand over to another shard;
+//! 5. [`Broker::poll_timeout`]: when to call [`Broker::handle_timeout`] next.
+//!
+//! With persistence on, the runtime also reports durability ([`Broker::handle_persisted`]),
+//! which may release held acknowledgements: drain the outputs after it too.
 //!
 //! Every runtime (monoio, glommio, tokio, the blocking build) drives this same code, and the
 //! tests drive it with a virtual clock and no network at all.
@@ -24,6 +28,7 @@ mod inflight;
 mod io;
 mod message;
 mod outbound;
+pub mod persist;
 mod retained;
 mod routing;
 mod session;

@@ -37,6 +37,14 @@ impl Retained {
         found
     }
 
+    /// Every retained message, expired or not, ordered by topic so snapshots are deterministic.
+    pub fn all(&self) -> Vec<SharedMessage> {
+        let mut all = Vec::with_capacity(self.tree.len());
+        self.tree.for_each(|_, message| all.push(message.clone()));
+        all.sort_by(|a, b| a.template.topic.cmp(&b.template.topic));
+        all
+    }
+
     /// Drops expired messages; returns how many.
     pub fn sweep(&mut self, now: Timestamp) -> usize {
         let before = self.tree.len();

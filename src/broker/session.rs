@@ -50,6 +50,11 @@ pub struct Session {
     /// a repeated PUBLISH with one of these ids is acknowledged but not delivered again.
     pub awaiting_pubrel: AHashSet<u16>,
     pub delayed_will: Option<DelayedWill>,
+    /// Its changes go to the journal: it was opened with an expiry above 0 while persistence
+    /// is on. Stays set until `SessionEnded` is written.
+    pub journaled: bool,
+    /// Names the next delivery queued for it in the journal (0 is "not journaled").
+    pub next_delivery: u64,
 }
 
 impl Session {
@@ -64,6 +69,8 @@ impl Session {
             outbound: OutboundQueue::default(),
             awaiting_pubrel: AHashSet::new(),
             delayed_will: None,
+            journaled: false,
+            next_delivery: 1,
         }
     }
 

@@ -54,9 +54,9 @@ pub(super) async fn read_loop<I: Io>(
             handle.stop_reading.notified().await;
             break;
         }
-        // Backpressure: while other shards cannot keep up, stop reading and let TCP slow the
-        // publishers down.
-        while shard.mesh.is_congested() {
+        // Backpressure: while other shards or the journal cannot keep up, stop reading and let
+        // TCP slow the publishers down.
+        while shard.mesh.is_congested() || shard.journal.is_backlogged() {
             shard.mesh.flush();
             I::sleep(TICK).await;
         }

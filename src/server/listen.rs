@@ -17,7 +17,15 @@ pub(super) fn bind_all(
     addrs
         .iter()
         .map(|&requested| {
-            let first = bind_one(requested)?;
+            // SO_REUSEPORT would let this bind share a port with another broker of the same
+            // user; bind once without it first, so a port in use fails as it should.
+            let probe = bind_exclusive(requested)?;
+            let free = probe.local_addr().map_err(|source| ServerError::Listen {
+                addr: requested,
+                source,
+            })?;
+            drop(probe);
+            let first = bind_one(free)?;
             // Port 0 picks a free port once; the other shards share that port.
             let addr = first.local_addr().map_err(|source| ServerError::Listen {
                 addr: requested,
@@ -50,6 +58,10 @@ pub(super) fn distribute(listeners: Vec<Vec<TcpListener>>, shards: usize) -> Vec
         }
     }
     per_shard
+}
+
+fn bind_exclusive(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).map_err(|source| ServerError::Listen { addr, source })
 }
 
 fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {

@@ -5,22 +5,28 @@
 //! - `listen.rs`: binding, with one SO_REUSEPORT listener per shard so the kernel spreads
 //!   accepts over the shards;
 //! - `shard.rs`: one shard's tasks (accept, inbox, timers) around its `Broker`;
-//! - `connection.rs`: one connection's reader and writer tasks.
+//! - `connection.rs`: one connection's reader and writer tasks;
+//! - `recovery.rs`: opening the data directory and rebuilding each shard's state, before start;
+//! - `journal.rs`: a shard's journal stream (records, durability, snapshots).
 
 mod connection;
+mod journal;
 mod listen;
+mod recovery;
 mod shard;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use mqtt_broker_shards::{mesh, start_shards, Backend, TokioIo};
 use tracing::info;
 
 use crate::broker::Config;
 
+pub use mqtt_broker_persistence::Fsync;
 pub use shard::Envelope;
 
 /// What the server needs to know; built from the command line and config file.
@@ -34,6 +40,33 @@ pub struct ServerOptions {
     /// Read buffers allocated at start, spread over the shards.
     pub initial_pool_size: usize,
     pub broker: Config,
+    /// Where sessions and retained messages are kept across restarts.
+    pub data_dir: PathBuf,
+    pub persistence: PersistenceOptions,
+}
+
+/// How the data directory is written (`--fsync`, `--snapshot-interval`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistenceOptions {
+    /// `Always` also holds every acknowledgement of persistent state until it is on disk.
+    pub fsync: Fsync,
+    /// A shard snapshots its state this often (if it changed), replacing its journal.
+    pub snapshot_interval: Duration,
+    /// ... or as soon as its journal since the last snapshot grows past this.
+    pub journal_max_bytes: u64,
+    /// Refuse to start on damaged data instead of moving it aside and going on without it.
+    pub strict_recovery: bool,
+}
+
+impl Default for PersistenceOptions {
+    fn default() -> Self {
+        PersistenceOptions {
+            fsync: Fsync::Interval(Duration::from_millis(1000)),
+            snapshot_interval: Duration::from_secs(300),
+            journal_max_bytes: 64 * 1024 * 1024,
+            strict_recovery: false,
+        }
+    }
 }
 
 /// Why the server could not start.
@@ -48,6 +81,8 @@ pub enum ServerError {
     Backend(#[from] mqtt_broker_shards::BackendError),
     #[error("cannot install the signal handler: {0}")]
     Signals(String),
+    #[error("{0}")]
+    Persistence(mqtt_broker_persistence::StoreError),
 }
 
 /// State every shard shares: set once at start, then only atomics.
@@ -61,13 +96,26 @@ pub(crate) struct Shared {
     pub shutdown: AtomicBool,
     /// The monotonic origin every shard measures `Timestamp`s from.
     pub epoch: Instant,
+    /// Every shard has restored its state and told the others its subscriptions: only then
+    /// do shards accept clients, so no publish misses a restored subscriber.
+    pub restored: Barrier,
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts down gracefully.
-pub fn run(options: ServerOptions) -> Result<(), ServerError> {
+pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     let backend = options.backend.resolve()?;
     let shard_count = options.shards.max(1);
+    options.broker.persistence = true;
+    options.broker.ack_after_durable = options.persistence.fsync == Fsync::Always;
+    let (store, starts) = recovery::open(&options.data_dir, &options.persistence, shard_count)?;
     let listeners = listen::bind_all(&options.listen, shard_count)?;
+    // Installed before announcing the address, so a signal sent as soon as a supervisor sees
+    // "listening on" still shuts down gracefully.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.send(());
+    })
+    .map_err(|error| ServerError::Signals(error.to_string()))?;
     for addr in listen::local_addrs(&listeners) {
         info!("listening on {addr}");
     }
@@ -77,17 +125,18 @@ pub fn run(options: ServerOptions) -> Result<(), ServerError> {
         next_conn: AtomicU64::new(1),
         shutdown: AtomicBool::new(false),
         epoch: Instant::now(),
+        restored: Barrier::new(shard_count),
     });
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = stop_tx.send(());
-    })
-    .map_err(|error| ServerError::Signals(error.to_string()))?;
 
     let endpoints = mesh::<Envelope>(shard_count, 4096);
     let per_shard = listen::distribute(listeners, shard_count);
     let slots: Arc<std::sync::Mutex<Vec<_>>> = Arc::new(std::sync::Mutex::new(
-        endpoints.into_iter().zip(per_shard).map(Some).collect(),
+        endpoints
+            .into_iter()
+            .zip(per_shard)
+            .zip(starts)
+            .map(|((endpoint, listeners), start)| Some((endpoint, listeners, start)))
+            .collect(),
     ));
     let pin = shared.options.pin_cores;
     let shard_shared = shared.clone();
@@ -95,19 +144,21 @@ pub fn run(options: ServerOptions) -> Result<(), ServerError> {
         let shared = shard_shared.clone();
         let taken = slots.lock().ok().and_then(|mut slots| slots[shard].take());
         async move {
-            let Some((endpoint, listeners)) = taken else {
+            let Some((endpoint, listeners, start)) = taken else {
                 return;
             };
             match backend {
                 #[cfg(target_os = "linux")]
                 Backend::IoUring | Backend::Epoll => {
-                    shard::run::<mqtt_broker_shards::MonoioIo>(shared, endpoint, listeners).await
+                    shard::run::<mqtt_broker_shards::MonoioIo>(shared, endpoint, listeners, start)
+                        .await
                 }
                 #[cfg(all(feature = "glommio", target_os = "linux"))]
                 Backend::Glommio => {
-                    shard::run::<mqtt_broker_shards::GlommioIo>(shared, endpoint, listeners).await
+                    shard::run::<mqtt_broker_shards::GlommioIo>(shared, endpoint, listeners, start)
+                        .await
                 }
-                _ => shard::run::<TokioIo>(shared, endpoint, listeners).await,
+                _ => shard::run::<TokioIo>(shared, endpoint, listeners, start).await,
             }
         }
     })?;
@@ -118,6 +169,7 @@ pub fn run(options: ServerOptions) -> Result<(), ServerError> {
         .shutdown
         .store(true, std::sync::atomic::Ordering::SeqCst);
     threads.join()?;
+    store.close()?;
     info!("stopped");
     Ok(())
 }

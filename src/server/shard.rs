@@ -11,9 +11,11 @@ use ahash::AHashMap;
 use bytes::BytesMut;
 use mqtt_broker_shards::{Io, MeshEndpoint, ShardId};
 use tokio::sync::Notify;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::connection;
+use super::journal::ShardJournal;
+use super::recovery::ShardStart;
 use super::Shared;
 use crate::broker::{Broker, ConnId, Event, ShardMessage, Timestamp};
 use crate::protocol::Connect;
@@ -74,6 +76,7 @@ pub(super) struct Shard<I: Io> {
     pub buffers: RefCell<Vec<BytesMut>>,
     /// How many buffers the pool keeps at most: this shard's part of `--initial-pool-size`.
     pub pool_limit: usize,
+    pub journal: ShardJournal,
 }
 
 impl<I: Io> Shard<I> {
@@ -83,7 +86,7 @@ impl<I: Io> Shard<I> {
     }
 
     /// Carries out the broker's outputs, in the documented order: transmits, shard messages,
-    /// events.
+    /// journal records, events.
     pub fn pump(self: &Rc<Self>) {
         let mut broker = self.broker.borrow_mut();
         while let Some(conn) = broker.poll_transmit() {
@@ -93,6 +96,9 @@ impl<I: Io> Shard<I> {
             if self.mesh.send(to, Envelope::Broker(batch)).is_err() {
                 debug!(shard = to, "shard stopped; dropping its messages");
             }
+        }
+        while let Some((seq, record)) = broker.poll_persist() {
+            self.journal.append(seq, &record);
         }
         while let Some(event) = broker.poll_event() {
             match event {
@@ -135,6 +141,14 @@ impl<I: Io> Shard<I> {
         }
     }
 
+    /// Snapshots the broker's state into the journal stream. Every record the broker emitted
+    /// must be appended first, so the outputs are drained before the state is taken.
+    fn snapshot(self: &Rc<Self>) {
+        self.pump();
+        let state = self.broker.borrow().snapshot_state().owned_by(self.id);
+        self.journal.snapshot(&state);
+    }
+
     /// Starts the connection's writer task on its first output, then wakes it.
     fn wake_writer(self: &Rc<Self>, conn: ConnId) {
         let Some(handle) = self.conns.borrow().get(&conn).cloned() else {
@@ -159,16 +173,24 @@ pub(super) async fn run<I: Io>(
     shared: Arc<Shared>,
     mesh: MeshEndpoint<Envelope>,
     listeners: Vec<std::net::TcpListener>,
+    start: ShardStart,
 ) {
     let id = mesh.shard();
     let shard_count = mesh.shard_count();
-    let broker = Broker::new(
+    let mut broker = Broker::new(
         shared.options.broker.clone(),
         id,
         shard_count,
         shared.connections.clone(),
         Timestamp::ZERO,
     );
+    let now =
+        Timestamp::from_nanos(u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    broker.handle_wall_clock(unix_ms(), now);
+    let summary = broker.restore(start.state, now);
+    if summary != Default::default() {
+        info!(shard = id, ?summary, "state restored");
+    }
     let options = &shared.options;
     let pool_limit = options.initial_pool_size.div_ceil(shard_count);
     let buffers = (0..pool_limit)
@@ -182,7 +204,17 @@ pub(super) async fn run<I: Io>(
         conns: RefCell::new(AHashMap::new()),
         buffers: RefCell::new(buffers),
         pool_limit,
+        journal: ShardJournal::new(start.writer),
     });
+    // Tell the other shards about the restored subscriptions, wait until they have all done
+    // the same, and take in what they said before any client is served.
+    shard.pump();
+    shard.mesh.flush();
+    shard.shared.restored.wait();
+    while let Some((from, envelope)) = shard.mesh.try_recv() {
+        handle_envelope(&shard, from, envelope);
+    }
+    I::spawn(durable_loop(shard.clone()));
     for listener in listeners {
         match I::listener(listener) {
             Ok(listener) => I::spawn(accept_loop(shard.clone(), listener)),
@@ -222,6 +254,23 @@ async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener) {
 
 async fn inbox_loop<I: Io>(shard: Rc<Shard<I>>) {
     while let Some((from, envelope)) = shard.mesh.recv().await {
+        handle_envelope(&shard, from, envelope);
+    }
+}
+
+/// Tells the broker which records are durable whenever the journal reports progress.
+async fn durable_loop<I: Io>(shard: Rc<Shard<I>>) {
+    let notices = shard.journal.notices();
+    while notices.recv_async().await.is_ok() {
+        if let Some(seq) = shard.journal.durable_seq() {
+            shard.broker.borrow_mut().handle_persisted(seq);
+            shard.pump();
+        }
+    }
+}
+
+fn handle_envelope<I: Io>(shard: &Rc<Shard<I>>, from: ShardId, envelope: Envelope) {
+    {
         match envelope {
             Envelope::Broker(batch) => {
                 let now = shard.now();
@@ -269,10 +318,25 @@ async fn timer_loop<I: Io>(shard: &Rc<Shard<I>>) {
             shard.broker.borrow_mut().handle_timeout(now);
         }
         shard.pump();
+        if shard.journal.wants_snapshot() {
+            shard.snapshot();
+        }
         shard.mesh.flush();
     }
     let now = shard.now();
     shard.broker.borrow_mut().shutdown(now);
     shard.pump();
     I::sleep(SHUTDOWN_GRACE).await;
+    // The final snapshot: the next start reads one file instead of replaying the journal.
+    shard.journal.finish_snapshot().await;
+    shard.snapshot();
+    shard.journal.finish_snapshot().await;
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }

@@ -13,6 +13,7 @@ use crate::broker::connection::Phase;
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
 use crate::broker::io::ConnId;
+use crate::broker::persist::PersistRecord;
 use crate::broker::routing::home_shard;
 use crate::broker::session::{Session, SessionId};
 use crate::broker::time::Timestamp;
@@ -198,7 +199,35 @@ impl Broker {
             session.expiry_interval = expiry;
             session.expires_at = None;
         }
+        self.journal_attach(session_id, expiry);
         (session_id, resumed)
+    }
+
+    /// A session with an expiry is journaled from its CONNECT on. One resumed with expiry 0
+    /// ends with this connection, so what the journal holds of it ends now.
+    fn journal_attach(&mut self, session_id: SessionId, expiry: u32) {
+        if !self.persist.enabled {
+            return;
+        }
+        if expiry == 0 {
+            self.journal_session(session_id, |client_id| PersistRecord::SessionEnded {
+                client_id,
+            });
+            if let Some(session) = self.sessions.get_mut(&session_id) {
+                session.journaled = false;
+            }
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        session.journaled = true;
+        let record = PersistRecord::SessionOpened {
+            client_id: session.client_id.to_string(),
+            version: session.version.level(),
+            expiry_interval: expiry,
+        };
+        self.journal(record);
     }
 
     /// 3.x: clean session ends the session with the connection, otherwise the configured

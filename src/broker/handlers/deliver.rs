@@ -2,6 +2,7 @@
 //! what QoS each gets it, and how it enters a session's in-flight window, queue or send buffer.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use ahash::AHashMap;
 use bytestring::ByteString;
@@ -10,6 +11,7 @@ use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
 use crate::broker::io::{ConnId, ShardMessage};
 use crate::broker::message::{Delivery, SharedMessage};
+use crate::broker::persist::{PersistRecord, QueuedFor};
 use crate::broker::session::{SessionId, Subscription};
 use crate::broker::time::Timestamp;
 use crate::protocol::QoS;
@@ -24,10 +26,17 @@ struct Grant {
 
 impl Broker {
     /// Publishes a message that entered the broker on this shard (a client's PUBLISH or a will).
-    pub(in crate::broker) fn route(&mut self, message: SharedMessage, now: Timestamp) {
+    /// `ack` (see `Broker::ack_token`) goes with every copy sent to another shard, so the
+    /// publisher's acknowledgement can wait for what those shards journal.
+    pub(in crate::broker) fn route(
+        &mut self,
+        message: SharedMessage,
+        now: Timestamp,
+        ack: Option<u64>,
+    ) {
         let retain = message.template.retain && self.config.retain_available;
         if retain {
-            self.retained.store(message.clone());
+            self.store_retained(&message);
         }
         if self.shard_count == 1 {
             return self.deliver_local(&message, true, None, now);
@@ -35,6 +44,7 @@ impl Broker {
         let routes = self
             .interest
             .route(&message.template.topic, self.shard_count);
+        let mut sent = 0;
         for (shard, route) in routes.into_iter().enumerate() {
             if shard == self.shard {
                 self.deliver_local(&message, route.deliver, Some(&route.groups), now);
@@ -44,10 +54,13 @@ impl Broker {
                     deliver: route.deliver,
                     groups: route.groups,
                     store_retained: retain,
+                    ack,
                 };
                 self.send_to_shard(shard, batch_item);
+                sent += 1;
             }
         }
+        self.await_replies(ack, sent);
     }
 
     /// Delivers to this shard's sessions: ordinary subscribers when `deliver`, and one member of
@@ -87,13 +100,22 @@ impl Broker {
             let (session, subscription) = self.pick_member(share, &members);
             grants.add(session, subscription);
         }
-        for (session, grant) in grants.in_order {
-            let delivery = Delivery {
-                message: message.clone(),
-                qos: message.template.qos.min(grant.qos),
-                retain: message.template.retain && grant.retain_as_published,
-                subscription_ids: grant.subscription_ids,
-            };
+        let mut deliveries: Vec<(SessionId, Delivery)> = grants
+            .in_order
+            .into_iter()
+            .map(|(session, grant)| {
+                let delivery = Delivery {
+                    id: 0,
+                    message: message.clone(),
+                    qos: message.template.qos.min(grant.qos),
+                    retain: message.template.retain && grant.retain_as_published,
+                    subscription_ids: grant.subscription_ids,
+                };
+                (session, delivery)
+            })
+            .collect();
+        self.journal_queued(message, &mut deliveries);
+        for (session, delivery) in deliveries {
             self.deliver_to_session(session, delivery, now);
         }
     }
@@ -166,11 +188,20 @@ impl Broker {
         };
         if window_open && session.outbound.queued_len() == 0 {
             self.start_inflight(session_id, delivery, now);
-        } else if !session
+            return;
+        }
+        let id = delivery.id;
+        if !session
             .outbound
             .enqueue(delivery, max_queued, max_queued_bytes)
         {
             self.stats.queue_full_dropped += 1;
+            if id != 0 {
+                self.journal_session(session_id, |client_id| PersistRecord::Dropped {
+                    client_id,
+                    id,
+                });
+            }
         }
     }
 
@@ -215,8 +246,54 @@ impl Broker {
             return;
         };
         let packet_id = session.outbound.start(delivery.clone());
+        if delivery.id != 0 {
+            let id = delivery.id;
+            self.journal_session(session_id, |client_id| PersistRecord::Started {
+                client_id,
+                id,
+                packet_id,
+            });
+        }
         if !self.write_publish(conn, &delivery, packet_id, false, now) {
             self.drop_inflight(session_id, packet_id, delivery.qos);
+        }
+    }
+
+    /// Names the QoS 1/2 deliveries to journaled sessions and journals them, as one record
+    /// that stores the message once.
+    pub(in crate::broker) fn journal_queued(
+        &mut self,
+        message: &SharedMessage,
+        deliveries: &mut [(SessionId, Delivery)],
+    ) {
+        if !self.persist.enabled {
+            return;
+        }
+        let mut to = Vec::new();
+        for (session_id, delivery) in deliveries.iter_mut() {
+            if delivery.qos == QoS::AtMostOnce {
+                continue;
+            }
+            let Some(session) = self.sessions.get_mut(session_id).filter(|s| s.journaled) else {
+                continue;
+            };
+            delivery.id = session.next_delivery;
+            session.next_delivery += 1;
+            to.push(QueuedFor {
+                client_id: session.client_id.to_string(),
+                id: delivery.id,
+                qos: delivery.qos as u8,
+                retain: delivery.retain,
+                subscription_ids: delivery
+                    .subscription_ids
+                    .iter()
+                    .map(|id| id.get())
+                    .collect(),
+            });
+        }
+        if !to.is_empty() {
+            let message = Arc::new(self.stored_message(message));
+            self.journal(PersistRecord::Queued { message, to });
         }
     }
 
@@ -233,7 +310,12 @@ impl Broker {
             } else {
                 Awaiting::PubAck
             };
-            let _ = session.outbound.complete(packet_id, state);
+            if session.outbound.complete(packet_id, state).is_ok() {
+                self.journal_session(session_id, |client_id| PersistRecord::Finished {
+                    client_id,
+                    packet_id,
+                });
+            }
         }
     }
 

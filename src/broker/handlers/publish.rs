@@ -12,6 +12,7 @@ use crate::broker::core::Broker;
 use crate::broker::inflight::{AckMismatch, Awaiting};
 use crate::broker::io::ConnId;
 use crate::broker::message::Message;
+use crate::broker::persist::PersistRecord;
 use crate::broker::session::SessionId;
 use crate::broker::time::Timestamp;
 use crate::protocol::topic::levels;
@@ -26,6 +27,7 @@ impl Broker {
         now: Timestamp,
     ) {
         self.stats.publishes_received += 1;
+        let mark = self.journal_mark();
         if let Err((reason, what)) = self.resolve_topic(conn, &mut publish) {
             return self.reject(conn, reason, what, now);
         }
@@ -65,12 +67,18 @@ impl Broker {
             let reason = ReasonCode::PAYLOAD_FORMAT_INVALID;
             return match qos {
                 QoS::AtMostOnce => self.reject(conn, reason, "payload is not UTF-8", now),
-                QoS::AtLeastOnce => {
-                    self.send(conn, Packet::PubAck(Ack::with_reason(packet_id, reason)))
-                }
-                QoS::ExactlyOnce => {
-                    self.send(conn, Packet::PubRec(Ack::with_reason(packet_id, reason)))
-                }
+                QoS::AtLeastOnce => self.send_ack(
+                    conn,
+                    Packet::PubAck(Ack::with_reason(packet_id, reason)),
+                    mark,
+                    None,
+                ),
+                QoS::ExactlyOnce => self.send_ack(
+                    conn,
+                    Packet::PubRec(Ack::with_reason(packet_id, reason)),
+                    mark,
+                    None,
+                ),
             };
         }
         let Some(session) = self.sessions.get_mut(&session_id) else {
@@ -78,8 +86,10 @@ impl Broker {
         };
         if qos == QoS::ExactlyOnce {
             if session.awaiting_pubrel.contains(&packet_id) {
-                // A resend of a message already routed: acknowledge only.
-                return self.send(conn, Packet::PubRec(Ack::new(packet_id)));
+                // A resend of a message already routed: acknowledge only, but not before
+                // everything journaled so far is durable, its first routing included (its
+                // PUBREC may have been held when the connection it came on was lost).
+                return self.send_ack(conn, Packet::PubRec(Ack::new(packet_id)), 0, None);
             }
             if session.awaiting_pubrel.len() >= usize::from(self.config.receive_maximum) {
                 return self.reject(
@@ -90,16 +100,32 @@ impl Broker {
                 );
             }
             session.awaiting_pubrel.insert(packet_id);
+            self.journal_session(session_id, |client_id| PersistRecord::InboundPending {
+                client_id,
+                packet_id,
+            });
         }
+        let Some(session) = self.sessions.get(&session_id) else {
+            return;
+        };
         let publisher = Some(session.client_id.clone());
+        let token = match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce | QoS::ExactlyOnce => self.ack_token(),
+        };
         self.route(
             Arc::new(Message::from_publish(publish, publisher, now)),
             now,
+            token,
         );
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(conn, Packet::PubAck(Ack::new(packet_id))),
-            QoS::ExactlyOnce => self.send(conn, Packet::PubRec(Ack::new(packet_id))),
+            QoS::AtLeastOnce => {
+                self.send_ack(conn, Packet::PubAck(Ack::new(packet_id)), mark, token)
+            }
+            QoS::ExactlyOnce => {
+                self.send_ack(conn, Packet::PubRec(Ack::new(packet_id)), mark, token)
+            }
         }
     }
 
@@ -179,7 +205,13 @@ impl Broker {
             return;
         };
         match session.outbound.complete(packet_id, state) {
-            Ok(()) => self.fill_window(session_id, now),
+            Ok(()) => {
+                self.journal_session(session_id, |client_id| PersistRecord::Finished {
+                    client_id,
+                    packet_id,
+                });
+                self.fill_window(session_id, now)
+            }
             // A late or repeated acknowledgement, e.g. after a resend crossed it: harmless.
             Err(mismatch) => debug!(
                 ?conn,
@@ -203,11 +235,24 @@ impl Broker {
         };
         if ack.reason_code.is_error() {
             // The receiver refused the message; the flow ends here without PUBREL (§4.3.3).
-            let _ = session.outbound.abandon(ack.packet_id);
+            if session.outbound.abandon(ack.packet_id).is_ok() {
+                let packet_id = ack.packet_id;
+                self.journal_session(session_id, |client_id| PersistRecord::Finished {
+                    client_id,
+                    packet_id,
+                });
+            }
             return self.fill_window(session_id, now);
         }
         let reply = match session.outbound.received(ack.packet_id) {
-            Ok(()) => Ack::new(ack.packet_id),
+            Ok(()) => {
+                let packet_id = ack.packet_id;
+                self.journal_session(session_id, |client_id| PersistRecord::PubRecReceived {
+                    client_id,
+                    packet_id,
+                });
+                Ack::new(packet_id)
+            }
             Err(AckMismatch::UnknownPacketId) => {
                 Ack::with_reason(ack.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
             }
@@ -224,17 +269,25 @@ impl Broker {
         session_id: SessionId,
         ack: Ack,
     ) {
+        let mark = self.journal_mark();
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
+        let packet_id = ack.packet_id;
         // An unknown id is answered too, so a client that lost our PUBCOMP can finish
         // (v5 says so with 0x92; 3.x has no codes and simply gets PUBCOMP).
-        let reply = if session.awaiting_pubrel.remove(&ack.packet_id) {
-            Ack::new(ack.packet_id)
+        let reply = if session.awaiting_pubrel.remove(&packet_id) {
+            self.journal_session(session_id, |client_id| PersistRecord::InboundReleased {
+                client_id,
+                packet_id,
+            });
+            Ack::new(packet_id)
         } else {
-            Ack::with_reason(ack.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
+            Ack::with_reason(packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
         };
-        self.send(conn, Packet::PubComp(reply));
+        // Held too: were the release lost in a crash, a new QoS 2 PUBLISH reusing the
+        // identifier would be taken for a resend and never delivered.
+        self.send_ack(conn, Packet::PubComp(reply), mark, None);
     }
 
     pub(in crate::broker) fn handle_disconnect(

@@ -8,6 +8,7 @@ use bytestring::ByteString;
 use crate::broker::core::Broker;
 use crate::broker::io::{ConnId, ShardMessage};
 use crate::broker::message::Delivery;
+use crate::broker::persist::{stored_subscription, PersistRecord};
 use crate::broker::routing::Subscriber;
 use crate::broker::session::{SessionId, Subscription};
 use crate::broker::time::Timestamp;
@@ -24,6 +25,7 @@ impl Broker {
         subscribe: Subscribe,
         now: Timestamp,
     ) {
+        let mark = self.journal_mark();
         let identifier = subscribe.properties.subscription_identifier;
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained_to_send = Vec::new();
@@ -36,6 +38,10 @@ impl Broker {
             match self.add_subscription(session_id, &filter, subscription) {
                 Ok(is_new) => {
                     reason_codes.push(ReasonCode(options.qos as u8));
+                    self.journal_session(session_id, |client_id| PersistRecord::Subscribed {
+                        client_id,
+                        subscription: stored_subscription(&filter, &subscription),
+                    });
                     let send_retained = match options.retain_handling {
                         RetainHandling::SendOnSubscribe => true,
                         RetainHandling::SendIfNewSubscription => is_new,
@@ -53,7 +59,7 @@ impl Broker {
             reason_codes,
             ..SubAck::default()
         };
-        self.send(conn, Packet::SubAck(suback));
+        self.send_ack(conn, Packet::SubAck(suback), mark, None);
         for (filter, subscription) in retained_to_send {
             self.send_retained(session_id, &filter, subscription, now);
         }
@@ -65,6 +71,7 @@ impl Broker {
         session_id: SessionId,
         unsubscribe: Unsubscribe,
     ) {
+        let mark = self.journal_mark();
         let reason_codes = unsubscribe
             .filters
             .iter()
@@ -76,6 +83,10 @@ impl Broker {
                     .is_some();
                 if existed {
                     self.remove_subscription_entry(session_id, filter);
+                    self.journal_session(session_id, |client_id| PersistRecord::Unsubscribed {
+                        client_id,
+                        filter: filter.to_string(),
+                    });
                     ReasonCode::SUCCESS
                 } else {
                     ReasonCode::NO_SUBSCRIPTION_EXISTED
@@ -87,12 +98,12 @@ impl Broker {
             reason_codes,
             ..SubAck::default()
         });
-        self.send(conn, Packet::UnsubAck(unsuback));
+        self.send_ack(conn, Packet::UnsubAck(unsuback), mark, None);
     }
 
     /// Adds or replaces a subscription; `Ok(true)` when it did not exist before. Limits are
     /// checked here so each filter of a SUBSCRIBE gets its own answer.
-    fn add_subscription(
+    pub(in crate::broker) fn add_subscription(
         &mut self,
         session_id: SessionId,
         filter: &ByteString,
@@ -187,11 +198,15 @@ impl Broker {
             .matching(filter, now, self.config.max_retained_per_subscribe);
         for message in messages {
             let delivery = Delivery {
+                id: 0,
                 qos: message.template.qos.min(subscription.options.qos),
                 retain: true,
                 subscription_ids: subscription.identifier.into_iter().collect(),
                 message: Arc::clone(&message),
             };
+            let mut deliveries = [(session_id, delivery)];
+            self.journal_queued(&message, &mut deliveries);
+            let [(session_id, delivery)] = deliveries;
             self.deliver_to_session(session_id, delivery, now);
         }
     }

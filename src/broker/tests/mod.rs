@@ -3,6 +3,7 @@
 
 mod connect;
 mod limits;
+mod persist;
 mod qos;
 mod shards;
 mod subscribe;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::persist::PersistRecord;
 use super::{Broker, Config, ConnId, Event, Timestamp};
 use crate::protocol::{
     Ack, Connect, ConnectProperties, Decoder, LastWill, Packet, ProtocolVersion, Publish, QoS,
@@ -33,6 +35,9 @@ struct SimConn {
     closed: bool,
 }
 
+/// The wall clock at the simulation's start, in unix milliseconds.
+pub const WALL_START_MS: u64 = 1_700_000_000_000;
+
 /// N broker shards wired together the way a runtime would, with a virtual clock.
 pub struct Sim {
     pub now: Timestamp,
@@ -40,6 +45,10 @@ pub struct Sim {
     conns: HashMap<ConnId, SimConn>,
     next_conn: u64,
     next_accept_shard: usize,
+    /// Per shard, every journal record it emitted (with `Config::persistence`).
+    pub journals: Vec<Vec<(u64, PersistRecord)>>,
+    /// Report each record durable as soon as it is emitted, like a journal that never lags.
+    pub auto_persist: bool,
 }
 
 impl Sim {
@@ -48,10 +57,24 @@ impl Sim {
     }
 
     pub fn with_config(shard_count: usize, config: Config) -> Sim {
+        Sim::at(
+            shard_count,
+            config,
+            Timestamp::from_secs(1000),
+            WALL_START_MS,
+        )
+    }
+
+    /// Shards whose clock reads `now` while the wall clock reads `unix_ms`.
+    pub fn at(shard_count: usize, config: Config, now: Timestamp, unix_ms: u64) -> Sim {
         let counter = Arc::new(AtomicUsize::new(0));
-        let now = Timestamp::from_secs(1000);
         let shards = (0..shard_count)
-            .map(|shard| Broker::new(config.clone(), shard, shard_count, counter.clone(), now))
+            .map(|shard| {
+                let mut broker =
+                    Broker::new(config.clone(), shard, shard_count, counter.clone(), now);
+                broker.handle_wall_clock(unix_ms, now);
+                broker
+            })
             .collect();
         Sim {
             now,
@@ -59,6 +82,8 @@ impl Sim {
             conns: HashMap::new(),
             next_conn: 0,
             next_accept_shard: 0,
+            journals: vec![Vec::new(); shard_count],
+            auto_persist: true,
         }
     }
 
@@ -142,6 +167,21 @@ impl Sim {
         }
     }
 
+    /// Reports `shard`'s records up to `seq` durable and carries out what that releases.
+    pub fn persist_up_to(&mut self, shard: usize, seq: u64) {
+        self.shards[shard].handle_persisted(seq);
+        self.run();
+    }
+
+    /// Reports every record emitted so far durable, on every shard.
+    pub fn persist_all(&mut self) {
+        for shard in 0..self.shards.len() {
+            let last = self.journals[shard].last().map_or(0, |(seq, _)| *seq);
+            self.shards[shard].handle_persisted(last);
+        }
+        self.run();
+    }
+
     /// Moves the clock and fires due timers.
     pub fn advance(&mut self, by: Duration) {
         self.now = self.now + by;
@@ -166,6 +206,15 @@ impl Sim {
                     for message in batch {
                         self.shards[to].handle_shard_message(index, message, self.now);
                     }
+                }
+                let mut last = None;
+                while let Some((seq, record)) = self.shards[index].poll_persist() {
+                    self.journals[index].push((seq, record));
+                    last = Some(seq);
+                }
+                if let (Some(seq), true) = (last, self.auto_persist) {
+                    progressed = true;
+                    self.shards[index].handle_persisted(seq);
                 }
                 while let Some(event) = self.shards[index].poll_event() {
                     progressed = true;

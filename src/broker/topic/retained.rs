@@ -89,6 +89,17 @@ impl<V> RetainedTree<V> {
         }
     }
 
+    /// Calls `f` with every retained message, in no particular order (snapshots).
+    pub fn for_each(&self, mut f: impl FnMut(&str, &V)) {
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            if let Some(retained) = &node.retained {
+                f(&retained.topic, &retained.value);
+            }
+            stack.extend(node.children.values());
+        }
+    }
+
     /// Keeps only the messages for which `keep` returns true, pruning the nodes this empties;
     /// `keep` may also update the values it keeps. For expiry sweeps.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut V) -> bool) {

@@ -116,9 +116,12 @@ fn put_reason_and_properties(
 ) -> Result<(), EncodeError> {
     match (reason_code, props_len) {
         (ReasonCode::SUCCESS, 0) => put_fixed_header(out, packet_type, 0, 0),
+        // The property length could be omitted here (§3.14.2.2.1), but some clients
+        // (rumqttc 0.25) cannot parse that form, so it is always sent, as EMQX does.
         (_, 0) => {
-            put_fixed_header(out, packet_type, 0, 1)?;
+            put_fixed_header(out, packet_type, 0, 2)?;
             out.put_u8(reason_code.0);
+            out.put_u8(0);
             Ok(())
         }
         (_, props) => {

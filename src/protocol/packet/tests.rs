@@ -1631,11 +1631,17 @@ fn disconnect_v3() {
 fn disconnect_v5() {
     // 5.0 §3.14.2.1: remaining length 0 means Normal disconnection.
     assert_both_ways(V5, &[0xE0, 0x00], Packet::Disconnect(Box::default()));
-    // Remaining length 1: reason code only.
+    // Remaining length 1: reason code only; decoded, but written with an empty property
+    // length, which every client parses.
     let with_will = Disconnect::with_reason(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE);
-    assert_both_ways(
+    assert_decodes(
         V5,
         &[0xE0, 0x01, 0x04],
+        &Packet::Disconnect(Box::new(with_will.clone())),
+    );
+    assert_both_ways(
+        V5,
+        &[0xE0, 0x02, 0x04, 0x00],
         Packet::Disconnect(Box::new(with_will)),
     );
     assert_decodes(V5, &[0xE0, 0x01, 0x00], &Packet::Disconnect(Box::default()));
@@ -1720,7 +1726,7 @@ fn auth() {
     assert_both_ways(V5, &bytes, Packet::Auth(Box::new(expected.clone())));
     assert_both_ways(
         V5,
-        &[0xF0, 0x01, 0x19],
+        &[0xF0, 0x02, 0x19, 0x00],
         Packet::Auth(Box::new(Auth {
             reason_code: ReasonCode::RE_AUTHENTICATE,
             ..Auth::default()

@@ -1,0 +1,217 @@
+//! Bytes for the store: every journal record and snapshot section starts with a format version
+//! byte, then the postcard encoding of that version's types. Decoding dispatches on the byte, so
+//! a later build can add version 2 and still read what version 1 wrote.
+//!
+//! A snapshot writes each message once, in a table that deliveries point into: one message
+//! queued for a thousand sessions is stored once, as it is shared once in memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::records::{
+    PersistRecord, ShardState, StoredAwaiting, StoredDelivery, StoredInflight, StoredMessage,
+    StoredSession, StoredSubscription,
+};
+
+/// The format this build writes. Records and sections of other versions fail to decode with
+/// [`FormatError::UnsupportedVersion`].
+pub const FORMAT_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("empty record")]
+    Empty,
+    #[error("format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("undecodable: {0}")]
+    Malformed(String),
+    #[error("snapshot refers to message {0}, which it does not contain")]
+    DanglingMessage(u32),
+}
+
+pub fn encode_record(record: &PersistRecord) -> Vec<u8> {
+    with_version(record)
+}
+
+pub fn decode_record(bytes: &[u8]) -> Result<PersistRecord, FormatError> {
+    postcard::from_bytes(versioned(bytes)?)
+        .map_err(|error| FormatError::Malformed(error.to_string()))
+}
+
+pub fn encode_snapshot(state: &ShardState) -> Vec<u8> {
+    with_version(&SnapshotV1::from_state(state))
+}
+
+pub fn decode_snapshot(bytes: &[u8]) -> Result<ShardState, FormatError> {
+    let wire: SnapshotV1 = postcard::from_bytes(versioned(bytes)?)
+        .map_err(|error| FormatError::Malformed(error.to_string()))?;
+    wire.into_state()
+}
+
+fn with_version(value: &impl Serialize) -> Vec<u8> {
+    // Serializing into a Vec fails only for types postcard cannot express (maps with non-string
+    // keys, unsized sequences); these types have none.
+    postcard::to_extend(value, vec![FORMAT_VERSION]).expect("persist types always serialize")
+}
+
+fn versioned(bytes: &[u8]) -> Result<&[u8], FormatError> {
+    match bytes.split_first() {
+        None => Err(FormatError::Empty),
+        Some((&FORMAT_VERSION, rest)) => Ok(rest),
+        Some((&other, _)) => Err(FormatError::UnsupportedVersion(other)),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    messages: Vec<Arc<StoredMessage>>,
+    sessions: Vec<SessionV1>,
+    retained: Option<Vec<u32>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionV1 {
+    client_id: String,
+    version: u8,
+    expiry_interval: u32,
+    expires_at_ms: Option<u64>,
+    subscriptions: Vec<StoredSubscription>,
+    inflight: Vec<InflightV1>,
+    queued: Vec<DeliveryV1>,
+    awaiting_pubrel: Vec<u16>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeliveryV1 {
+    id: u64,
+    message: u32,
+    qos: u8,
+    retain: bool,
+    subscription_ids: Vec<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct InflightV1 {
+    packet_id: u16,
+    state: StoredAwaiting,
+    delivery: DeliveryV1,
+}
+
+/// Assigns table indexes to messages, one per shared allocation.
+#[derive(Default)]
+struct MessageTable {
+    messages: Vec<Arc<StoredMessage>>,
+    index: HashMap<*const StoredMessage, u32>,
+}
+
+impl MessageTable {
+    fn intern(&mut self, message: &Arc<StoredMessage>) -> u32 {
+        let next = self.messages.len() as u32;
+        *self.index.entry(Arc::as_ptr(message)).or_insert_with(|| {
+            self.messages.push(message.clone());
+            next
+        })
+    }
+
+    fn delivery(&mut self, delivery: &StoredDelivery) -> DeliveryV1 {
+        DeliveryV1 {
+            id: delivery.id,
+            message: self.intern(&delivery.message),
+            qos: delivery.qos,
+            retain: delivery.retain,
+            subscription_ids: delivery.subscription_ids.clone(),
+        }
+    }
+}
+
+impl SnapshotV1 {
+    fn from_state(state: &ShardState) -> SnapshotV1 {
+        let mut table = MessageTable::default();
+        let sessions = state
+            .sessions
+            .iter()
+            .map(|session| SessionV1 {
+                client_id: session.client_id.clone(),
+                version: session.version,
+                expiry_interval: session.expiry_interval,
+                expires_at_ms: session.expires_at_ms,
+                subscriptions: session.subscriptions.clone(),
+                inflight: session
+                    .inflight
+                    .iter()
+                    .map(|entry| InflightV1 {
+                        packet_id: entry.packet_id,
+                        state: entry.state,
+                        delivery: table.delivery(&entry.delivery),
+                    })
+                    .collect(),
+                queued: session.queued.iter().map(|d| table.delivery(d)).collect(),
+                awaiting_pubrel: session.awaiting_pubrel.clone(),
+            })
+            .collect();
+        let retained = state
+            .retained
+            .as_ref()
+            .map(|retained| retained.iter().map(|m| table.intern(m)).collect());
+        SnapshotV1 {
+            messages: table.messages,
+            sessions,
+            retained,
+        }
+    }
+
+    fn into_state(self) -> Result<ShardState, FormatError> {
+        let messages = self.messages;
+        let message = |index: u32| {
+            messages
+                .get(index as usize)
+                .cloned()
+                .ok_or(FormatError::DanglingMessage(index))
+        };
+        let delivery = |wire: DeliveryV1| -> Result<StoredDelivery, FormatError> {
+            Ok(StoredDelivery {
+                id: wire.id,
+                message: message(wire.message)?,
+                qos: wire.qos,
+                retain: wire.retain,
+                subscription_ids: wire.subscription_ids,
+            })
+        };
+        let mut sessions = Vec::with_capacity(self.sessions.len());
+        for session in self.sessions {
+            let inflight = session
+                .inflight
+                .into_iter()
+                .map(|entry| {
+                    Ok(StoredInflight {
+                        packet_id: entry.packet_id,
+                        state: entry.state,
+                        delivery: delivery(entry.delivery)?,
+                    })
+                })
+                .collect::<Result<_, FormatError>>()?;
+            let queued = session
+                .queued
+                .into_iter()
+                .map(delivery)
+                .collect::<Result<_, _>>()?;
+            sessions.push(StoredSession {
+                client_id: session.client_id,
+                version: session.version,
+                expiry_interval: session.expiry_interval,
+                expires_at_ms: session.expires_at_ms,
+                subscriptions: session.subscriptions,
+                inflight,
+                queued,
+                awaiting_pubrel: session.awaiting_pubrel,
+            });
+        }
+        let retained = self
+            .retained
+            .map(|indexes| indexes.into_iter().map(message).collect())
+            .transpose()?;
+        Ok(ShardState { sessions, retained })
+    }
+}

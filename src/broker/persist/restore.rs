@@ -1,0 +1,245 @@
+//! A shard's persistent state as one value: [`Broker::snapshot_state`] takes it for a snapshot,
+//! [`Broker::restore`] loads it (from the snapshot and journal replay) before the shard serves.
+//!
+//! Restored sessions are detached: their expiry restarts from the wall clock, and one whose
+//! deadline passed while the broker was down is dropped. Their delayed wills are not re-armed
+//! (a will is not stored), and a client connected at the crash gets no will either: the broker,
+//! not the client, went away. Expired queued messages and retained messages are dropped; an
+//! in-flight QoS 2 message already PUBRECed is kept whatever its expiry, since only its PUBREL
+//! is still owed.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::AHashMap;
+use bytestring::ByteString;
+use tracing::warn;
+
+use super::convert::{
+    awaiting, protocol_version, stored_awaiting, stored_subscription, subscription,
+};
+use super::records::{
+    ShardState, StoredAwaiting, StoredDelivery, StoredInflight, StoredMessage, StoredSession,
+};
+use crate::broker::core::Broker;
+use crate::broker::message::{Delivery, Message, SharedMessage};
+use crate::broker::routing::home_shard;
+use crate::broker::session::Session;
+use crate::broker::time::Timestamp;
+use crate::broker::timers::Timer;
+use crate::protocol::QoS;
+
+/// What [`Broker::restore`] loaded and what it dropped, for the start-up log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub sessions: usize,
+    pub sessions_expired: usize,
+    /// Sessions that could not be restored: not homed on this shard, a duplicate client id, or
+    /// an unknown protocol level.
+    pub sessions_skipped: usize,
+    /// Queued and in-flight messages restored.
+    pub messages: usize,
+    pub messages_expired: usize,
+    pub retained: usize,
+}
+
+impl Broker {
+    /// This shard's persistent state: its journaled sessions and, on shard 0, the retained set.
+    /// Encoded as a snapshot it replaces every record this shard has emitted so far.
+    pub fn snapshot_state(&self) -> ShardState {
+        let mut messages: AHashMap<*const Message, Arc<StoredMessage>> = AHashMap::new();
+        let mut stored = |message: &SharedMessage| {
+            messages
+                .entry(Arc::as_ptr(message))
+                .or_insert_with(|| Arc::new(self.stored_message(message)))
+                .clone()
+        };
+        let mut sessions: Vec<&Session> = self.sessions.values().filter(|s| s.journaled).collect();
+        sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        let sessions = sessions
+            .into_iter()
+            .map(|session| {
+                let mut subscriptions: Vec<_> = session
+                    .subscriptions
+                    .iter()
+                    .map(|(filter, subscription)| stored_subscription(filter, subscription))
+                    .collect();
+                subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
+                let mut delivery = |delivery: &Delivery| StoredDelivery {
+                    id: delivery.id,
+                    message: stored(&delivery.message),
+                    qos: delivery.qos as u8,
+                    retain: delivery.retain,
+                    subscription_ids: delivery
+                        .subscription_ids
+                        .iter()
+                        .map(|id| id.get())
+                        .collect(),
+                };
+                let inflight = session
+                    .outbound
+                    .inflight()
+                    .map(|entry| StoredInflight {
+                        packet_id: entry.packet_id,
+                        state: stored_awaiting(entry.state),
+                        delivery: delivery(&entry.delivery),
+                    })
+                    .collect();
+                let queued = session.outbound.queued().map(&mut delivery).collect();
+                let mut awaiting_pubrel: Vec<u16> =
+                    session.awaiting_pubrel.iter().copied().collect();
+                awaiting_pubrel.sort_unstable();
+                StoredSession {
+                    client_id: session.client_id.to_string(),
+                    version: session.version.level(),
+                    expiry_interval: session.expiry_interval,
+                    expires_at_ms: match session.connection {
+                        Some(_) => None,
+                        None => session.expires_at.map(|at| self.unix_ms(at)),
+                    },
+                    subscriptions,
+                    inflight,
+                    queued,
+                    awaiting_pubrel,
+                }
+            })
+            .collect();
+        let retained = (self.shard == 0 && self.persist.enabled)
+            .then(|| self.retained.all().iter().map(&mut stored).collect());
+        ShardState { sessions, retained }
+    }
+
+    /// Loads recovered state into a shard that has served nothing yet. Sessions not homed on
+    /// this shard are skipped (the runtime re-homes them first); subscriptions rebuild the trie
+    /// and the interest of the other shards (through the usual `Interest` shard messages).
+    /// Nothing is journaled: this state is on disk already.
+    pub fn restore(&mut self, state: ShardState, now: Timestamp) -> RestoreSummary {
+        let mut summary = RestoreSummary::default();
+        let mut messages: AHashMap<*const StoredMessage, Option<SharedMessage>> = AHashMap::new();
+        // By reference: the map is keyed by address, so every stored message must stay alive
+        // until the restore is done.
+        for session in &state.sessions {
+            self.restore_session(session, now, &mut messages, &mut summary);
+        }
+        for stored in state.retained.iter().flatten() {
+            match self.restored_message(stored, now) {
+                Some(message) if !message.is_expired(now) => {
+                    self.retained.store(Arc::new(message));
+                    summary.retained += 1;
+                }
+                _ => summary.messages_expired += 1,
+            }
+        }
+        summary
+    }
+
+    fn restore_session(
+        &mut self,
+        stored: &StoredSession,
+        now: Timestamp,
+        messages: &mut AHashMap<*const StoredMessage, Option<SharedMessage>>,
+        summary: &mut RestoreSummary,
+    ) {
+        let client_id: ByteString = stored.client_id.as_str().into();
+        let home = home_shard(&client_id, self.shard_count);
+        let version = protocol_version(stored.version);
+        let Some(version) =
+            version.filter(|_| home == self.shard && !self.client_ids.contains_key(&client_id))
+        else {
+            warn!(%client_id, shard = self.shard, home, level = stored.version, "stored session cannot be restored here; skipped");
+            summary.sessions_skipped += 1;
+            return;
+        };
+        let expires_at = match (stored.expires_at_ms, stored.expiry_interval) {
+            (_, 0) => None,
+            (Some(deadline), _) => Some(self.timestamp_at(deadline, now)),
+            (None, u32::MAX) => None,
+            // Connected when the broker stopped: it detaches now.
+            (None, secs) => Some(now + Duration::from_secs(u64::from(secs))),
+        };
+        if stored.expiry_interval == 0 || expires_at.is_some_and(|at| at <= now) {
+            summary.sessions_expired += 1;
+            return;
+        }
+        let session_id = self.new_session_id();
+        let mut session = Session::new(client_id.clone(), version);
+        session.expiry_interval = stored.expiry_interval;
+        session.expires_at = expires_at;
+        session.journaled = true;
+        session.awaiting_pubrel = stored.awaiting_pubrel.iter().copied().collect();
+        let mut next_delivery = 0;
+        for entry in &stored.inflight {
+            next_delivery = next_delivery.max(entry.delivery.id);
+            let keep_expired = entry.state == StoredAwaiting::PubComp;
+            match self.restored_delivery(&entry.delivery, now, messages, keep_expired) {
+                Some(delivery) => {
+                    if session.outbound.restore_inflight(
+                        entry.packet_id,
+                        delivery,
+                        awaiting(entry.state),
+                    ) {
+                        summary.messages += 1;
+                    }
+                }
+                None => summary.messages_expired += 1,
+            }
+        }
+        for stored_delivery in &stored.queued {
+            next_delivery = next_delivery.max(stored_delivery.id);
+            match self.restored_delivery(stored_delivery, now, messages, false) {
+                Some(delivery) => {
+                    session.outbound.restore_queued(delivery);
+                    summary.messages += 1;
+                }
+                None => summary.messages_expired += 1,
+            }
+        }
+        session.next_delivery = next_delivery + 1;
+        self.client_ids.insert(client_id, session_id);
+        self.sessions.insert(session_id, session);
+        if let Some(at) = expires_at {
+            self.timers.schedule(at, Timer::SessionExpiry(session_id));
+        }
+        for stored_subscription in &stored.subscriptions {
+            let Some(subscription) = subscription(stored_subscription) else {
+                warn!(filter = %stored_subscription.filter, "stored subscription has invalid options; skipped");
+                continue;
+            };
+            let filter: ByteString = stored_subscription.filter.as_str().into();
+            if let Err(reason) = self.add_subscription(session_id, &filter, subscription) {
+                warn!(%filter, %reason, "stored subscription refused; skipped");
+            }
+        }
+        summary.sessions += 1;
+    }
+
+    /// A stored delivery as the session's queue holds it; `None` when its message expired (and
+    /// `keep_expired` is false) or cannot be decoded.
+    fn restored_delivery(
+        &self,
+        stored: &StoredDelivery,
+        now: Timestamp,
+        messages: &mut AHashMap<*const StoredMessage, Option<SharedMessage>>,
+        keep_expired: bool,
+    ) -> Option<Delivery> {
+        let message = messages
+            .entry(Arc::as_ptr(&stored.message))
+            .or_insert_with(|| self.restored_message(&stored.message, now).map(Arc::new))
+            .clone()?;
+        if message.is_expired(now) && !keep_expired {
+            return None;
+        }
+        Some(Delivery {
+            id: stored.id,
+            qos: QoS::from_u8(stored.qos)?,
+            retain: stored.retain,
+            subscription_ids: stored
+                .subscription_ids
+                .iter()
+                .filter_map(|&id| NonZeroU32::new(id))
+                .collect(),
+            message,
+        })
+    }
+}

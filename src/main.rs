@@ -1,0 +1,5 @@
+//! `mqtt-broker`: the sharded, thread-per-core MQTT broker.
+
+fn main() -> std::process::ExitCode {
+    mqtt_broker::app::main_sharded("mqtt-broker")
+}

@@ -1,0 +1,563 @@
+//! The blocking comparison build (`mqtt-broker-sync`): the same sans-IO [`Broker`] as the
+//! sharded server, run with one shard behind a `Mutex` and driven by plain `std::net` threads.
+//!
+//! It exists so benchmarks can tell how much of the sharded server's performance comes from its
+//! runtime rather than from the broker core, and as a simple reference when the sharded build
+//! misbehaves. It is meant to be simple and correct rather than fast, but not gratuitously slow.
+//!
+//! Threads:
+//! - one acceptor per listener;
+//! - per connection a reader (blocking reads, then `handle_bytes` under the lock) and a writer
+//!   (parked until the broker has output for it, then writes it outside the lock). There is no
+//!   fixed pool, so the 500th client is served like the first;
+//! - one timer thread calling `handle_timeout` every [`TICK`];
+//! - the caller's thread, waiting for SIGINT/SIGTERM.
+//!
+//! Writers take their output from the broker only when they are ready to write, as the sharded
+//! server does: output not yet taken counts towards the connection's send buffer limit, so a slow
+//! subscriber makes the broker drop its QoS 0 messages instead of growing memory without bound.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::{Bytes, BytesMut};
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{debug, info, warn};
+
+use crate::broker::{self, Broker, ConnId, Event, Timestamp};
+
+/// Timers are checked this often; it is the most a keepalive or expiry can run late.
+const TICK: Duration = Duration::from_millis(50);
+
+/// How long shutdown waits for clients to be sent their DISCONNECT and closed.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// How long a connection the broker closed may take to flush before its socket is cut: a peer
+/// that stopped reading would otherwise keep its writer blocked, and both threads alive, forever.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The reader runs the broker core (decode, route, encode) on its stack; the writer only copies
+/// bytes to the socket. Both are far below the 2 MiB default so thousands of connections fit.
+const READER_STACK: usize = 256 * 1024;
+const WRITER_STACK: usize = 128 * 1024;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("no address to listen on")]
+    NoListenAddress,
+    #[error("cannot install the signal handler: {0}")]
+    Signals(String),
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+/// Runs the broker on `listen` until SIGINT or SIGTERM, then disconnects every client and
+/// returns.
+pub fn run(
+    listen: &[SocketAddr],
+    read_buffer_size: usize,
+    config: broker::Config,
+) -> Result<(), SyncServerError> {
+    if listen.is_empty() {
+        return Err(SyncServerError::NoListenAddress);
+    }
+    let listeners = listen
+        .iter()
+        .map(|&addr| bind(addr))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Installed before "listening on" is logged: whoever waits for that line may signal at once,
+    // and the default action would kill the process instead of shutting it down.
+    let (stop_tx, stop_rx) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.send(());
+    })
+    .map_err(|error| SyncServerError::Signals(error.to_string()))?;
+    serve(listeners, read_buffer_size, config, stop_rx)
+}
+
+/// Binds one listener and returns it with its actual address (port 0 picks one). No
+/// SO_REUSEPORT, unlike the sharded server: one listener per address is all this build needs,
+/// and a port already in use must be an error.
+fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SyncServerError> {
+    let error = |source| SyncServerError::Listen { addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(error)?;
+    socket.set_reuse_address(true).map_err(error)?;
+    if addr.is_ipv6() {
+        // Let "[::]" and "0.0.0.0" be given together, as separate listeners.
+        socket.set_only_v6(true).map_err(error)?;
+    }
+    socket.bind(&addr.into()).map_err(error)?;
+    // Benchmarks open thousands of connections at once; std's default backlog would drop some.
+    socket.listen(1024).map_err(error)?;
+    let listener: TcpListener = socket.into();
+    let local = listener.local_addr().map_err(error)?;
+    Ok((listener, local))
+}
+
+/// Serves `listeners` until `stop` receives (or its sender is dropped).
+fn serve(
+    listeners: Vec<(TcpListener, SocketAddr)>,
+    read_buffer_size: usize,
+    config: broker::Config,
+    stop: mpsc::Receiver<()>,
+) -> Result<(), SyncServerError> {
+    let epoch = Instant::now();
+    let broker = Broker::new(config, 0, 1, Arc::new(AtomicUsize::new(0)), Timestamp::ZERO);
+    let shared = Arc::new(Shared {
+        core: Mutex::new(Core {
+            broker,
+            conns: AHashMap::new(),
+            closing: Vec::new(),
+        }),
+        epoch,
+        next_conn: AtomicU64::new(1),
+        stopping: AtomicBool::new(false),
+        read_buffer_size: read_buffer_size.max(64),
+    });
+
+    let timer = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("mqtt-timer".into())
+            .spawn(move || timer_loop(&shared))
+            .map_err(|source| SyncServerError::Thread {
+                what: "timer",
+                source,
+            })?
+    };
+    for (listener, addr) in listeners {
+        info!("listening on {addr}");
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("mqtt-accept".into())
+            .spawn(move || accept_loop(&shared, listener))
+            .map_err(|source| SyncServerError::Thread {
+                what: "acceptor",
+                source,
+            })?;
+    }
+    info!(runtime = "blocking", "broker started");
+
+    let _ = stop.recv();
+    info!("shutting down");
+    shared.stopping.store(true, Ordering::SeqCst);
+    let _ = timer.join();
+    {
+        let mut core = shared.lock();
+        let now = shared.now();
+        core.broker.shutdown(now);
+        core.pump();
+    }
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while Instant::now() < deadline && !shared.lock().conns.is_empty() {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let core = shared.lock();
+    if !core.conns.is_empty() {
+        debug!(
+            connections = core.conns.len(),
+            "cutting off connections still flushing"
+        );
+    }
+    for handle in core.conns.values() {
+        let _ = handle.stream.shutdown(Shutdown::Both);
+    }
+    // Acceptor threads stay blocked in accept() until the process exits; they drop whatever
+    // they accept from now on.
+    info!("stopped");
+    Ok(())
+}
+
+/// What every thread shares.
+struct Shared {
+    core: Mutex<Core>,
+    /// The monotonic origin of every `Timestamp`.
+    epoch: Instant,
+    next_conn: AtomicU64,
+    /// Set at shutdown: acceptors drop new connections, the timer stops.
+    stopping: AtomicBool,
+    read_buffer_size: usize,
+}
+
+impl Shared {
+    /// The core, even after a thread panicked while holding it: one broken connection should not
+    /// take every other one down with it.
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Read while holding the lock, so the core sees time move forward from input to input.
+    fn now(&self) -> Timestamp {
+        let nanos = self.epoch.elapsed().as_nanos();
+        Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+/// The broker and the runtime's view of its connections, under one lock.
+struct Core {
+    broker: Broker,
+    conns: AHashMap<ConnId, Arc<ConnHandle>>,
+    /// Connections the broker closed, and since when, until their reader sees the socket go.
+    closing: Vec<(Instant, ConnId)>,
+}
+
+/// The runtime's side of one connection, shared by its reader, its writer and `pump`.
+struct ConnHandle {
+    /// Unparked whenever the broker has output for the connection or closes it.
+    writer: Thread,
+    /// The broker closed the connection (or the reader is done): the writer flushes, then shuts
+    /// the socket down. Shared with the writer, which starts before the handle exists.
+    closing: Arc<AtomicBool>,
+    /// Lets the timer and shutdown cut off a writer blocked on a peer that stopped reading.
+    stream: TcpStream,
+}
+
+impl Core {
+    /// Carries out the broker's outputs after an input.
+    fn pump(&mut self) {
+        while let Some(conn) = self.broker.poll_transmit() {
+            if let Some(handle) = self.conns.get(&conn) {
+                handle.writer.unpark();
+            }
+        }
+        while let Some((shard, batch)) = self.broker.poll_shard_messages() {
+            warn!(
+                shard,
+                messages = batch.len(),
+                "shard messages with a single shard; dropped"
+            );
+        }
+        while let Some(event) = self.broker.poll_event() {
+            let conn = match event {
+                Event::Close(conn) => conn,
+                Event::HandOver { conn, shard, .. } => {
+                    warn!(?conn, shard, "hand-over with a single shard; closing");
+                    conn
+                }
+            };
+            if let Some(handle) = self.conns.get(&conn) {
+                handle.closing.store(true, Ordering::Release);
+                handle.writer.unpark();
+                self.closing.push((Instant::now(), conn));
+            }
+        }
+    }
+
+    /// Cuts off closed connections whose writer has not finished within [`CLOSE_GRACE`].
+    fn cut_off_stuck(&mut self) {
+        let conns = &self.conns;
+        self.closing.retain(|&(since, conn)| {
+            let Some(handle) = conns.get(&conn) else {
+                return false;
+            };
+            if since.elapsed() < CLOSE_GRACE {
+                return true;
+            }
+            debug!(
+                ?conn,
+                "closed connection did not flush in time; cutting it off"
+            );
+            let _ = handle.stream.shutdown(Shutdown::Both);
+            false
+        });
+    }
+}
+
+fn timer_loop(shared: &Shared) {
+    while !shared.stopping.load(Ordering::Relaxed) {
+        thread::sleep(TICK);
+        let mut core = shared.lock();
+        let now = shared.now();
+        if core.broker.poll_timeout().is_some_and(|at| at <= now) {
+            core.broker.handle_timeout(now);
+            core.pump();
+        }
+        if !core.closing.is_empty() {
+            core.cut_off_stuck();
+        }
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        match stream {
+            Ok(stream) => start_connection(shared, stream),
+            Err(error) => {
+                // Out of file descriptors or a transient network error: back off briefly
+                // instead of spinning.
+                warn!(%error, "accept failed");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn start_connection(shared: &Arc<Shared>, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(?peer, %error, "cannot set TCP_NODELAY");
+    }
+    let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let reader_shared = shared.clone();
+    let spawned = thread::Builder::new()
+        .name("mqtt-reader".into())
+        .stack_size(READER_STACK)
+        .spawn(move || read_loop(&reader_shared, stream, conn, peer));
+    if let Err(error) = spawned {
+        // The stream went with the closure and is closed: the client sees a reset.
+        warn!(?peer, %error, "cannot start a connection thread; dropping the connection");
+    }
+}
+
+/// Serves one connection: starts its writer, then feeds everything read to the broker until the
+/// peer closes, a read fails, or the writer shuts the socket down after the broker closed it.
+fn read_loop(shared: &Arc<Shared>, mut stream: TcpStream, conn: ConnId, peer: Option<SocketAddr>) {
+    let (writer_stream, handle_stream) = match (stream.try_clone(), stream.try_clone()) {
+        (Ok(writer), Ok(handle)) => (writer, handle),
+        (Err(error), _) | (_, Err(error)) => {
+            warn!(?peer, %error, "cannot clone the socket; dropping the connection");
+            return;
+        }
+    };
+    let closing = Arc::new(AtomicBool::new(false));
+    let writer_shared = shared.clone();
+    let writer_closing = closing.clone();
+    let writer = thread::Builder::new()
+        .name("mqtt-writer".into())
+        .stack_size(WRITER_STACK)
+        .spawn(move || write_loop(&writer_shared, writer_stream, conn, &writer_closing));
+    let writer = match writer {
+        Ok(writer) => writer,
+        Err(error) => {
+            warn!(?peer, %error, "cannot start a writer thread; dropping the connection");
+            return;
+        }
+    };
+    let handle = Arc::new(ConnHandle {
+        writer: writer.thread().clone(),
+        closing,
+        stream: handle_stream,
+    });
+    {
+        let mut core = shared.lock();
+        core.conns.insert(conn, handle.clone());
+        let now = shared.now();
+        core.broker.handle_accepted(conn, peer, now);
+        core.pump();
+    }
+
+    let size = shared.read_buffer_size;
+    let mut buf = BytesMut::with_capacity(size);
+    loop {
+        if buf.capacity() - buf.len() < size / 4 {
+            buf.reserve(size);
+        }
+        // `Read` needs initialised memory. Zeroing at most one read's worth keeps that cheap
+        // even while a large packet makes the buffer grow.
+        let filled = buf.len();
+        let end = buf.capacity().min(filled + size);
+        buf.resize(end, 0);
+        let result = stream.read(&mut buf[filled..]);
+        buf.truncate(filled + result.as_ref().map_or(0, |&read| read));
+        match result {
+            Ok(0) => break,
+            Ok(_) => {
+                let mut core = shared.lock();
+                let now = shared.now();
+                core.broker.handle_bytes(conn, &mut buf, now);
+                core.pump();
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                debug!(?conn, %error, "read failed");
+                break;
+            }
+        }
+    }
+
+    {
+        let mut core = shared.lock();
+        let now = shared.now();
+        core.broker.handle_closed(conn, now);
+        core.conns.remove(&conn);
+        handle.closing.store(true, Ordering::Release);
+        core.pump();
+    }
+    handle.writer.unpark();
+    // Joined so the connection's threads end together and the socket outlives the last write.
+    let _ = writer.join();
+}
+
+/// Writes whatever the broker queued for `conn` each time it is unparked; once the broker closes
+/// the connection (or the reader is done), flushes and shuts the socket down, which also ends
+/// the reader's blocking read.
+fn write_loop(shared: &Shared, mut stream: TcpStream, conn: ConnId, closing: &AtomicBool) {
+    loop {
+        // `closing` is set under the lock after the output that goes with it was queued, so
+        // reading both under the lock never leaves that output behind.
+        let (chunks, closing) = {
+            let mut core = shared.lock();
+            (
+                core.broker.take_output(conn),
+                closing.load(Ordering::Acquire),
+            )
+        };
+        if !chunks.is_empty() {
+            if let Err(error) = write_chunks(&mut stream, &chunks) {
+                debug!(?conn, %error, "write failed");
+                break;
+            }
+            continue;
+        }
+        if closing {
+            let _ = stream.flush();
+            break;
+        }
+        thread::park();
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// `write_all` for a list of chunks, in as few system calls as the kernel allows.
+fn write_chunks(stream: &mut TcpStream, chunks: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = chunks
+        .iter()
+        .filter(|chunk| !chunk.is_empty())
+        .map(|chunk| IoSlice::new(chunk))
+        .collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match stream.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut slices, written),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONNACK_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
+
+    /// An MQTT 3.1.1 CONNECT with clean session and a 60 s keepalive.
+    fn connect_packet(client_id: &str) -> Vec<u8> {
+        let id = client_id.as_bytes();
+        let mut packet = vec![0x10, (10 + 2 + id.len()) as u8];
+        packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60]);
+        packet.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        packet.extend_from_slice(id);
+        packet
+    }
+
+    fn read_exact(stream: &mut TcpStream, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len];
+        stream.read_exact(&mut buf).expect("read from broker");
+        buf
+    }
+
+    fn connect(addr: SocketAddr, client_id: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(&connect_packet(client_id)).unwrap();
+        assert_eq!(read_exact(&mut stream, 4), CONNACK_ACCEPTED, "{client_id}");
+        stream
+    }
+
+    fn start() -> (SocketAddr, mpsc::Sender<()>, thread::JoinHandle<()>) {
+        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let server = thread::spawn(move || {
+            serve(
+                vec![(listener, addr)],
+                4096,
+                broker::Config::default(),
+                stop_rx,
+            )
+            .expect("serve");
+        });
+        (addr, stop_tx, server)
+    }
+
+    #[test]
+    fn serves_many_clients_routes_and_shuts_down() {
+        let (addr, stop, server) = start();
+        // More clients than any small fixed pool would serve at once, all kept open.
+        let mut clients: Vec<TcpStream> = (0..20)
+            .map(|i| connect(addr, &format!("client-{i}")))
+            .collect();
+
+        // SUBSCRIBE id 1 to "t/x" at QoS 0 on the last client.
+        let subscriber = clients.last_mut().unwrap();
+        subscriber
+            .write_all(&[0x82, 8, 0, 1, 0, 3, b't', b'/', b'x', 0])
+            .unwrap();
+        assert_eq!(read_exact(subscriber, 5), [0x90, 3, 0, 1, 0]);
+
+        // QoS 0 PUBLISH "hi" to "t/x" from the first client.
+        clients[0]
+            .write_all(&[0x30, 7, 0, 3, b't', b'/', b'x', b'h', b'i'])
+            .unwrap();
+        let subscriber = clients.last_mut().unwrap();
+        assert_eq!(
+            read_exact(subscriber, 9),
+            [0x30, 7, 0, 3, b't', b'/', b'x', b'h', b'i']
+        );
+
+        stop.send(()).unwrap();
+        server.join().expect("serve returns");
+        // 3.1.1 has no server DISCONNECT: the broker just closes every connection.
+        for client in &mut clients {
+            let mut byte = [0u8; 1];
+            assert_eq!(client.read(&mut byte).expect("read after shutdown"), 0);
+        }
+    }
+
+    #[test]
+    fn closes_connection_on_protocol_error() {
+        let (addr, stop, server) = start();
+        let mut client = connect(addr, "bad");
+        // A reserved packet type (0) is a protocol error.
+        client.write_all(&[0x00, 0x00]).unwrap();
+        let mut rest = Vec::new();
+        client
+            .read_to_end(&mut rest)
+            .expect("broker closes cleanly");
+        assert!(rest.is_empty(), "3.1.1 gets no DISCONNECT: {rest:?}");
+        // The broker still serves others after dropping one.
+        drop(connect(addr, "good"));
+        stop.send(()).unwrap();
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn port_in_use_names_the_address() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let error = bind(addr).expect_err("port is taken");
+        let message = error.to_string();
+        assert!(message.contains(&addr.to_string()), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+}

@@ -1,0 +1,264 @@
+//! Shared harness of the end-to-end tests: runs the real broker binaries on ephemeral
+//! `127.0.0.1` ports and tells which runtimes this machine can run.
+//!
+//! Every test binary under `tests/` compiles this module, and each uses only part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a broker may take to log its `listening on` line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which build of the broker to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    /// `mqtt-broker`: the sharded thread-per-core build.
+    Async,
+    /// `mqtt-broker-sync`: the blocking build, when this build has it.
+    Sync,
+}
+
+impl Binary {
+    /// The path Cargo built this binary at, if it built it.
+    pub fn path(self) -> Option<&'static str> {
+        match self {
+            Binary::Async => Some(env!("CARGO_BIN_EXE_mqtt-broker")),
+            Binary::Sync => Some(env!("CARGO_BIN_EXE_mqtt-broker-sync")),
+        }
+    }
+}
+
+/// A running broker on `127.0.0.1:port`, killed (and its data directory removed) on drop.
+pub struct Broker {
+    child: Child,
+    pub addr: SocketAddr,
+    pub port: u16,
+    /// What was asked with `--runtime`, or "sync".
+    pub runtime: String,
+    stderr: Arc<Mutex<String>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts `mqtt-broker --runtime RUNTIME --shards 2 EXTRA...`, panicking with its output if
+    /// it does not start.
+    pub fn start(runtime: &str, extra: &[&str]) -> Broker {
+        let mut args = vec!["--runtime", runtime, "--shards", "2"];
+        args.extend_from_slice(extra);
+        Broker::try_start(Binary::Async, &args)
+            .unwrap_or_else(|error| panic!("broker (--runtime {runtime}) did not start: {error}"))
+            .with_runtime(runtime)
+    }
+
+    /// Starts `binary ARGS... --listen 127.0.0.1:0 --data-dir <tempdir> --log-level info` and
+    /// waits for its `listening on` line; the error carries everything it printed.
+    pub fn try_start(binary: Binary, args: &[&str]) -> Result<Broker, String> {
+        let path = binary
+            .path()
+            .ok_or_else(|| format!("this build has no {binary:?} broker binary"))?;
+        let data_dir = tempfile::tempdir().map_err(|e| format!("cannot create a tempdir: {e}"))?;
+        let mut child = Command::new(path)
+            .args(args)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .arg("--log-level")
+            .arg("info")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {path}: {e}"))?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr is piped");
+        let buffer = stderr.clone();
+        std::thread::spawn(move || {
+            let mut port_tx = Some(port_tx);
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(port) = listening_port(&line) {
+                    if let Some(tx) = port_tx.take() {
+                        let _ = tx.send(port);
+                    }
+                }
+                let mut buffer = buffer.lock().unwrap();
+                buffer.push_str(&line);
+                buffer.push('\n');
+            }
+            // Dropping `port_tx` here tells the waiting side that the broker closed stderr.
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let port = loop {
+            match port_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(port) => break port,
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        // Give the reader a moment to collect the last lines.
+                        std::thread::sleep(Duration::from_millis(50));
+                        return Err(format!(
+                            "exited with {status} before listening; stderr:\n{}",
+                            stderr.lock().unwrap()
+                        ));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "no `listening on 127.0.0.1:PORT` line within {START_TIMEOUT:?}; stderr:\n{}",
+                        stderr.lock().unwrap()
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    return Err(format!(
+                        "closed stderr ({status}) before listening; stderr:\n{}",
+                        stderr.lock().unwrap()
+                    ));
+                }
+            }
+        };
+        Ok(Broker {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            port,
+            runtime: match binary {
+                Binary::Async => "auto".into(),
+                Binary::Sync => "sync".into(),
+            },
+            stderr,
+            _data_dir: data_dir,
+        })
+    }
+
+    fn with_runtime(mut self, runtime: &str) -> Broker {
+        self.runtime = runtime.into();
+        self
+    }
+
+    /// Everything the broker wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Panics with the logs if the broker exited or logged a panic.
+    pub fn assert_healthy(&mut self) {
+        let running = self.is_running();
+        let logs = self.logs();
+        assert!(
+            running && !logs.contains("panicked"),
+            "broker ({}) unhealthy: running={running}; stderr:\n{logs}",
+            self.runtime
+        );
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill(1)");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- broker ({}) stderr ----\n{}",
+                self.runtime,
+                self.stderr.lock().unwrap()
+            );
+        }
+    }
+}
+
+/// The port of a `... listening on 127.0.0.1:PORT` log line.
+fn listening_port(line: &str) -> Option<u16> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let addr = rest.split_whitespace().next()?;
+    let addr = addr.trim_matches(|c: char| c == '"' || c == ',');
+    addr.parse::<SocketAddr>().ok().map(|addr| addr.port())
+}
+
+/// The runtimes every end-to-end test runs on: `io-uring` when it works on this machine, then
+/// `epoll` and `tokio`. Each test starts its broker with `--shards 2`, so that traffic crosses
+/// shards.
+pub fn runtimes() -> Vec<&'static str> {
+    let mut list = Vec::new();
+    if io_uring_available() {
+        list.push("io-uring");
+    }
+    list.push("epoll");
+    list.push("tokio");
+    list
+}
+
+/// Whether `mqtt-broker --runtime io-uring` starts here; probed once per test binary. A broker
+/// that refuses io_uring (seccomp, `kernel.io_uring_disabled`) exits with an io_uring error: that
+/// means "not available". Any other failure is a real one and panics.
+pub fn io_uring_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        match Broker::try_start(Binary::Async, &["--runtime", "io-uring", "--shards", "1"]) {
+            Ok(_broker) => true,
+            Err(error) if error.contains("io_uring") || error.contains("io-uring") => {
+                eprintln!("note: io_uring is unavailable here, its tests are skipped: {error}");
+                false
+            }
+            Err(error) => panic!("probing --runtime io-uring failed: {error}"),
+        }
+    })
+}
+
+/// A broker for `runtime` with `--shards 2`, or `None` (with a note) when `runtime` is io-uring
+/// and this machine cannot run it.
+pub fn broker_for(runtime: &str, extra: &[&str]) -> Option<Broker> {
+    if runtime == "io-uring" && !io_uring_available() {
+        eprintln!("skipped: io_uring is not available on this machine");
+        return None;
+    }
+    Some(Broker::start(runtime, extra))
+}
+
+/// A client id or topic part unique within this test process.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What the README says runs every test, installing the client tools they need.
+pub const README_TEST_COMMAND: &str = "bash .ci/test-all.sh";

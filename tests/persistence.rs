@@ -1,0 +1,481 @@
+//! Persistence end to end, with the real `mqtt-broker` binary and rumqttc clients: what a broker
+//! acknowledged survives a graceful restart (SIGTERM) and, with `--fsync always`, a `kill -9`;
+//! a second broker on the same data directory refuses to start.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+/// How long to wait for anything the test expects.
+const WAIT: Duration = Duration::from_secs(10);
+/// How long without a message means no more are coming.
+const QUIET: Duration = Duration::from_millis(700);
+
+/// A broker process on a data directory the test owns, so it can be restarted on it.
+struct Broker {
+    child: Child,
+    port: u16,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Broker {
+    fn start(dir: &Path, extra: &[&str]) -> Broker {
+        Broker::try_start(dir, extra)
+            .unwrap_or_else(|(_, logs)| panic!("broker did not start:\n{logs}"))
+    }
+
+    /// Starts `mqtt-broker --listen 127.0.0.1:0 --data-dir DIR EXTRA...` (with `--shards 2` unless
+    /// EXTRA says otherwise) and waits for
+    /// its `listening on` line; on failure, the exit status (if it exited) and its stderr.
+    fn try_start(dir: &Path, extra: &[&str]) -> Result<Broker, (Option<ExitStatus>, String)> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt-broker"))
+            .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
+            .args(if extra.contains(&"--shards") {
+                &[][..]
+            } else {
+                &["--shards", "2"][..]
+            })
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mqtt-broker");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        let pipe = child.stderr.take().expect("piped");
+        let buffer = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .split("listening on 127.0.0.1:")
+                    .nth(1)
+                    .and_then(|rest| rest.trim().parse::<u16>().ok())
+                {
+                    let _ = port_tx.send(port);
+                }
+                let mut buffer = buffer.lock().unwrap();
+                buffer.push_str(&line);
+                buffer.push('\n');
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(port) = port_rx.recv_timeout(Duration::from_millis(50)) {
+                return Ok(Broker {
+                    child,
+                    port,
+                    stderr,
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err((Some(status), stderr.lock().unwrap().clone()));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err((None, stderr.lock().unwrap().clone()));
+            }
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits for a clean exit (final snapshot written).
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            sent.is_ok_and(|status| status.success()),
+            "kill -TERM {pid}"
+        );
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "{status}:\n{}", self.logs());
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit after SIGTERM:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown, no final snapshot.
+    fn crash(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Receives from an event loop task until `QUIET` passes without a message.
+async fn drain<T>(messages: &mut UnboundedReceiver<T>) -> Vec<T> {
+    let mut got = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout(QUIET, messages.recv()).await {
+        got.push(message);
+    }
+    got
+}
+
+/// rumqttc's MQTT 3.1.1 client, as far as these tests need it.
+mod v3 {
+    use super::*;
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    pub struct Client {
+        pub client: AsyncClient,
+        pub session_present: bool,
+        /// Payloads of the PUBLISHes received, in order.
+        pub messages: UnboundedReceiver<String>,
+        acks: UnboundedReceiver<()>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Client {
+        /// Connects with clean session 0 (`persistent`) or 1.
+        pub async fn connect(port: u16, id: &str, persistent: bool) -> Client {
+            let mut options = MqttOptions::new(id, "127.0.0.1", port);
+            options.set_keep_alive(Duration::from_secs(30));
+            options.set_clean_session(!persistent);
+            let (client, mut eventloop) = AsyncClient::new(options, 256);
+            let (message_tx, messages) = unbounded_channel();
+            let (ack_tx, acks) = unbounded_channel();
+            let (connack_tx, connack) = tokio::sync::oneshot::channel();
+            let mut connack_tx = Some(connack_tx);
+            let task = tokio::spawn(async move {
+                while let Ok(event) = eventloop.poll().await {
+                    match event {
+                        Event::Incoming(Packet::ConnAck(ack)) => {
+                            if let Some(tx) = connack_tx.take() {
+                                let _ = tx.send(ack.session_present);
+                            }
+                        }
+                        Event::Incoming(Packet::Publish(publish)) => {
+                            let payload = String::from_utf8_lossy(&publish.payload).into_owned();
+                            let _ = message_tx.send(payload);
+                        }
+                        Event::Incoming(Packet::PubAck(_) | Packet::SubAck(_)) => {
+                            let _ = ack_tx.send(());
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            let session_present = tokio::time::timeout(WAIT, connack)
+                .await
+                .expect("CONNACK in time")
+                .expect("CONNACK");
+            Client {
+                client,
+                session_present,
+                messages,
+                acks,
+                task,
+            }
+        }
+
+        async fn acked(&mut self) {
+            assert!(self.try_acked(WAIT).await, "acknowledged in time");
+        }
+
+        /// Waits for the next PUBACK or SUBACK; false if none comes within `within`.
+        pub async fn try_acked(&mut self, within: Duration) -> bool {
+            matches!(
+                tokio::time::timeout(within, self.acks.recv()).await,
+                Ok(Some(()))
+            )
+        }
+
+        pub async fn subscribe(&mut self, filter: &str) {
+            self.client
+                .subscribe(filter, QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
+            self.acked().await;
+        }
+
+        /// Publishes at QoS 1 and waits for the PUBACK.
+        pub async fn publish(&mut self, topic: &str, payload: &str, retain: bool) {
+            self.client
+                .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
+                .await
+                .expect("publish");
+            self.acked().await;
+        }
+
+        pub async fn disconnect(self) {
+            let _ = self.client.disconnect().await;
+            let _ = tokio::time::timeout(WAIT, self.task).await;
+        }
+    }
+}
+
+/// rumqttc's MQTT 5 client, as far as these tests need it.
+mod v5 {
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+    pub struct Client {
+        pub client: AsyncClient,
+        pub session_present: bool,
+        pub messages: UnboundedReceiver<String>,
+        acks: UnboundedReceiver<()>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Client {
+        /// Connects with a session expiry of an hour (`persistent`) or 0.
+        pub async fn connect(port: u16, id: &str, persistent: bool) -> Client {
+            let mut options = MqttOptions::new(id, "127.0.0.1", port);
+            options.set_keep_alive(Duration::from_secs(30));
+            options.set_clean_start(!persistent);
+            options.set_session_expiry_interval(persistent.then_some(3600));
+            let (client, mut eventloop) = AsyncClient::new(options, 256);
+            let (message_tx, messages) = unbounded_channel();
+            let (ack_tx, acks) = unbounded_channel();
+            let (connack_tx, connack) = tokio::sync::oneshot::channel();
+            let mut connack_tx = Some(connack_tx);
+            let task = tokio::spawn(async move {
+                while let Ok(event) = eventloop.poll().await {
+                    match event {
+                        Event::Incoming(Packet::ConnAck(ack)) => {
+                            if let Some(tx) = connack_tx.take() {
+                                let _ = tx.send(ack.session_present);
+                            }
+                        }
+                        Event::Incoming(Packet::Publish(publish)) => {
+                            let payload = String::from_utf8_lossy(&publish.payload).into_owned();
+                            let _ = message_tx.send(payload);
+                        }
+                        Event::Incoming(Packet::PubAck(_) | Packet::SubAck(_)) => {
+                            let _ = ack_tx.send(());
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            let session_present = tokio::time::timeout(WAIT, connack)
+                .await
+                .expect("CONNACK in time")
+                .expect("CONNACK");
+            Client {
+                client,
+                session_present,
+                messages,
+                acks,
+                task,
+            }
+        }
+
+        async fn acked(&mut self) {
+            tokio::time::timeout(WAIT, self.acks.recv())
+                .await
+                .expect("acknowledged in time")
+                .expect("event loop running");
+        }
+
+        pub async fn subscribe(&mut self, filter: &str) {
+            self.client
+                .subscribe(filter, QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
+            self.acked().await;
+        }
+
+        pub async fn publish(&mut self, topic: &str, payload: &str, retain: bool) {
+            self.client
+                .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
+                .await
+                .expect("publish");
+            self.acked().await;
+        }
+
+        pub async fn disconnect(self) {
+            let _ = self.client.disconnect().await;
+            let _ = tokio::time::timeout(WAIT, self.task).await;
+        }
+    }
+}
+
+/// Both protocol versions go through the same steps; this names them once.
+macro_rules! restart_test {
+    ($name:ident, $client:path) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            use $client as Client;
+            let dir = tempfile::tempdir().unwrap();
+            let broker = Broker::start(dir.path(), &[]);
+            let mut subscriber = Client::connect(broker.port, "keeper", true).await;
+            subscriber.subscribe("e2e/t").await;
+            subscriber.disconnect().await;
+            let mut publisher = Client::connect(broker.port, "writer", false).await;
+            publisher.publish("e2e/r", "retained", true).await;
+            for i in 0..5 {
+                publisher.publish("e2e/t", &format!("m{i}"), false).await;
+            }
+            publisher.disconnect().await;
+            broker.stop();
+
+            let broker = Broker::start(dir.path(), &[]);
+            let mut subscriber = Client::connect(broker.port, "keeper", true).await;
+            assert!(subscriber.session_present, "{}", broker.logs());
+            let queued = drain(&mut subscriber.messages).await;
+            assert_eq!(queued, ["m0", "m1", "m2", "m3", "m4"], "{}", broker.logs());
+            // The subscription itself came back, once.
+            let mut publisher = Client::connect(broker.port, "writer", false).await;
+            publisher.publish("e2e/t", "live", false).await;
+            assert_eq!(drain(&mut subscriber.messages).await, ["live"]);
+            let mut late = Client::connect(broker.port, "late", false).await;
+            late.subscribe("e2e/r").await;
+            assert_eq!(drain(&mut late.messages).await, ["retained"]);
+            subscriber.disconnect().await;
+            broker.stop();
+        }
+    };
+}
+
+restart_test!(v3_restart_keeps_sessions_queues_and_retained, v3::Client);
+restart_test!(v5_restart_keeps_sessions_queues_and_retained, v5::Client);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_loses_no_acknowledged_message_with_fsync_always() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &["--fsync", "always"]);
+    let mut subscriber = v3::Client::connect(broker.port, "durable-sub", true).await;
+    subscriber.subscribe("stream").await;
+    subscriber.disconnect().await;
+
+    // Publishes one message at a time, each after the previous PUBACK, until the broker dies:
+    // every message below `acked` was acknowledged.
+    let acked = Arc::new(AtomicUsize::new(0));
+    let port = broker.port;
+    let counter = acked.clone();
+    let publishing = tokio::spawn(async move {
+        let mut publisher = v3::Client::connect(port, "streamer", false).await;
+        for i in 0.. {
+            let sent = publisher
+                .client
+                .publish(
+                    "stream",
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    format!("s{i}").into_bytes(),
+                )
+                .await;
+            if sent.is_err() || !publisher.try_acked(Duration::from_secs(2)).await {
+                break;
+            }
+            counter.store(i + 1, Ordering::SeqCst);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    while acked.load(Ordering::SeqCst) < 100 {
+        assert!(Instant::now() < deadline, "too slow:\n{}", broker.logs());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    broker.crash();
+    let _ = tokio::time::timeout(WAIT, publishing).await;
+    let acked = acked.load(Ordering::SeqCst);
+
+    let broker = Broker::start(dir.path(), &["--fsync", "always"]);
+    let mut subscriber = v3::Client::connect(broker.port, "durable-sub", true).await;
+    assert!(subscriber.session_present);
+    let got = drain(&mut subscriber.messages).await;
+    let missing: Vec<usize> = (0..acked)
+        .filter(|i| !got.contains(&format!("s{i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {acked} acknowledged messages lost: {missing:?}\n{}",
+        missing.len(),
+        broker.logs()
+    );
+    subscriber.disconnect().await;
+    broker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_follow_their_clients_when_the_shard_count_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..8).map(|i| format!("mover-{i}")).collect();
+    let broker = Broker::start(dir.path(), &["--shards", "2"]);
+    for id in &ids {
+        let mut client = v3::Client::connect(broker.port, id, true).await;
+        client.subscribe(&format!("home/{id}")).await;
+        client.disconnect().await;
+    }
+    let mut round = "first";
+    let mut publisher = v3::Client::connect(broker.port, "mover-pub", false).await;
+    for id in &ids {
+        publisher.publish(&format!("home/{id}"), round, false).await;
+    }
+    publisher.disconnect().await;
+    broker.stop();
+
+    for (shards, next) in [("3", "second"), ("1", "third")] {
+        let broker = Broker::start(dir.path(), &["--shards", shards]);
+        for id in &ids {
+            let mut client = v3::Client::connect(broker.port, id, true).await;
+            assert!(client.session_present, "{id} on {shards} shards");
+            let got = drain(&mut client.messages).await;
+            assert_eq!(got, [round], "{id} on {shards} shards:\n{}", broker.logs());
+            client.disconnect().await;
+        }
+        let mut publisher = v3::Client::connect(broker.port, "mover-pub", false).await;
+        for id in &ids {
+            publisher.publish(&format!("home/{id}"), next, false).await;
+        }
+        publisher.disconnect().await;
+        round = next;
+        broker.stop();
+    }
+    assert!(
+        !dir.path().join("stream-0002").exists(),
+        "streams beyond the shard count are retired"
+    );
+    let broker = Broker::start(dir.path(), &["--shards", "2"]);
+    let mut client = v3::Client::connect(broker.port, &ids[0], true).await;
+    assert_eq!(drain(&mut client.messages).await, [round]);
+    client.disconnect().await;
+    broker.stop();
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Broker::start(dir.path(), &[]);
+    let Err((status, logs)) = Broker::try_start(dir.path(), &[]) else {
+        panic!("a second broker started on a data directory in use");
+    };
+    let status = status.expect("it exits");
+    assert!(!status.success(), "{status}");
+    let last = logs.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("is in use by another broker"),
+        "the error names the problem on one line: {logs}"
+    );
+    first.stop();
+}

@@ -1,0 +1,1230 @@
+//! End-to-end tests of the real `mqtt-broker` binary with rumqttc (MQTT 3.1.1 and 5) clients,
+//! on every runtime this machine runs (`io-uring` when available, `epoll`, `tokio`), each broker
+//! with two shards so that traffic crosses shards.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{broker_for, unique, Binary, Broker};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::task::JoinHandle;
+
+/// How long anything that should happen may take.
+const WAIT: Duration = Duration::from_secs(5);
+/// How long we watch for something that must not happen (a duplicate, a will after DISCONNECT).
+const QUIET: Duration = Duration::from_millis(300);
+
+/// A rumqttc client whose event loop runs on its own task: publishes and the other events come
+/// out of two channels; the loop stops (and the socket closes) at its first error.
+macro_rules! client_wrapper {
+    ($event:ty, $error:ty, $publish:ty, $incoming:path, $client:ty, $options:ty) => {
+        pub struct Client {
+            pub id: String,
+            pub client: $client,
+            publishes: UnboundedReceiver<$publish>,
+            events: UnboundedReceiver<Result<$event, $error>>,
+            task: JoinHandle<()>,
+        }
+
+        #[allow(dead_code)] // each protocol version uses its own part
+        impl Client {
+            fn spawn(options: $options) -> Client {
+                let id = options.client_id();
+                let (client, mut eventloop) = <$client>::new(options, 128);
+                let (publish_tx, publishes) = unbounded_channel();
+                let (event_tx, events) = unbounded_channel();
+                let task = tokio::spawn(async move {
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(Event::Incoming($incoming(publish))) => {
+                                let _ = publish_tx.send(publish);
+                            }
+                            Ok(event) => {
+                                let _ = event_tx.send(Ok(event));
+                            }
+                            Err(error) => {
+                                let _ = event_tx.send(Err(error));
+                                break;
+                            }
+                        }
+                    }
+                });
+                Client {
+                    id,
+                    client,
+                    publishes,
+                    events,
+                    task,
+                }
+            }
+
+            /// The next event that `want` picks out; panics on a loop error or after `WAIT`.
+            async fn next_event(&mut self, what: &str, want: impl Fn(&$event) -> bool) -> $event {
+                let deadline = tokio::time::Instant::now() + WAIT;
+                loop {
+                    match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                        Ok(Some(Ok(event))) if want(&event) => return event,
+                        Ok(Some(Ok(_))) => {}
+                        Ok(Some(Err(error))) => {
+                            panic!("{}: connection failed waiting for {what}: {error:?}", self.id)
+                        }
+                        Ok(None) => panic!("{}: event loop ended waiting for {what}", self.id),
+                        Err(_) => panic!("{}: no {what} within {WAIT:?}", self.id),
+                    }
+                }
+            }
+
+            /// The error that ended the event loop, skipping other events; `None` if the loop
+            /// is still running after `within`.
+            pub async fn closed(&mut self, within: Duration) -> Option<$error> {
+                let deadline = tokio::time::Instant::now() + within;
+                loop {
+                    match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                        Ok(Some(Ok(_))) => {}
+                        Ok(Some(Err(error))) => return Some(error),
+                        Ok(None) | Err(_) => return None,
+                    }
+                }
+            }
+
+            /// The next message delivered, if one comes within `within`.
+            pub async fn recv(&mut self, within: Duration) -> Option<$publish> {
+                tokio::time::timeout(within, self.publishes.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+
+            /// Exactly the next `count` messages, each within `WAIT` of the previous one.
+            pub async fn collect(&mut self, count: usize) -> Vec<$publish> {
+                let mut got = Vec::with_capacity(count);
+                while got.len() < count {
+                    match self.recv(WAIT).await {
+                        Some(publish) => got.push(publish),
+                        None => panic!(
+                            "{}: got {} of {count} messages, then nothing for {WAIT:?}: {got:?}",
+                            self.id,
+                            got.len()
+                        ),
+                    }
+                }
+                got
+            }
+
+            /// Panics if a message arrives within `QUIET`.
+            pub async fn assert_quiet(&mut self, why: &str) {
+                if let Some(publish) = self.recv(QUIET).await {
+                    panic!("{}: unexpected message ({why}): {publish:?}", self.id);
+                }
+            }
+
+            /// Publishes and waits until the broker acknowledged it (QoS 1 and 2) or it was
+            /// written (QoS 0).
+            pub async fn publish(
+                &mut self,
+                topic: &str,
+                qos: QoS,
+                retain: bool,
+                payload: impl Into<Vec<u8>>,
+            ) {
+                let payload: Vec<u8> = payload.into();
+                self.client
+                    .publish(topic, qos, retain, payload)
+                    .await
+                    .expect("publish request");
+                self.wait_published(qos).await;
+            }
+
+            /// Closes the TCP connection without sending DISCONNECT.
+            pub async fn drop_connection(self) {
+                self.task.abort();
+                let _ = self.task.await;
+            }
+
+            /// Sends DISCONNECT, then waits for the broker to close the connection.
+            pub async fn disconnect(mut self) {
+                self.client.disconnect().await.expect("disconnect request");
+                self.next_event("DISCONNECT written", |event| {
+                    matches!(event, Event::Outgoing(Outgoing::Disconnect))
+                })
+                .await;
+                if tokio::time::timeout(WAIT, &mut self.task).await.is_err() {
+                    panic!("{}: broker kept the connection open after DISCONNECT", self.id);
+                }
+            }
+        }
+    };
+}
+
+/// rumqttc's MQTT 3.1.1 client.
+mod v3 {
+    use super::*;
+    pub use rumqttc::{
+        AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, Incoming, LastWill,
+        MqttOptions, Outgoing, Publish, QoS, SubscribeReasonCode,
+    };
+
+    client_wrapper!(
+        Event,
+        ConnectionError,
+        Publish,
+        Incoming::Publish,
+        AsyncClient,
+        MqttOptions
+    );
+
+    pub fn options(port: u16, id: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options
+    }
+
+    impl Client {
+        /// Connects and returns the CONNACK; panics unless it accepts the connection.
+        pub async fn connect_with(options: MqttOptions) -> (Client, ConnAck) {
+            let mut client = Client::spawn(options);
+            let event = client
+                .next_event("CONNACK", |event| {
+                    matches!(event, Event::Incoming(Incoming::ConnAck(_)))
+                })
+                .await;
+            let Event::Incoming(Incoming::ConnAck(connack)) = event else {
+                unreachable!()
+            };
+            assert_eq!(connack.code, ConnectReturnCode::Success, "{}", client.id);
+            (client, connack)
+        }
+
+        pub async fn connect(port: u16, id: &str) -> Client {
+            Client::connect_with(options(port, id)).await.0
+        }
+
+        /// Subscribes and checks that the SUBACK grants `qos`.
+        pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
+            self.client.subscribe(filter, qos).await.expect("subscribe");
+            let event = self
+                .next_event("SUBACK", |event| {
+                    matches!(event, Event::Incoming(Incoming::SubAck(_)))
+                })
+                .await;
+            let Event::Incoming(Incoming::SubAck(suback)) = event else {
+                unreachable!()
+            };
+            assert_eq!(
+                suback.return_codes,
+                vec![SubscribeReasonCode::Success(qos)],
+                "{}: SUBACK for {filter}",
+                self.id
+            );
+        }
+
+        async fn wait_published(&mut self, qos: QoS) {
+            match qos {
+                QoS::AtMostOnce => {
+                    self.next_event("PUBLISH written", |event| {
+                        matches!(event, Event::Outgoing(Outgoing::Publish(_)))
+                    })
+                    .await
+                }
+                QoS::AtLeastOnce => {
+                    self.next_event("PUBACK", |event| {
+                        matches!(event, Event::Incoming(Incoming::PubAck(_)))
+                    })
+                    .await
+                }
+                QoS::ExactlyOnce => {
+                    self.next_event("PUBCOMP", |event| {
+                        matches!(event, Event::Incoming(Incoming::PubComp(_)))
+                    })
+                    .await
+                }
+            };
+        }
+    }
+
+    pub fn topic(publish: &Publish) -> String {
+        publish.topic.clone()
+    }
+}
+
+/// rumqttc's MQTT 5 client.
+mod v5 {
+    use super::*;
+    pub use rumqttc::v5::mqttbytes::v5::{
+        ConnAck, ConnectReturnCode, DisconnectReasonCode, LastWill, Packet, Publish,
+        SubscribeReasonCode,
+    };
+    pub use rumqttc::v5::mqttbytes::QoS;
+    pub use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
+    pub use rumqttc::Outgoing;
+
+    client_wrapper!(
+        Event,
+        ConnectionError,
+        Publish,
+        Packet::Publish,
+        AsyncClient,
+        MqttOptions
+    );
+
+    pub fn options(port: u16, id: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options
+    }
+
+    impl Client {
+        pub async fn connect_with(options: MqttOptions) -> (Client, ConnAck) {
+            let mut client = Client::spawn(options);
+            let event = client
+                .next_event("CONNACK", |event| {
+                    matches!(event, Event::Incoming(Packet::ConnAck(_)))
+                })
+                .await;
+            let Event::Incoming(Packet::ConnAck(connack)) = event else {
+                unreachable!()
+            };
+            assert_eq!(connack.code, ConnectReturnCode::Success, "{}", client.id);
+            (client, connack)
+        }
+
+        pub async fn connect(port: u16, id: &str) -> Client {
+            Client::connect_with(options(port, id)).await.0
+        }
+
+        pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
+            self.client.subscribe(filter, qos).await.expect("subscribe");
+            let event = self
+                .next_event("SUBACK", |event| {
+                    matches!(event, Event::Incoming(Packet::SubAck(_)))
+                })
+                .await;
+            let Event::Incoming(Packet::SubAck(suback)) = event else {
+                unreachable!()
+            };
+            assert_eq!(
+                suback.return_codes,
+                vec![SubscribeReasonCode::Success(qos)],
+                "{}: SUBACK for {filter}",
+                self.id
+            );
+        }
+
+        async fn wait_published(&mut self, qos: QoS) {
+            match qos {
+                QoS::AtMostOnce => {
+                    self.next_event("PUBLISH written", |event| {
+                        matches!(event, Event::Outgoing(Outgoing::Publish(_)))
+                    })
+                    .await
+                }
+                QoS::AtLeastOnce => {
+                    self.next_event("PUBACK", |event| {
+                        matches!(event, Event::Incoming(Packet::PubAck(_)))
+                    })
+                    .await
+                }
+                QoS::ExactlyOnce => {
+                    self.next_event("PUBCOMP", |event| {
+                        matches!(event, Event::Incoming(Packet::PubComp(_)))
+                    })
+                    .await
+                }
+            };
+        }
+
+        /// The reason code of the DISCONNECT the broker sent, waiting up to `WAIT`; panics if
+        /// the connection ends some other way or stays open.
+        pub async fn server_disconnect(&mut self) -> DisconnectReasonCode {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                    Ok(Some(Ok(Event::Incoming(Packet::Disconnect(disconnect))))) => {
+                        return disconnect.reason_code
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(ConnectionError::MqttState(StateError::ServerDisconnect {
+                        reason_code,
+                        ..
+                    })))) => return reason_code,
+                    Ok(Some(Err(error))) => panic!(
+                        "{}: connection ended without a DISCONNECT that rumqttc could read: \
+                         {error:?} (rumqttc 0.25 waits for the property length byte after the \
+                         reason code: it reads E0 01 8E as incomplete, E0 02 8E 00 it reads)",
+                        self.id
+                    ),
+                    Ok(None) => panic!("{}: event loop ended without DISCONNECT", self.id),
+                    Err(_) => panic!("{}: no DISCONNECT within {WAIT:?}", self.id),
+                }
+            }
+        }
+    }
+
+    pub fn topic(publish: &Publish) -> String {
+        String::from_utf8(publish.topic.to_vec()).expect("UTF-8 topic")
+    }
+}
+
+/// One test per runtime for each listed test function `f(runtime)`.
+/// One test per runtime for each listed test function `f(runtime)`, with its attributes.
+macro_rules! runtime_tests {
+    (@module $module:ident, $runtime:literal, $($(#[$attr:meta])* $test:ident),*) => {
+        mod $module {
+            $(
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($runtime).await
+                }
+            )*
+        }
+    };
+    ($($(#[$attr:meta])* $test:ident),* $(,)?) => {
+        runtime_tests!(@module io_uring, "io-uring", $($(#[$attr])* $test),*);
+        runtime_tests!(@module epoll, "epoll", $($(#[$attr])* $test),*);
+        runtime_tests!(@module tokio_rt, "tokio", $($(#[$attr])* $test),*);
+    };
+}
+
+runtime_tests!(
+    v3_qos_0_1_2_between_clients,
+    v5_qos_0_1_2_between_clients,
+    v3_retained_to_late_subscriber,
+    v5_retained_to_late_subscriber,
+    v3_will_on_dropped_socket_not_on_disconnect,
+    v5_will_on_dropped_socket_not_on_disconnect,
+    v3_persistent_session_gets_offline_messages_once,
+    v5_persistent_session_gets_offline_messages_once,
+    v3_takeover_closes_the_first_connection,
+    v5_takeover_sends_disconnect_0x8e,
+    thousand_connections_fan_out,
+    malformed_bytes_close_only_their_connection,
+    v5_sigterm_sends_disconnect_0x8b_and_exits_0,
+    raw_v5_takeover_disconnect_0x8e,
+    raw_v5_sigterm_disconnect_0x8b_and_exit_0,
+);
+
+const PUBLISHERS: usize = 3;
+const SUBSCRIBERS: usize = 3;
+const PER_QOS: usize = 5;
+
+/// Checks what one subscriber got from `PUBLISHERS` publishers × QoS 0/1/2 × `PER_QOS` on topics
+/// `base/p{p}/q{qos}` with payloads "0".."4": each exactly once, in order, at the sent QoS.
+fn check_deliveries(who: &str, got: Vec<(String, u8, Vec<u8>)>, base: &str) {
+    let mut by_topic: BTreeMap<String, Vec<(u8, String)>> = BTreeMap::new();
+    for (topic, qos, payload) in got {
+        by_topic
+            .entry(topic)
+            .or_default()
+            .push((qos, String::from_utf8(payload).unwrap()));
+    }
+    let mut expected = BTreeMap::new();
+    for p in 0..PUBLISHERS {
+        for qos in 0..3u8 {
+            let sent: Vec<(u8, String)> = (0..PER_QOS).map(|k| (qos, k.to_string())).collect();
+            expected.insert(format!("{base}/p{p}/q{qos}"), sent);
+        }
+    }
+    assert_eq!(
+        by_topic, expected,
+        "{who}: every message once, in order, at its QoS"
+    );
+}
+
+fn qos_of(level: u8) -> rumqttc::QoS {
+    rumqttc::qos(level).unwrap()
+}
+
+fn qos5_of(level: u8) -> v5::QoS {
+    match level {
+        0 => v5::QoS::AtMostOnce,
+        1 => v5::QoS::AtLeastOnce,
+        _ => v5::QoS::ExactlyOnce,
+    }
+}
+
+async fn v3_qos_0_1_2_between_clients(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let base = unique("q3");
+    let mut subscribers = Vec::new();
+    for s in 0..SUBSCRIBERS {
+        let mut client = v3::Client::connect(broker.port, &format!("{base}-sub{s}")).await;
+        client
+            .subscribe(&format!("{base}/#"), v3::QoS::ExactlyOnce)
+            .await;
+        subscribers.push(client);
+    }
+    for p in 0..PUBLISHERS {
+        let mut publisher = v3::Client::connect(broker.port, &format!("{base}-pub{p}")).await;
+        for qos in 0..3u8 {
+            for k in 0..PER_QOS {
+                let topic = format!("{base}/p{p}/q{qos}");
+                publisher
+                    .publish(&topic, qos_of(qos), false, k.to_string())
+                    .await;
+            }
+        }
+    }
+    for mut subscriber in subscribers {
+        let got = subscriber.collect(PUBLISHERS * 3 * PER_QOS).await;
+        subscriber.assert_quiet("duplicate delivery").await;
+        let got = got
+            .iter()
+            .map(|p| (v3::topic(p), p.qos as u8, p.payload.to_vec()))
+            .collect();
+        check_deliveries(&subscriber.id, got, &base);
+    }
+}
+
+async fn v5_qos_0_1_2_between_clients(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let base = unique("q5");
+    let mut subscribers = Vec::new();
+    for s in 0..SUBSCRIBERS {
+        let mut client = v5::Client::connect(broker.port, &format!("{base}-sub{s}")).await;
+        client
+            .subscribe(&format!("{base}/#"), v5::QoS::ExactlyOnce)
+            .await;
+        subscribers.push(client);
+    }
+    for p in 0..PUBLISHERS {
+        let mut publisher = v5::Client::connect(broker.port, &format!("{base}-pub{p}")).await;
+        for qos in 0..3u8 {
+            for k in 0..PER_QOS {
+                let topic = format!("{base}/p{p}/q{qos}");
+                publisher
+                    .publish(&topic, qos5_of(qos), false, k.to_string())
+                    .await;
+            }
+        }
+    }
+    for mut subscriber in subscribers {
+        let got = subscriber.collect(PUBLISHERS * 3 * PER_QOS).await;
+        subscriber.assert_quiet("duplicate delivery").await;
+        let got = got
+            .iter()
+            .map(|p| (v5::topic(p), p.qos as u8, p.payload.to_vec()))
+            .collect();
+        check_deliveries(&subscriber.id, got, &base);
+    }
+}
+
+async fn v3_retained_to_late_subscriber(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let topic = unique("retained3");
+    let mut live = v3::Client::connect(broker.port, &unique("live")).await;
+    live.subscribe(&topic, v3::QoS::AtLeastOnce).await;
+    let mut publisher = v3::Client::connect(broker.port, &unique("pub")).await;
+    publisher
+        .publish(&topic, v3::QoS::AtLeastOnce, true, "kept")
+        .await;
+    publisher.disconnect().await;
+
+    // An existing subscription gets it with RETAIN 0 [MQTT-3.3.1-9].
+    let message = live.recv(WAIT).await.expect("live subscriber gets it");
+    assert_eq!(
+        (&message.payload[..], message.retain),
+        (&b"kept"[..], false)
+    );
+
+    for n in 0..2 {
+        let mut late = v3::Client::connect(broker.port, &unique("late")).await;
+        late.subscribe(&topic, v3::QoS::AtLeastOnce).await;
+        let message = late
+            .recv(WAIT)
+            .await
+            .expect("late subscriber gets the retained message");
+        assert_eq!(
+            (&message.payload[..], message.retain, message.qos),
+            (&b"kept"[..], true, v3::QoS::AtLeastOnce),
+            "late subscriber {n}"
+        );
+        late.assert_quiet("one retained message").await;
+    }
+
+    // An empty retained message clears it [MQTT-3.3.1-10].
+    let mut publisher = v3::Client::connect(broker.port, &unique("pub")).await;
+    publisher
+        .publish(&topic, v3::QoS::AtLeastOnce, true, "")
+        .await;
+    let mut later = v3::Client::connect(broker.port, &unique("later")).await;
+    later.subscribe(&topic, v3::QoS::AtLeastOnce).await;
+    later.assert_quiet("the retained message was cleared").await;
+}
+
+async fn v5_retained_to_late_subscriber(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let topic = unique("retained5");
+    let mut publisher = v5::Client::connect(broker.port, &unique("pub")).await;
+    publisher
+        .publish(&topic, v5::QoS::ExactlyOnce, true, "kept5")
+        .await;
+    publisher.disconnect().await;
+    for n in 0..2 {
+        let mut late = v5::Client::connect(broker.port, &unique("late")).await;
+        late.subscribe(&topic, v5::QoS::ExactlyOnce).await;
+        let message = late
+            .recv(WAIT)
+            .await
+            .expect("late subscriber gets the retained message");
+        assert_eq!(
+            (&message.payload[..], message.retain, message.qos),
+            (&b"kept5"[..], true, v5::QoS::ExactlyOnce),
+            "late subscriber {n}"
+        );
+        late.assert_quiet("one retained message").await;
+    }
+    let mut publisher = v5::Client::connect(broker.port, &unique("pub")).await;
+    publisher
+        .publish(&topic, v5::QoS::AtLeastOnce, true, "")
+        .await;
+    let mut later = v5::Client::connect(broker.port, &unique("later")).await;
+    later.subscribe(&topic, v5::QoS::AtLeastOnce).await;
+    later.assert_quiet("the retained message was cleared").await;
+}
+
+async fn v3_will_on_dropped_socket_not_on_disconnect(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let base = unique("will3");
+    let mut watcher = v3::Client::connect(broker.port, &format!("{base}-watch")).await;
+    watcher
+        .subscribe(&format!("{base}/#"), v3::QoS::AtLeastOnce)
+        .await;
+
+    // A clean DISCONNECT discards the will [MQTT-3.14.4-3].
+    let mut options = v3::options(broker.port, &format!("{base}-polite"));
+    options.set_last_will(v3::LastWill::new(
+        format!("{base}/polite"),
+        "polite gone",
+        v3::QoS::AtLeastOnce,
+        false,
+    ));
+    let (polite, _) = v3::Client::connect_with(options).await;
+    polite.disconnect().await;
+    watcher.assert_quiet("no will after DISCONNECT").await;
+
+    // A connection closed without DISCONNECT publishes it [MQTT-3.1.2-8].
+    let mut options = v3::options(broker.port, &format!("{base}-rude"));
+    options.set_last_will(v3::LastWill::new(
+        format!("{base}/rude"),
+        "rude gone",
+        v3::QoS::AtLeastOnce,
+        false,
+    ));
+    let (rude, _) = v3::Client::connect_with(options).await;
+    rude.drop_connection().await;
+    let will = watcher
+        .recv(WAIT)
+        .await
+        .expect("will after a dropped socket");
+    assert_eq!(
+        (v3::topic(&will), &will.payload[..]),
+        (format!("{base}/rude"), &b"rude gone"[..])
+    );
+    watcher.assert_quiet("the will is published once").await;
+}
+
+async fn v5_will_on_dropped_socket_not_on_disconnect(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let base = unique("will5");
+    let mut watcher = v5::Client::connect(broker.port, &format!("{base}-watch")).await;
+    watcher
+        .subscribe(&format!("{base}/#"), v5::QoS::AtLeastOnce)
+        .await;
+
+    let mut options = v5::options(broker.port, &format!("{base}-polite"));
+    options.set_last_will(v5::LastWill::new(
+        format!("{base}/polite"),
+        "polite gone",
+        v5::QoS::AtLeastOnce,
+        false,
+        None,
+    ));
+    let (polite, _) = v5::Client::connect_with(options).await;
+    polite.disconnect().await;
+    watcher.assert_quiet("no will after DISCONNECT 0x00").await;
+
+    let mut options = v5::options(broker.port, &format!("{base}-rude"));
+    options.set_last_will(v5::LastWill::new(
+        format!("{base}/rude"),
+        "rude gone",
+        v5::QoS::AtLeastOnce,
+        false,
+        None,
+    ));
+    let (rude, _) = v5::Client::connect_with(options).await;
+    rude.drop_connection().await;
+    let will = watcher
+        .recv(WAIT)
+        .await
+        .expect("will after a dropped socket");
+    assert_eq!(
+        (v5::topic(&will), &will.payload[..]),
+        (format!("{base}/rude"), &b"rude gone"[..])
+    );
+    watcher.assert_quiet("the will is published once").await;
+}
+
+const OFFLINE_MESSAGES: usize = 5;
+
+async fn v3_persistent_session_gets_offline_messages_once(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let id = unique("persist3");
+    let topic = format!("{id}/inbox");
+    let mut options = v3::options(broker.port, &id);
+    options.set_clean_session(false);
+    let (mut client, connack) = v3::Client::connect_with(options.clone()).await;
+    assert!(!connack.session_present, "a new client id has no session");
+    client.subscribe(&topic, v3::QoS::AtLeastOnce).await;
+    client.disconnect().await;
+
+    let mut publisher = v3::Client::connect(broker.port, &unique("pub")).await;
+    for k in 0..OFFLINE_MESSAGES {
+        publisher
+            .publish(&topic, v3::QoS::AtLeastOnce, false, format!("offline {k}"))
+            .await;
+    }
+
+    let (mut client, connack) = v3::Client::connect_with(options).await;
+    assert!(
+        connack.session_present,
+        "the session was kept [MQTT-3.2.2-2]"
+    );
+    let got: Vec<_> = client
+        .collect(OFFLINE_MESSAGES)
+        .await
+        .iter()
+        .map(|p| (String::from_utf8(p.payload.to_vec()).unwrap(), p.qos))
+        .collect();
+    let expected: Vec<_> = (0..OFFLINE_MESSAGES)
+        .map(|k| (format!("offline {k}"), v3::QoS::AtLeastOnce))
+        .collect();
+    assert_eq!(got, expected);
+    client.assert_quiet("queued messages are sent once").await;
+
+    // The subscription survived too.
+    publisher
+        .publish(&topic, v3::QoS::AtLeastOnce, false, "online")
+        .await;
+    let message = client.recv(WAIT).await.expect("live message after resume");
+    assert_eq!(&message.payload[..], b"online");
+}
+
+async fn v5_persistent_session_gets_offline_messages_once(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let id = unique("persist5");
+    let topic = format!("{id}/inbox");
+    let mut options = v5::options(broker.port, &id);
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(60));
+    let (mut client, connack) = v5::Client::connect_with(options.clone()).await;
+    assert!(!connack.session_present, "a new client id has no session");
+    client.subscribe(&topic, v5::QoS::AtLeastOnce).await;
+    client.disconnect().await;
+
+    let mut publisher = v5::Client::connect(broker.port, &unique("pub")).await;
+    for k in 0..OFFLINE_MESSAGES {
+        publisher
+            .publish(&topic, v5::QoS::AtLeastOnce, false, format!("offline {k}"))
+            .await;
+    }
+
+    let (mut client, connack) = v5::Client::connect_with(options).await;
+    assert!(
+        connack.session_present,
+        "the session was kept [MQTT-3.2.2-2]"
+    );
+    let got: Vec<_> = client
+        .collect(OFFLINE_MESSAGES)
+        .await
+        .iter()
+        .map(|p| (String::from_utf8(p.payload.to_vec()).unwrap(), p.qos))
+        .collect();
+    let expected: Vec<_> = (0..OFFLINE_MESSAGES)
+        .map(|k| (format!("offline {k}"), v5::QoS::AtLeastOnce))
+        .collect();
+    assert_eq!(got, expected);
+    client.assert_quiet("queued messages are sent once").await;
+}
+
+async fn v3_takeover_closes_the_first_connection(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let id = unique("take3");
+    let topic = format!("{id}/t");
+    let mut first = v3::Client::connect(broker.port, &id).await;
+    first.subscribe(&topic, v3::QoS::AtLeastOnce).await;
+    let mut second = v3::Client::connect(broker.port, &id).await;
+    let error = first.closed(WAIT).await;
+    assert!(
+        error.is_some(),
+        "the first connection of {id} stays open after a takeover [MQTT-3.1.4-2]"
+    );
+    // The new connection works.
+    second.subscribe(&topic, v3::QoS::AtLeastOnce).await;
+    let mut publisher = v3::Client::connect(broker.port, &unique("pub")).await;
+    publisher
+        .publish(&topic, v3::QoS::AtLeastOnce, false, "after takeover")
+        .await;
+    let message = second.recv(WAIT).await.expect("second connection works");
+    assert_eq!(&message.payload[..], b"after takeover");
+    second.assert_quiet("one delivery").await;
+    assert!(first.recv(Duration::ZERO).await.is_none());
+}
+
+async fn v5_takeover_sends_disconnect_0x8e(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let id = unique("take5");
+    let topic = format!("{id}/t");
+    let mut first = v5::Client::connect(broker.port, &id).await;
+    let mut second = v5::Client::connect(broker.port, &id).await;
+    assert_eq!(
+        first.server_disconnect().await,
+        v5::DisconnectReasonCode::SessionTakenOver,
+        "MQTT 5 §3.1.4: the old connection gets DISCONNECT 0x8E"
+    );
+    second.subscribe(&topic, v5::QoS::AtLeastOnce).await;
+    let mut publisher = v5::Client::connect(broker.port, &unique("pub")).await;
+    publisher
+        .publish(&topic, v5::QoS::AtLeastOnce, false, "after takeover")
+        .await;
+    let message = second.recv(WAIT).await.expect("second connection works");
+    assert_eq!(&message.payload[..], b"after takeover");
+}
+
+const FAN_OUT: usize = 1000;
+
+/// Raises the soft limit on open files to at least `needed`; false if the hard limit is lower.
+fn ensure_open_files(needed: u64) -> bool {
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("getrlimit");
+    if soft >= needed {
+        return true;
+    }
+    if hard < needed {
+        eprintln!(
+            "skipped: {FAN_OUT} connections need {needed} open files, the hard limit is {hard} \
+             (raise it with `ulimit -Hn`, see ops/tune-kernel.sh)"
+        );
+        return false;
+    }
+    rlimit::setrlimit(rlimit::Resource::NOFILE, needed, hard).expect("setrlimit");
+    true
+}
+
+/// One fan-out test at a time in this process: it bounds the open files and the load.
+static FAN_OUT_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn thousand_connections_fan_out(runtime: &str) {
+    let _one_at_a_time = FAN_OUT_LOCK.lock().await;
+    // Each side holds FAN_OUT sockets; the broker inherits this process's limit.
+    if !ensure_open_files(FAN_OUT as u64 + 512) {
+        return;
+    }
+    let Some(mut broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let port = broker.port;
+    let topic = unique("fan");
+    let started = Instant::now();
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
+    let mut connecting = tokio::task::JoinSet::new();
+    for n in 0..FAN_OUT {
+        let (topic, limit) = (topic.clone(), limit.clone());
+        connecting.spawn(async move {
+            let _permit = limit.acquire().await.unwrap();
+            let mut client = v3::Client::connect(port, &format!("{topic}-{n}")).await;
+            client.subscribe(&topic, v3::QoS::AtLeastOnce).await;
+            client
+        });
+    }
+    let mut clients = Vec::with_capacity(FAN_OUT);
+    while let Some(client) = connecting.join_next().await {
+        clients.push(client.expect("a client connects and subscribes"));
+    }
+    eprintln!(
+        "{runtime}: {FAN_OUT} clients connected and subscribed in {:?}",
+        started.elapsed()
+    );
+
+    let mut publisher = v3::Client::connect(port, &unique("fan-pub")).await;
+    publisher
+        .publish(&topic, v3::QoS::AtLeastOnce, false, "to everyone")
+        .await;
+    let mut receiving = tokio::task::JoinSet::new();
+    for mut client in clients {
+        receiving.spawn(async move {
+            let got = client.recv(Duration::from_secs(20)).await;
+            (client.id.clone(), got.map(|p| p.payload.to_vec()), client)
+        });
+    }
+    let mut missing = Vec::new();
+    let mut clients = Vec::new();
+    while let Some(result) = receiving.join_next().await {
+        let (id, got, client) = result.unwrap();
+        if got.as_deref() != Some(&b"to everyone"[..]) {
+            missing.push((id, got));
+        }
+        clients.push(client);
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {FAN_OUT} subscribers did not get the message, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    broker.assert_healthy();
+    eprintln!(
+        "{runtime}: fan-out to {FAN_OUT} done in {:?}",
+        started.elapsed()
+    );
+    for client in clients {
+        client.drop_connection().await;
+    }
+}
+
+/// A v3.1.1 CONNECT with clean session, keepalive 60 and client id `id`.
+fn connect_packet(id: &str, protocol_level: u8, flags: u8) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', protocol_level, flags, 0, 60];
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+/// Everything the broker sends until it closes the connection; panics if it keeps the
+/// connection open for `WAIT`.
+fn read_until_closed(stream: &mut TcpStream, case: &str) -> Vec<u8> {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 256];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("{case}: the broker kept the connection open for {WAIT:?} (got {received:02x?})")
+            }
+            // A reset is a close too.
+            Err(_) => return received,
+        }
+    }
+}
+
+/// Opens a raw connection; with `connect` it first completes a v3.1.1 CONNECT/CONNACK.
+fn raw(port: u16, connect: bool) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    if connect {
+        stream
+            .write_all(&connect_packet(&unique("raw"), 4, 0x02))
+            .unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut connack = [0u8; 4];
+        stream.read_exact(&mut connack).unwrap();
+        assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
+    }
+    stream
+}
+
+fn malformed_cases(port: u16) {
+    // Protocol level 9: CONNACK 0x01 (3.1.1 §3.1.2.2) or 0x84 (5.0), or nothing, then close.
+    let mut stream = raw(port, false);
+    stream
+        .write_all(&connect_packet("level9", 9, 0x02))
+        .unwrap();
+    let got = read_until_closed(&mut stream, "CONNECT protocol level 9");
+    assert!(
+        got.is_empty()
+            || got == [0x20, 0x02, 0x00, 0x01]
+            || got.starts_with(&[0x20, 0x03, 0x00, 0x84]),
+        "CONNECT protocol level 9: expected a refusing CONNACK or nothing, got {got:02x?}"
+    );
+
+    let cases: &[(&str, bool, &[u8])] = &[
+        // The first packet must be CONNECT [MQTT-3.1.0-1].
+        (
+            "PUBLISH before CONNECT",
+            false,
+            &[0x30, 0x07, 0x00, 0x03, b'a', b'/', b'b', b'h', b'i'],
+        ),
+        // The remaining length has at most 4 bytes (§2.2.3).
+        (
+            "5-byte remaining length before CONNECT",
+            false,
+            &[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F],
+        ),
+        (
+            "5-byte remaining length",
+            true,
+            &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+        ),
+        // A second CONNECT is a protocol violation [MQTT-3.1.0-2].
+        (
+            "second CONNECT",
+            true,
+            &[
+                0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'x',
+            ],
+        ),
+        // The reserved CONNECT flag must be 0 [MQTT-3.1.2-3].
+        (
+            "CONNECT reserved flag",
+            false,
+            &[
+                0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 4, 3, 0, 60, 0, 1, b'y',
+            ],
+        ),
+        // Packet type 0 is reserved (§2.2.1).
+        ("packet type 0", true, &[0x00, 0x00]),
+        // SUBSCRIBE's fixed-header flags must be 0010 [MQTT-3.8.1-1].
+        (
+            "SUBSCRIBE with flags 0000",
+            true,
+            &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x00],
+        ),
+        // PUBLISH with QoS 3 [MQTT-3.3.1-4].
+        (
+            "PUBLISH QoS 3",
+            true,
+            &[0x36, 0x07, 0x00, 0x01, b't', 0x00, 0x01, b'h', b'i'],
+        ),
+    ];
+    for (case, connect, bytes) in cases {
+        let mut stream = raw(port, *connect);
+        stream.write_all(bytes).unwrap();
+        let got = read_until_closed(&mut stream, case);
+        // Before CONNECT and on a 3.1.1 connection the server closes without a word: 3.1.1
+        // has no server DISCONNECT, and a CONNACK or anything else would be wrong.
+        assert!(
+            got.is_empty(),
+            "{case}: expected the connection closed without a reply, got {got:02x?}"
+        );
+    }
+}
+
+async fn malformed_bytes_close_only_their_connection(runtime: &str) {
+    let Some(mut broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let topic = unique("alive");
+    let mut bystander = v3::Client::connect(broker.port, &unique("bystander")).await;
+    bystander.subscribe(&topic, v3::QoS::AtLeastOnce).await;
+    bystander
+        .publish(&topic, v3::QoS::AtLeastOnce, false, "before")
+        .await;
+    assert_eq!(
+        &bystander.recv(WAIT).await.expect("before").payload[..],
+        b"before"
+    );
+
+    let port = broker.port;
+    tokio::task::spawn_blocking(move || malformed_cases(port))
+        .await
+        .unwrap();
+
+    bystander
+        .publish(&topic, v3::QoS::AtLeastOnce, false, "after")
+        .await;
+    assert_eq!(
+        &bystander.recv(WAIT).await.expect("after").payload[..],
+        b"after"
+    );
+    assert!(
+        bystander.closed(Duration::ZERO).await.is_none(),
+        "the bystander's connection survived"
+    );
+    broker.assert_healthy();
+}
+
+async fn v5_sigterm_sends_disconnect_0x8b_and_exits_0(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let mut clients = Vec::new();
+    for n in 0..4 {
+        clients.push(v5::Client::connect(broker.port, &unique(&format!("stop{n}"))).await);
+    }
+    let stopping = tokio::task::spawn_blocking(move || {
+        let mut broker = broker;
+        let status = broker.terminate(Duration::from_secs(10));
+        (status, broker)
+    });
+    for client in &mut clients {
+        assert_eq!(
+            client.server_disconnect().await,
+            v5::DisconnectReasonCode::ServerShuttingDown,
+            "{}: DISCONNECT 0x8B on SIGTERM",
+            client.id
+        );
+    }
+    let (status, broker) = stopping.await.unwrap();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the broker did not exit within 10 s of SIGTERM; stderr:\n{}",
+            broker.logs()
+        )
+    });
+    assert!(
+        status.success(),
+        "exit status {status} after SIGTERM; stderr:\n{}",
+        broker.logs()
+    );
+}
+
+/// The blocking build, smoke-tested: QoS 1 between 6 v3.1.1 clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_binary_qos1_pub_sub() {
+    let broker = Broker::try_start(Binary::Sync, &[])
+        .unwrap_or_else(|error| panic!("mqtt-broker-sync did not start: {error}"));
+    let base = unique("sync");
+    let mut subscribers = Vec::new();
+    for s in 0..3 {
+        let mut client = v3::Client::connect(broker.port, &format!("{base}-sub{s}")).await;
+        client
+            .subscribe(&format!("{base}/#"), v3::QoS::AtLeastOnce)
+            .await;
+        subscribers.push(client);
+    }
+    for p in 0..3 {
+        let mut publisher = v3::Client::connect(broker.port, &format!("{base}-pub{p}")).await;
+        for k in 0..5 {
+            publisher
+                .publish(
+                    &format!("{base}/p{p}"),
+                    v3::QoS::AtLeastOnce,
+                    false,
+                    k.to_string(),
+                )
+                .await;
+        }
+    }
+    for mut subscriber in subscribers {
+        let mut got: Vec<(String, String)> = subscriber
+            .collect(15)
+            .await
+            .iter()
+            .map(|p| (v3::topic(p), String::from_utf8(p.payload.to_vec()).unwrap()))
+            .collect();
+        subscriber.assert_quiet("duplicate delivery").await;
+        got.sort();
+        let mut expected: Vec<(String, String)> = (0..3)
+            .flat_map(|p| (0..5).map(move |k| (p, k)))
+            .map(|(p, k)| (format!("{base}/p{p}"), k.to_string()))
+            .collect();
+        expected.sort();
+        assert_eq!(got, expected, "{}", subscriber.id);
+    }
+}
+
+/// A raw MQTT 5 connection with client id `id`, past its successful CONNACK.
+fn raw_v5(port: u16, id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    stream.write_all(&packet).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).unwrap();
+    let mut connack = vec![0u8; header[1] as usize];
+    stream.read_exact(&mut connack).unwrap();
+    assert_eq!(
+        (header[0], connack[1]),
+        (0x20, 0x00),
+        "{id}: CONNACK success, got {header:02x?} {connack:02x?}"
+    );
+    stream
+}
+
+/// The reason code of the DISCONNECT that is the last thing the broker sends before closing.
+fn raw_disconnect_reason(stream: &mut TcpStream, case: &str) -> u8 {
+    let got = read_until_closed(stream, case);
+    // E0, remaining length, reason code, then (optional when the remaining length is 1) the
+    // property length (MQTT 5 §3.14.2.2.1).
+    let ok = got.len() >= 3 && got[0] == 0xE0 && got[1] as usize == got.len() - 2;
+    assert!(
+        ok,
+        "{case}: expected only a DISCONNECT with a reason code, got {got:02x?}"
+    );
+    got[2]
+}
+
+/// MQTT 5 §3.1.4 and §4.13: the old connection of a taken-over session gets DISCONNECT 0x8E.
+/// (What the bytes are, whatever a client library makes of them.)
+async fn raw_v5_takeover_disconnect_0x8e(runtime: &str) {
+    let Some(mut broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let port = broker.port;
+    tokio::task::spawn_blocking(move || {
+        for n in 0..4 {
+            let id = unique("raw-take");
+            let mut first = raw_v5(port, &id);
+            let _second = raw_v5(port, &id);
+            let reason = raw_disconnect_reason(&mut first, &format!("takeover {n}"));
+            assert_eq!(reason, 0x8E, "takeover {n}: DISCONNECT reason");
+        }
+    })
+    .await
+    .unwrap();
+    broker.assert_healthy();
+}
+
+/// SIGTERM: every MQTT 5 connection gets DISCONNECT 0x8B (Server shutting down), then the
+/// process exits 0.
+async fn raw_v5_sigterm_disconnect_0x8b_and_exit_0(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut broker = broker;
+        let mut clients: Vec<TcpStream> = (0..6)
+            .map(|n| raw_v5(broker.port, &unique(&format!("raw-stop{n}"))))
+            .collect();
+        let status = broker.terminate(Duration::from_secs(10));
+        for (n, client) in clients.iter_mut().enumerate() {
+            let reason = raw_disconnect_reason(client, &format!("client {n} on SIGTERM"));
+            assert_eq!(reason, 0x8B, "client {n}: DISCONNECT reason on SIGTERM");
+        }
+        let status = status.unwrap_or_else(|| {
+            panic!("no exit within 10 s of SIGTERM; stderr:\n{}", broker.logs())
+        });
+        assert!(
+            status.success(),
+            "exit status {status} after SIGTERM; stderr:\n{}",
+            broker.logs()
+        );
+    })
+    .await
+    .unwrap();
+}
