@@ -1,7 +1,6 @@
 //! Routing a message to its subscribers: which shards get it, which local sessions match, at
 //! what QoS each gets it, and how it enters a session's in-flight window, queue or send buffer.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -15,14 +14,6 @@ use crate::broker::persist::{PersistRecord, QueuedFor};
 use crate::broker::session::{SessionId, Subscription};
 use crate::broker::time::Timestamp;
 use crate::protocol::QoS;
-
-/// What one session gets from one message once all its matching subscriptions are combined.
-#[derive(Debug)]
-struct Grant {
-    qos: QoS,
-    retain_as_published: bool,
-    subscription_ids: Vec<NonZeroU32>,
-}
 
 impl Broker {
     /// Publishes a message that entered the broker on this shard (a client's PUBLISH or a will).
@@ -77,7 +68,7 @@ impl Broker {
         if matches.is_empty() {
             return;
         }
-        let mut grants = Grants::default();
+        let mut grants = Grants::new(message);
         let mut shared: AHashMap<&ByteString, Vec<(SessionId, &Subscription)>> = AHashMap::new();
         for (subscriber, subscription) in matches.iter() {
             match &subscriber.share {
@@ -100,20 +91,7 @@ impl Broker {
             let (session, subscription) = self.pick_member(share, &members);
             grants.add(session, subscription);
         }
-        let mut deliveries: Vec<(SessionId, Delivery)> = grants
-            .in_order
-            .into_iter()
-            .map(|(session, grant)| {
-                let delivery = Delivery {
-                    id: 0,
-                    message: message.clone(),
-                    qos: message.template.qos.min(grant.qos),
-                    retain: message.template.retain && grant.retain_as_published,
-                    subscription_ids: grant.subscription_ids,
-                };
-                (session, delivery)
-            })
-            .collect();
+        let mut deliveries = grants.deliveries;
         self.journal_queued(message, &mut deliveries);
         for (session, delivery) in deliveries {
             self.deliver_to_session(session, delivery, now);
@@ -354,35 +332,70 @@ impl Broker {
     }
 }
 
-/// The grants of one message, in the order sessions first matched, so delivery order does not
-/// depend on hash seeds.
-#[derive(Default)]
-struct Grants {
-    in_order: Vec<(SessionId, Grant)>,
-    index: AHashMap<SessionId, usize>,
+/// The deliveries of one message, one per session, in the order sessions first matched so
+/// delivery order does not depend on hash seeds. Built in place: the common case (each session
+/// matches once) costs one vector and no map.
+struct Grants<'a> {
+    message: &'a SharedMessage,
+    deliveries: Vec<(SessionId, Delivery)>,
+    /// Session → position, built only once there are too many deliveries to scan.
+    index: Option<AHashMap<SessionId, usize>>,
 }
 
-impl Grants {
-    /// Combines one more matching subscription into a session's grant (§3.3.4: one copy, at the
-    /// highest QoS of the matching subscriptions, with all their subscription identifiers).
+/// Up to this many deliveries a linear scan finds a session faster than a map.
+const SCAN_LIMIT: usize = 16;
+
+impl<'a> Grants<'a> {
+    fn new(message: &'a SharedMessage) -> Self {
+        Grants {
+            message,
+            deliveries: Vec::new(),
+            index: None,
+        }
+    }
+
+    /// Combines one more matching subscription into a session's delivery (§3.3.4: one copy, at
+    /// the highest QoS of the matching subscriptions, with all their subscription identifiers).
     fn add(&mut self, session: SessionId, subscription: &Subscription) {
-        let next = self.in_order.len();
-        let index = *self.index.entry(session).or_insert(next);
-        if index == next {
-            self.in_order.push((
+        let position = self.position(session).unwrap_or_else(|| {
+            self.deliveries.push((
                 session,
-                Grant {
+                Delivery {
+                    id: 0,
+                    message: self.message.clone(),
                     qos: QoS::AtMostOnce,
-                    retain_as_published: false,
+                    retain: false,
                     subscription_ids: Vec::new(),
                 },
             ));
-        }
-        let grant = &mut self.in_order[index].1;
-        grant.qos = grant.qos.max(subscription.options.qos);
-        grant.retain_as_published |= subscription.options.retain_as_published;
+            let position = self.deliveries.len() - 1;
+            if let Some(index) = &mut self.index {
+                index.insert(session, position);
+            }
+            position
+        });
+        let template = &self.message.template;
+        let delivery = &mut self.deliveries[position].1;
+        delivery.qos = delivery.qos.max(template.qos.min(subscription.options.qos));
+        delivery.retain |= template.retain && subscription.options.retain_as_published;
         if let Some(id) = subscription.identifier {
-            grant.subscription_ids.push(id);
+            delivery.subscription_ids.push(id);
+        }
+    }
+
+    fn position(&mut self, session: SessionId) -> Option<usize> {
+        if self.index.is_none() && self.deliveries.len() > SCAN_LIMIT {
+            let index = self
+                .deliveries
+                .iter()
+                .enumerate()
+                .map(|(position, (session, _))| (*session, position))
+                .collect();
+            self.index = Some(index);
+        }
+        match &self.index {
+            Some(index) => index.get(&session).copied(),
+            None => self.deliveries.iter().position(|(s, _)| *s == session),
         }
     }
 }
