@@ -14,6 +14,8 @@
 //!   so that retained messages never add nodes to the publish path (the Mosquitto 1.x problem).
 
 mod retained;
+#[cfg(test)]
+mod strategies;
 mod subscriptions;
 
 pub use retained::RetainedTree;

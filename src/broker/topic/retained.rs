@@ -254,8 +254,9 @@ impl<V> Drop for Node<V> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::strategies::{filter, topic};
     use super::*;
-    use crate::protocol::topic::{matches_filter, validate_topic_filter, validate_topic_name};
+    use crate::protocol::topic::{matches_filter, validate_topic_name};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -440,26 +441,6 @@ mod tests {
         Remove(String),
         Match(String),
         RetainNotDivisibleBy(u16),
-    }
-
-    fn filter() -> impl Strategy<Value = String> {
-        (
-            prop::collection::vec(prop::sample::select(vec!["a", "b", "", "$s", "+"]), 0..4),
-            any::<bool>(),
-        )
-            .prop_map(|(mut levels, pound)| {
-                if pound || levels.is_empty() {
-                    levels.push("#");
-                }
-                levels.join("/")
-            })
-            .prop_filter("valid filter", |f| validate_topic_filter(f).is_ok())
-    }
-
-    fn topic() -> impl Strategy<Value = String> {
-        prop::collection::vec(prop::sample::select(vec!["a", "b", "", "$s"]), 1..5)
-            .prop_map(|levels| levels.join("/"))
-            .prop_filter("valid topic", |t| validate_topic_name(t).is_ok())
     }
 
     fn ops() -> impl Strategy<Value = Vec<Op>> {

@@ -452,8 +452,9 @@ impl<K, V> MatchCache<K, V> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::strategies::{filter, topic};
     use super::*;
-    use crate::protocol::topic::{matches_filter, validate_topic_filter, validate_topic_name};
+    use crate::protocol::topic::{matches_filter, validate_topic_filter};
     use proptest::prelude::*;
 
     fn sorted<K: Ord + Clone, V: Ord + Clone>(matches: &[(K, V)]) -> Vec<(K, V)> {
@@ -766,26 +767,6 @@ mod tests {
         Insert(String, u8, u16),
         Remove(String, u8),
         Match(String),
-    }
-
-    fn filter() -> impl Strategy<Value = String> {
-        (
-            prop::collection::vec(prop::sample::select(vec!["a", "b", "", "$s", "+"]), 0..4),
-            any::<bool>(),
-        )
-            .prop_map(|(mut levels, pound)| {
-                if pound || levels.is_empty() {
-                    levels.push("#");
-                }
-                levels.join("/")
-            })
-            .prop_filter("valid filter", |f| validate_topic_filter(f).is_ok())
-    }
-
-    fn topic() -> impl Strategy<Value = String> {
-        prop::collection::vec(prop::sample::select(vec!["a", "b", "", "$s"]), 1..5)
-            .prop_map(|levels| levels.join("/"))
-            .prop_filter("valid topic", |t| validate_topic_name(t).is_ok())
     }
 
     fn ops() -> impl Strategy<Value = Vec<Op>> {
