@@ -7,9 +7,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{broker_for, unique, Binary, Broker};
+use mqtt_broker::broker::home_shard;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
 
@@ -406,7 +409,89 @@ runtime_tests!(
     v5_sigterm_sends_disconnect_0x8b_and_exits_0,
     raw_v5_takeover_disconnect_0x8e,
     raw_v5_sigterm_disconnect_0x8b_and_exit_0,
+    cross_shard_flood_keeps_delivering,
 );
+
+/// Messages the subscriber must get while the flood is still going.
+const FLOOD_DELIVERIES: usize = 2000;
+
+/// Publishers on each shard flooding QoS 0 at a subscriber homed on the other shard keep both
+/// inboxes full. The deliveries they cause must still be written while the flood goes on, not
+/// only once it stops (tokio once starved the writers this way).
+async fn cross_shard_flood_keeps_delivering(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let port = broker.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let base = unique("flood");
+    let mut ids = (0..).map(|n| format!("{base}-{n}"));
+    let mut subscribers = Vec::new();
+    let mut publishers = Vec::new();
+    for shard in 0..2 {
+        let topic = format!("{base}/to-shard-{shard}");
+        let subscriber_id = ids.find(|id| home_shard(id, 2) == shard).unwrap();
+        let mut subscriber = v3::Client::connect(port, &subscriber_id).await;
+        subscriber.subscribe(&topic, v3::QoS::AtMostOnce).await;
+        subscribers.push(subscriber);
+        for _ in 0..2 {
+            let publisher_id = ids.find(|id| home_shard(id, 2) != shard).unwrap();
+            publishers.push((publisher_id, topic.clone()));
+        }
+    }
+    let floods: Vec<_> = publishers
+        .into_iter()
+        .map(|(id, topic)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || flood(port, &id, &topic, &stop))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut received = [0; 2];
+    for (subscriber, received) in subscribers.iter_mut().zip(&mut received) {
+        while *received < FLOOD_DELIVERIES && started.elapsed() < Duration::from_secs(15) {
+            if subscriber.recv(Duration::from_secs(1)).await.is_some() {
+                *received += 1;
+            }
+        }
+    }
+    let still_flooding = floods.iter().all(|flood| !flood.is_finished());
+    stop.store(true, Ordering::Relaxed);
+    let sent: usize = floods.into_iter().map(|flood| flood.join().unwrap()).sum();
+    assert!(
+        still_flooding && received == [FLOOD_DELIVERIES; 2],
+        "{runtime}: the subscribers got {received:?} of {sent} flooded messages in {:?} (flood still going: {still_flooding})",
+        started.elapsed()
+    );
+}
+
+/// Publishes QoS 0 messages as fast as the broker reads them until `stop`, 20 s or a write
+/// error; returns how many were written.
+fn flood(port: u16, id: &str, topic: &str, stop: &AtomicBool) -> usize {
+    const BATCH: usize = 256;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(&connect_packet(id, 4, 0x02)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "{id}: CONNACK accepted");
+    let payload = [b'x'; 64];
+    let mut publish = vec![0x30, (2 + topic.len() + payload.len()) as u8];
+    publish.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    publish.extend_from_slice(topic.as_bytes());
+    publish.extend_from_slice(&payload);
+    let batch = publish.repeat(BATCH);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = 0;
+    // A write error means the broker went away, which the caller's checks report.
+    while !stop.load(Ordering::Relaxed)
+        && Instant::now() < deadline
+        && stream.write_all(&batch).is_ok()
+    {
+        sent += BATCH;
+    }
+    sent
+}
 
 const PUBLISHERS: usize = 3;
 const SUBSCRIBERS: usize = 3;

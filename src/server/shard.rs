@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 use bytes::BytesMut;
+use futures_lite::future;
 use mqtt_broker_shards::{Io, MeshEndpoint, ShardId};
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::connection;
 use super::journal::ShardJournal;
-use super::recovery::ShardStart;
+use super::recovery::{self, ShardStart};
 use super::Shared;
 use crate::broker::{Broker, ConnId, Event, ShardMessage, Timestamp};
 use crate::protocol::Connect;
@@ -186,11 +187,7 @@ pub(super) async fn run<I: Io>(
     );
     let now =
         Timestamp::from_nanos(u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    broker.handle_wall_clock(unix_ms(), now);
-    let summary = broker.restore(start.state, now);
-    if summary != Default::default() {
-        info!(shard = id, ?summary, "state restored");
-    }
+    recovery::restore(&mut broker, start.state, now);
     let options = &shared.options;
     let pool_limit = options.initial_pool_size.div_ceil(shard_count);
     let buffers = (0..pool_limit)
@@ -252,9 +249,20 @@ async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener) {
     }
 }
 
+/// Envelopes handled before the inbox task lets other tasks run.
+const INBOX_BATCH: usize = 64;
+
 async fn inbox_loop<I: Io>(shard: Rc<Shard<I>>) {
+    let mut handled = 0;
     while let Some((from, envelope)) = shard.mesh.recv().await {
         handle_envelope(&shard, from, envelope);
+        // While another shard keeps the inbox full, `recv` never waits, so without a yield this
+        // task would starve the writers it wakes and every delivery would pile up unsent.
+        handled += 1;
+        if handled == INBOX_BATCH {
+            handled = 0;
+            future::yield_now().await;
+        }
     }
 }
 
@@ -331,12 +339,4 @@ async fn timer_loop<I: Io>(shard: &Rc<Shard<I>>) {
     shard.journal.finish_snapshot().await;
     shard.snapshot();
     shard.journal.finish_snapshot().await;
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
 }
