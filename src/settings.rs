@@ -216,6 +216,9 @@ pub enum SettingsError {
     Invalid { setting: String, problem: String },
     #[error("{0}")]
     Logging(String),
+    /// A flag argh rejected; its text already says what and suggests `--help`.
+    #[error("{0}")]
+    Flags(String),
 }
 
 /// The config file's keys; dashes are canonical, underscores are accepted as aliases because
@@ -404,9 +407,27 @@ impl Bound {
 }
 
 impl Settings {
-    /// Reads the command line of this process; `--help` and flag errors exit inside argh.
+    /// Reads the command line of this process. `--help` prints and exits 0 here; a bad flag
+    /// comes back as an error, so it exits like every other configuration error.
     pub fn from_env() -> Result<Settings, SettingsError> {
-        Settings::load(argh::from_env())
+        let mut words = std::env::args_os().map(|word| word.into_string());
+        let program = words
+            .next()
+            .and_then(Result::ok)
+            .and_then(|path| Some(Path::new(&path).file_name()?.to_str()?.to_owned()))
+            .unwrap_or_else(|| "mqtt-broker".to_owned());
+        let words = words.collect::<Result<Vec<_>, _>>().map_err(|word| {
+            SettingsError::Flags(format!("argument {word:?} is not valid UTF-8"))
+        })?;
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        match Args::from_args(&[&program], &words) {
+            Ok(args) => Settings::load(args),
+            Err(exit) if exit.status.is_ok() => {
+                print!("{}", exit.output);
+                std::process::exit(0)
+            }
+            Err(exit) => Err(SettingsError::Flags(exit.output.trim_end().to_owned())),
+        }
     }
 
     /// Defaults, then the `--config` file if given, then the flags.

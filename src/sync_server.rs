@@ -5,12 +5,20 @@
 //! runtime rather than from the broker core, and as a simple reference when the sharded build
 //! misbehaves. It is meant to be simple and correct rather than fast, but not gratuitously slow.
 //!
+//! It persists exactly as the sharded server does, as a server of one shard: the same data
+//! directory (one journal stream), the same recovery before the first accept, snapshots, a final
+//! snapshot on SIGTERM, and with `--fsync always` acknowledgements held until durable. The code
+//! is the sharded server's (`server::recovery`, `server::journal`), so a data directory moves
+//! between the two builds (the sharded one re-homes the sessions at its first start).
+//!
 //! Threads:
 //! - one acceptor per listener;
 //! - per connection a reader (blocking reads, then `handle_bytes` under the lock) and a writer
 //!   (parked until the broker has output for it, then writes it outside the lock). There is no
 //!   fixed pool, so the 500th client is served like the first;
-//! - one timer thread calling `handle_timeout` every [`TICK`];
+//! - one timer thread calling `handle_timeout` every [`TICK`], and taking snapshots;
+//! - one thread waiting for the journal's durability notices, which release held
+//!   acknowledgements;
 //! - the caller's thread, waiting for SIGINT/SIGTERM.
 //!
 //! Writers take their output from the broker only when they are ready to write, as the sharded
@@ -27,10 +35,15 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
+use futures_lite::future;
+use mqtt_broker_persistence::{Lsn, Store, StoreError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
 use crate::broker::{self, Broker, ConnId, Event, Timestamp};
+use crate::server::journal::ShardJournal;
+use crate::server::recovery::{self, ShardStart};
+use crate::server::ServerOptions;
 
 /// Timers are checked this often; it is the most a keepalive or expiry can run late.
 const TICK: Duration = Duration::from_millis(50);
@@ -61,19 +74,23 @@ pub enum SyncServerError {
         what: &'static str,
         source: io::Error,
     },
+    #[error("{0}")]
+    Persistence(#[from] StoreError),
 }
 
-/// Runs the broker on `listen` until SIGINT or SIGTERM, then disconnects every client and
-/// returns.
-pub fn run(
-    listen: &[SocketAddr],
-    read_buffer_size: usize,
-    config: broker::Config,
-) -> Result<(), SyncServerError> {
-    if listen.is_empty() {
+/// Runs the broker on `options.listen`, with its state in `options.data_dir`, until SIGINT or
+/// SIGTERM; then disconnects every client, writes a final snapshot and returns. The options of
+/// the sharded runtime (shards, backend, pinning, buffer pool) do not apply here.
+pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
+    if options.listen.is_empty() {
         return Err(SyncServerError::NoListenAddress);
     }
-    let listeners = listen
+    // Before binding, as the sharded server does: a data directory in use or unreadable stops
+    // the start before any client can connect.
+    let (store, mut starts) = recovery::open(&options.data_dir, &options.persistence, 1)?;
+    let start = starts.pop().expect("recovery opens one stream per shard");
+    let listeners = options
+        .listen
         .iter()
         .map(|&addr| bind(addr))
         .collect::<Result<Vec<_>, _>>()?;
@@ -84,7 +101,22 @@ pub fn run(
         let _ = stop_tx.send(());
     })
     .map_err(|error| SyncServerError::Signals(error.to_string()))?;
-    serve(listeners, read_buffer_size, config, stop_rx)
+    let mut config = options.broker.clone();
+    options.persistence.configure(&mut config);
+    let storage = Storage { store, start };
+    serve(
+        listeners,
+        options.read_buffer_size,
+        config,
+        storage,
+        stop_rx,
+    )
+}
+
+/// The open data directory and what the one shard restores from it.
+struct Storage {
+    store: Store,
+    start: ShardStart,
 }
 
 /// Binds one listener and returns it with its actual address (port 0 picks one). No
@@ -107,27 +139,47 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SyncServerError> 
     Ok((listener, local))
 }
 
-/// Serves `listeners` until `stop` receives (or its sender is dropped).
+/// Serves `listeners` until `stop` receives (or its sender is dropped), then closes `storage`.
 fn serve(
     listeners: Vec<(TcpListener, SocketAddr)>,
     read_buffer_size: usize,
     config: broker::Config,
+    storage: Storage,
     stop: mpsc::Receiver<()>,
 ) -> Result<(), SyncServerError> {
     let epoch = Instant::now();
     let broker = Broker::new(config, 0, 1, Arc::new(AtomicUsize::new(0)), Timestamp::ZERO);
+    let journal = ShardJournal::new(storage.start.writer);
+    let notices = journal.notices();
     let shared = Arc::new(Shared {
         core: Mutex::new(Core {
             broker,
             conns: AHashMap::new(),
             closing: Vec::new(),
+            journal,
         }),
         epoch,
         next_conn: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
         read_buffer_size: read_buffer_size.max(64),
     });
+    {
+        let mut core = shared.lock();
+        let now = shared.now();
+        recovery::restore(&mut core.broker, storage.start.state, now);
+        core.pump();
+    }
 
+    let durable = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("mqtt-durable".into())
+            .spawn(move || durable_loop(&shared, &notices))
+            .map_err(|source| SyncServerError::Thread {
+                what: "durability",
+                source,
+            })?
+    };
     let timer = {
         let shared = shared.clone();
         thread::Builder::new()
@@ -175,10 +227,36 @@ fn serve(
     for handle in core.conns.values() {
         let _ = handle.stream.shutdown(Shutdown::Both);
     }
+    drop(core);
+    final_snapshot(&shared);
+    storage.store.close()?;
+    // The store closed the journal, which ends the durability notices and so that thread.
+    let _ = durable.join();
     // Acceptor threads stay blocked in accept() until the process exits; they drop whatever
     // they accept from now on.
     info!("stopped");
     Ok(())
+}
+
+/// The next start reads one file instead of replaying the journal. Waited for, so that its
+/// outcome is logged before the store closes.
+fn final_snapshot(shared: &Shared) {
+    let mut core = shared.lock();
+    future::block_on(core.journal.finish_snapshot());
+    core.snapshot();
+    future::block_on(core.journal.finish_snapshot());
+}
+
+/// Tells the broker which records are durable whenever the journal reports progress, which
+/// releases the acknowledgements held for them.
+fn durable_loop(shared: &Shared, notices: &flume::Receiver<Lsn>) {
+    while notices.recv().is_ok() {
+        let mut core = shared.lock();
+        if let Some(seq) = core.journal.durable_seq() {
+            core.broker.handle_persisted(seq);
+            core.pump();
+        }
+    }
 }
 
 /// What every thread shares.
@@ -212,6 +290,7 @@ struct Core {
     conns: AHashMap<ConnId, Arc<ConnHandle>>,
     /// Connections the broker closed, and since when, until their reader sees the socket go.
     closing: Vec<(Instant, ConnId)>,
+    journal: ShardJournal,
 }
 
 /// The runtime's side of one connection, shared by its reader, its writer and `pump`.
@@ -240,6 +319,9 @@ impl Core {
                 "shard messages with a single shard; dropped"
             );
         }
+        while let Some((seq, record)) = self.broker.poll_persist() {
+            self.journal.append(seq, &record);
+        }
         while let Some(event) = self.broker.poll_event() {
             let conn = match event {
                 Event::Close(conn) => conn,
@@ -254,6 +336,14 @@ impl Core {
                 self.closing.push((Instant::now(), conn));
             }
         }
+    }
+
+    /// Starts a snapshot of the broker's state. Every record the broker emitted must be appended
+    /// first, so the outputs are drained before the state is taken.
+    fn snapshot(&mut self) {
+        self.pump();
+        let state = self.broker.snapshot_state();
+        self.journal.snapshot(&state);
     }
 
     /// Cuts off closed connections whose writer has not finished within [`CLOSE_GRACE`].
@@ -284,6 +374,9 @@ fn timer_loop(shared: &Shared) {
         if core.broker.poll_timeout().is_some_and(|at| at <= now) {
             core.broker.handle_timeout(now);
             core.pump();
+        }
+        if core.journal.wants_snapshot() {
+            core.snapshot();
         }
         if !core.closing.is_empty() {
             core.cut_off_stuck();
@@ -378,10 +471,18 @@ fn read_loop(shared: &Arc<Shared>, mut stream: TcpStream, conn: ConnId, peer: Op
         match result {
             Ok(0) => break,
             Ok(_) => {
-                let mut core = shared.lock();
-                let now = shared.now();
-                core.broker.handle_bytes(conn, &mut buf, now);
-                core.pump();
+                let backlogged = {
+                    let mut core = shared.lock();
+                    let now = shared.now();
+                    core.broker.handle_bytes(conn, &mut buf, now);
+                    core.pump();
+                    core.journal.is_backlogged()
+                };
+                // The disk cannot keep up: stop reading and let TCP slow the client down, so
+                // the queue to the journal's writer stays bounded.
+                while backlogged && shared.lock().journal.is_backlogged() {
+                    thread::sleep(TICK);
+                }
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
@@ -456,6 +557,7 @@ fn write_chunks(stream: &mut TcpStream, chunks: &[Bytes]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::PersistenceOptions;
 
     const CONNACK_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 
@@ -485,24 +587,28 @@ mod tests {
         stream
     }
 
-    fn start() -> (SocketAddr, mpsc::Sender<()>, thread::JoinHandle<()>) {
+    /// A server on an ephemeral port, its data in `data_dir`.
+    fn start(data_dir: &std::path::Path) -> (SocketAddr, mpsc::Sender<()>, thread::JoinHandle<()>) {
+        let persistence = PersistenceOptions::default();
+        let (store, mut starts) = recovery::open(data_dir, &persistence, 1).expect("open");
+        let storage = Storage {
+            store,
+            start: starts.remove(0),
+        };
+        let mut config = broker::Config::default();
+        persistence.configure(&mut config);
         let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).expect("bind");
         let (stop_tx, stop_rx) = mpsc::channel();
         let server = thread::spawn(move || {
-            serve(
-                vec![(listener, addr)],
-                4096,
-                broker::Config::default(),
-                stop_rx,
-            )
-            .expect("serve");
+            serve(vec![(listener, addr)], 4096, config, storage, stop_rx).expect("serve");
         });
         (addr, stop_tx, server)
     }
 
     #[test]
     fn serves_many_clients_routes_and_shuts_down() {
-        let (addr, stop, server) = start();
+        let data_dir = tempfile::tempdir().unwrap();
+        let (addr, stop, server) = start(data_dir.path());
         // More clients than any small fixed pool would serve at once, all kept open.
         let mut clients: Vec<TcpStream> = (0..20)
             .map(|i| connect(addr, &format!("client-{i}")))
@@ -536,7 +642,8 @@ mod tests {
 
     #[test]
     fn closes_connection_on_protocol_error() {
-        let (addr, stop, server) = start();
+        let data_dir = tempfile::tempdir().unwrap();
+        let (addr, stop, server) = start(data_dir.path());
         let mut client = connect(addr, "bad");
         // A reserved packet type (0) is a protocol error.
         client.write_all(&[0x00, 0x00]).unwrap();

@@ -273,8 +273,10 @@ macro_rules! runtime_tests {
         runtime_tests!(@module io_uring, "io-uring", $($test),*);
         runtime_tests!(@module epoll, "epoll", $($test),*);
         runtime_tests!(@module tokio_rt, "tokio", $($test),*);
+        runtime_tests!(@module #[cfg(feature = "glommio")] glommio_rt, "glommio", $($test),*);
     };
-    (@module $module:ident, $runtime:literal, $($test:ident),*) => {
+    (@module $(#[$cfg:meta])* $module:ident, $runtime:literal, $($test:ident),*) => {
+        $(#[$cfg])*
         mod $module {
             $(
                 #[test]

@@ -35,7 +35,7 @@ fn require_python_packages() {
 
 fn pytest(runtime: &str) {
     require_python_packages();
-    if runtime == "io-uring" && !io_uring_available() {
+    if matches!(runtime, "io-uring" | "glommio") && !io_uring_available() {
         eprintln!("skipped: io_uring is not available on this machine");
         return;
     }
@@ -81,4 +81,10 @@ fn paho_mqtt_epoll() {
 #[test]
 fn paho_mqtt_tokio() {
     pytest("tokio");
+}
+
+#[cfg(feature = "glommio")]
+#[test]
+fn paho_mqtt_glommio() {
+    pytest("glommio");
 }

@@ -1,6 +1,8 @@
 //! Persistence end to end, with the real `mqtt-broker` binary and rumqttc clients: what a broker
-//! acknowledged survives a graceful restart (SIGTERM) and, with `--fsync always`, a `kill -9`;
-//! a second broker on the same data directory refuses to start.
+//! acknowledged survives a graceful restart (SIGTERM) and, with `--fsync always`, a `kill -9`,
+//! and so does a delayed will; a second broker on the same data directory refuses to start.
+//! The crash and will tests run the blocking build (`mqtt-broker-sync`) too, which persists
+//! through the same code; `tests/sync_binary.rs` has its restart test.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -16,6 +18,9 @@ const WAIT: Duration = Duration::from_secs(10);
 /// How long without a message means no more are coming.
 const QUIET: Duration = Duration::from_millis(700);
 
+const SHARDED: &str = env!("CARGO_BIN_EXE_mqtt-broker");
+const SYNC: &str = env!("CARGO_BIN_EXE_mqtt-broker-sync");
+
 /// A broker process on a data directory the test owns, so it can be restarted on it.
 struct Broker {
     child: Child,
@@ -25,15 +30,28 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path, extra: &[&str]) -> Broker {
-        Broker::try_start(dir, extra)
+        Broker::start_program(SHARDED, dir, extra)
+    }
+
+    /// Starts the broker binary at `program` (`SHARDED` or `SYNC`).
+    fn start_program(program: &str, dir: &Path, extra: &[&str]) -> Broker {
+        Broker::try_start_program(program, dir, extra)
             .unwrap_or_else(|(_, logs)| panic!("broker did not start:\n{logs}"))
     }
 
-    /// Starts `mqtt-broker --listen 127.0.0.1:0 --data-dir DIR EXTRA...` (with `--shards 2` unless
+    fn try_start(dir: &Path, extra: &[&str]) -> Result<Broker, (Option<ExitStatus>, String)> {
+        Broker::try_start_program(SHARDED, dir, extra)
+    }
+
+    /// Starts `PROGRAM --listen 127.0.0.1:0 --data-dir DIR EXTRA...` (with `--shards 2` unless
     /// EXTRA says otherwise) and waits for
     /// its `listening on` line; on failure, the exit status (if it exited) and its stderr.
-    fn try_start(dir: &Path, extra: &[&str]) -> Result<Broker, (Option<ExitStatus>, String)> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt-broker"))
+    fn try_start_program(
+        program: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Result<Broker, (Option<ExitStatus>, String)> {
+        let mut child = Command::new(program)
             .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
             .args(if extra.contains(&"--shards") {
                 &[][..]
@@ -48,7 +66,7 @@ impl Broker {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run mqtt-broker");
+            .unwrap_or_else(|error| panic!("run {program}: {error}"));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (port_tx, port_rx) = mpsc::channel();
         let pipe = child.stderr.take().expect("piped");
@@ -318,6 +336,50 @@ mod v5 {
             let _ = tokio::time::timeout(WAIT, self.task).await;
         }
     }
+
+    /// Connects `id` with an hour's session and a will on `will/<id>` delayed by `delay` s, then
+    /// cuts the connection without DISCONNECT (the event loop, and its socket, are dropped): the
+    /// will is pending. Returns when it cut the connection.
+    pub async fn drop_with_delayed_will(port: u16, id: &str, delay: u32) -> Instant {
+        use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties};
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_clean_start(false);
+        options.set_session_expiry_interval(Some(3600));
+        let properties = LastWillProperties {
+            delay_interval: Some(delay),
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+        };
+        let topic = format!("will/{id}");
+        options.set_last_will(LastWill::new(
+            topic,
+            id.as_bytes().to_vec(),
+            QoS::AtLeastOnce,
+            false,
+            Some(properties),
+        ));
+        let (_client, mut eventloop) = AsyncClient::new(options, 16);
+        let connected = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return,
+                    Ok(_) => {}
+                    Err(error) => panic!("{id}: {error}"),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, connected)
+            .await
+            .expect("CONNACK in time");
+        let cut = Instant::now();
+        drop(eventloop);
+        cut
+    }
 }
 
 /// Both protocol versions go through the same steps; this names them once.
@@ -360,10 +422,11 @@ macro_rules! restart_test {
 restart_test!(v3_restart_keeps_sessions_queues_and_retained, v3::Client);
 restart_test!(v5_restart_keeps_sessions_queues_and_retained, v5::Client);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_loses_no_acknowledged_message_with_fsync_always() {
+/// Publishes to a persistent subscriber's topic until `program` is killed with SIGKILL, then
+/// restarts it: every message that was acknowledged is there.
+async fn kill_9_loses_no_acknowledged_message(program: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path(), &["--fsync", "always"]);
+    let broker = Broker::start_program(program, dir.path(), &["--fsync", "always"]);
     let mut subscriber = v3::Client::connect(broker.port, "durable-sub", true).await;
     subscriber.subscribe("stream").await;
     subscriber.disconnect().await;
@@ -400,7 +463,7 @@ async fn kill_9_loses_no_acknowledged_message_with_fsync_always() {
     let _ = tokio::time::timeout(WAIT, publishing).await;
     let acked = acked.load(Ordering::SeqCst);
 
-    let broker = Broker::start(dir.path(), &["--fsync", "always"]);
+    let broker = Broker::start_program(program, dir.path(), &["--fsync", "always"]);
     let mut subscriber = v3::Client::connect(broker.port, "durable-sub", true).await;
     assert!(subscriber.session_present);
     let got = drain(&mut subscriber.messages).await;
@@ -415,6 +478,86 @@ async fn kill_9_loses_no_acknowledged_message_with_fsync_always() {
     );
     subscriber.disconnect().await;
     broker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_loses_no_acknowledged_message_with_fsync_always() {
+    kill_9_loses_no_acknowledged_message(SHARDED).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sync_build_loses_no_acknowledged_message_to_kill_9() {
+    kill_9_loses_no_acknowledged_message(SYNC).await;
+}
+
+/// A delayed will pending across a restart (graceful, or `kill -9` and journal replay): it is
+/// published when its delay, counted from the drop and not from the restart, has passed, and a
+/// client back in time still cancels its own.
+async fn delayed_will_across_a_restart(program: &str, crash: bool) {
+    const DELAY: Duration = Duration::from_secs(5);
+    const DOWNTIME: Duration = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--fsync", "always"];
+    let broker = Broker::start_program(program, dir.path(), &flags);
+    // A persistent watcher: it gets the will whenever it is published, connected or not.
+    let mut watcher = v5::Client::connect(broker.port, "will-watcher", true).await;
+    watcher.subscribe("will/#").await;
+    watcher.disconnect().await;
+    let dropped = v5::drop_with_delayed_will(broker.port, "dying", DELAY.as_secs() as u32).await;
+    v5::drop_with_delayed_will(broker.port, "returning", DELAY.as_secs() as u32).await;
+    // Lets the broker see both connections go before it stops.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if crash {
+        broker.crash();
+    } else {
+        broker.stop();
+    }
+    tokio::time::sleep(DOWNTIME).await;
+
+    let broker = Broker::start_program(program, dir.path(), &flags);
+    let returning = v5::Client::connect(broker.port, "returning", true).await;
+    assert!(returning.session_present, "{}", broker.logs());
+    assert!(
+        dropped.elapsed() < DELAY,
+        "too slow to tell a late will from a timely one"
+    );
+    let mut watcher = v5::Client::connect(broker.port, "will-watcher", true).await;
+    let deadline = dropped + DELAY + DOWNTIME + Duration::from_secs(1);
+    let mut got = Vec::new();
+    while let Ok(Some(payload)) =
+        tokio::time::timeout_at(deadline.into(), watcher.messages.recv()).await
+    {
+        got.push((payload, dropped.elapsed()));
+    }
+    let payloads: Vec<&str> = got.iter().map(|(payload, _)| payload.as_str()).collect();
+    assert_eq!(payloads, ["dying"], "{}", broker.logs());
+    let at = got[0].1;
+    assert!(
+        at >= DELAY - Duration::from_millis(100),
+        "published {at:?} after the drop, before its delay"
+    );
+    assert!(
+        at < DELAY + DOWNTIME,
+        "published {at:?} after the drop: the delay restarted with the broker"
+    );
+    watcher.disconnect().await;
+    returning.disconnect().await;
+    broker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delayed_will_survives_a_graceful_restart() {
+    delayed_will_across_a_restart(SHARDED, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delayed_will_survives_kill_9_with_fsync_always() {
+    delayed_will_across_a_restart(SHARDED, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sync_build_keeps_a_delayed_will_across_kill_9() {
+    delayed_will_across_a_restart(SYNC, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,8 +1,10 @@
 //! End-to-end tests of the `mqtt-broker-sync` binary: started as a real process on 127.0.0.1,
-//! driven by an independent client (rumqttc), and stopped by a signal.
+//! driven by an independent client (rumqttc), and stopped by a signal; restarted on the same
+//! data directory, it still has what it acknowledged.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -22,15 +24,24 @@ struct Broker {
     child: Child,
     addr: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
-    _data_dir: tempfile::TempDir,
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl Broker {
+    /// A broker on a data directory of its own, removed with it.
     fn start() -> Broker {
         let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut broker = Broker::start_in(data_dir.path(), &[]);
+        broker._data_dir = Some(data_dir);
+        broker
+    }
+
+    /// A broker on `data_dir`, which the test keeps to restart on it.
+    fn start_in(data_dir: &Path, extra: &[&str]) -> Broker {
         let mut child = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
+            .arg(data_dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -63,8 +74,20 @@ impl Broker {
             child,
             addr,
             stderr,
-            _data_dir: data_dir,
+            _data_dir: None,
         }
+    }
+
+    /// SIGTERM, then a clean exit (after the final snapshot) within the timeout.
+    fn stop(mut self) {
+        self.terminate();
+        let status = wait_for_exit(&mut self.child, TIMEOUT);
+        assert_eq!(
+            status.and_then(|status| status.code()),
+            Some(0),
+            "exit status {status:?}; stderr:\n{}",
+            self.stderr()
+        );
     }
 
     fn terminate(&mut self) {
@@ -114,8 +137,15 @@ type Events = mpsc::UnboundedReceiver<Result<Event, ConnectionError>>;
 /// A connected client whose event loop runs on its own task and reports every event, ending
 /// with the first error.
 async fn client(addr: SocketAddr, id: &str) -> (AsyncClient, Events) {
+    let (client, events, _) = client_with(addr, id, true).await;
+    (client, events)
+}
+
+/// [`client`] with the clean session flag given; also returns CONNACK's session present.
+async fn client_with(addr: SocketAddr, id: &str, clean: bool) -> (AsyncClient, Events, bool) {
     let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_session(clean);
     let (client, mut event_loop) = AsyncClient::new(options, 64);
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -133,7 +163,7 @@ async fn client(addr: SocketAddr, id: &str) -> (AsyncClient, Events) {
     })
     .await;
     assert_eq!(connack.code, ConnectReturnCode::Success, "{id}");
-    (client, rx)
+    (client, rx, connack.session_present)
 }
 
 /// The first incoming packet `pick` accepts, skipping others; fails on error or timeout.
@@ -163,7 +193,7 @@ async fn next_incoming<T>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_clients_publish_at_every_qos_then_sigterm_exits_zero() {
-    let mut broker = Broker::start();
+    let broker = Broker::start();
     let addr = broker.addr;
 
     // Six connections open at once: a build with a pool of five workers would hang here.
@@ -230,14 +260,7 @@ async fn six_clients_publish_at_every_qos_then_sigterm_exits_zero() {
         .collect();
     assert_eq!(received, expected);
 
-    broker.terminate();
-    let status = wait_for_exit(&mut broker.child, TIMEOUT);
-    assert_eq!(
-        status.and_then(|status| status.code()),
-        Some(0),
-        "exit status {status:?}; stderr:\n{}",
-        broker.stderr()
-    );
+    broker.stop();
     // Shutdown closed the clients' connections rather than leaving them open.
     let closed = tokio::time::timeout(TIMEOUT, async {
         loop {
@@ -251,14 +274,12 @@ async fn six_clients_publish_at_every_qos_then_sigterm_exits_zero() {
     assert!(closed.is_ok(), "subscriber still connected after exit");
 }
 
-#[test]
-fn port_in_use_is_a_one_line_error_and_exit_code_1() {
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap();
-    let data_dir = tempfile::tempdir().unwrap();
+/// Runs the broker with `--listen LISTEN --data-dir DIR` until it exits (killed after the
+/// timeout): its exit code and the error lines it printed.
+fn run_until_exit(listen: &str, data_dir: &Path) -> (Option<i32>, Vec<String>) {
     let mut child = Command::new(BIN)
-        .args(["--listen", &addr.to_string(), "--data-dir"])
-        .arg(data_dir.path())
+        .args(["--listen", listen, "--data-dir"])
+        .arg(data_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -270,15 +291,132 @@ fn port_in_use_is_a_one_line_error_and_exit_code_1() {
     }
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(status.and_then(|s| s.code()), Some(1), "stderr:\n{stderr}");
-    let error_lines: Vec<&str> = stderr
+    let error_lines = stderr
         .lines()
         .filter(|line| line.starts_with("mqtt-broker-sync: "))
+        .map(str::to_owned)
         .collect();
-    assert_eq!(error_lines.len(), 1, "stderr:\n{stderr}");
+    (status.and_then(|s| s.code()), error_lines)
+}
+
+#[test]
+fn port_in_use_is_a_one_line_error_and_exit_code_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let (code, error_lines) = run_until_exit(&addr.to_string(), data_dir.path());
+    assert_eq!(code, Some(1), "{error_lines:?}");
+    assert_eq!(error_lines.len(), 1, "{error_lines:?}");
     assert!(
         error_lines[0].contains(&addr.to_string()),
         "{}",
         error_lines[0]
     );
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_directory_is_refused() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let first = Broker::start_in(data_dir.path(), &[]);
+    let (code, error_lines) = run_until_exit("127.0.0.1:0", data_dir.path());
+    assert_eq!(code, Some(1), "{error_lines:?}");
+    assert_eq!(error_lines.len(), 1, "{error_lines:?}");
+    assert!(
+        error_lines[0].contains("is in use by another broker"),
+        "{}",
+        error_lines[0]
+    );
+    first.stop();
+}
+
+/// Payloads of the PUBLISHes received until none arrives for a while.
+async fn drain(events: &mut Events) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_millis(700), events.recv()).await {
+            Ok(Some(Ok(Event::Incoming(Packet::Publish(publish))))) => {
+                got.push(String::from_utf8_lossy(&publish.payload).into_owned())
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(error))) => panic!("connection failed: {error}"),
+            Ok(None) | Err(_) => return got,
+        }
+    }
+}
+
+/// Waits until the event loop ends, so the broker has seen the client leave.
+async fn closed(events: &mut Events) {
+    let ended = tokio::time::timeout(TIMEOUT, async {
+        while let Some(Ok(_)) = events.recv().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection did not close");
+}
+
+/// Publishes at QoS 1 and waits for the PUBACK.
+async fn publish_acked(
+    client: &AsyncClient,
+    events: &mut Events,
+    topic: &str,
+    payload: &str,
+    retain: bool,
+) {
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
+        .await
+        .unwrap();
+    next_incoming(events, "puback", |packet| {
+        matches!(packet, Packet::PubAck(_)).then_some(())
+    })
+    .await;
+}
+
+/// A persistent session subscribed to `filter` at QoS 1, then disconnected.
+async fn subscribe_and_leave(addr: SocketAddr, id: &str, filter: &str) {
+    let (client, mut events, _) = client_with(addr, id, false).await;
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    next_incoming(&mut events, "suback", |packet| {
+        matches!(packet, Packet::SubAck(_)).then_some(())
+    })
+    .await;
+    client.disconnect().await.unwrap();
+    closed(&mut events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_and_a_retained_message_survive_a_sigterm_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(data_dir.path(), &[]);
+    subscribe_and_leave(broker.addr, "sync-keeper", "keep/t").await;
+    let (publisher, mut events) = client(broker.addr, "sync-writer").await;
+    publish_acked(&publisher, &mut events, "keep/r", "retained", true).await;
+    for i in 0..3 {
+        publish_acked(&publisher, &mut events, "keep/t", &format!("m{i}"), false).await;
+    }
+    broker.stop();
+
+    let broker = Broker::start_in(data_dir.path(), &[]);
+    let (_subscriber, mut sub_events, present) =
+        client_with(broker.addr, "sync-keeper", false).await;
+    assert!(present, "{}", broker.stderr());
+    assert_eq!(
+        drain(&mut sub_events).await,
+        ["m0", "m1", "m2"],
+        "{}",
+        broker.stderr()
+    );
+    // The subscription came back, once.
+    let (publisher, mut events) = client(broker.addr, "sync-writer").await;
+    publish_acked(&publisher, &mut events, "keep/t", "live", false).await;
+    assert_eq!(drain(&mut sub_events).await, ["live"]);
+    let (late, mut late_events) = client(broker.addr, "sync-late").await;
+    late.subscribe("keep/r", QoS::AtLeastOnce).await.unwrap();
+    let retained = next_incoming(&mut late_events, "retained", |packet| match packet {
+        Packet::Publish(publish) => Some(publish),
+        _ => None,
+    })
+    .await;
+    assert_eq!(&retained.payload[..], b"retained");
+    assert!(retained.retain);
+    broker.stop();
 }

@@ -1,5 +1,8 @@
 //! Load generator and micro-benchmarks for mqtt-broker. The criterion benchmarks live in
 //! `benches/benches/`; the `mqtt-bench` load generator (`src/bin/mqtt-bench.rs`) is built from
-//! [`loadgen`], which reuses `mqtt_broker::protocol` as its client codec.
+//! [`loadgen`], which reuses `mqtt_broker::protocol` as its client codec; the
+//! `mqtt-persist-bench` snapshot and restore benchmark (`src/bin/mqtt-persist-bench.rs`) from
+//! [`persist`].
 
 pub mod loadgen;
+pub mod persist;

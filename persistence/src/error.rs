@@ -80,6 +80,17 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The sections of a snapshot requested with
+    /// [`StreamWriter::snapshot_with`](crate::StreamWriter::snapshot_with) could not be made
+    /// (the encoder panicked). Only that snapshot failed: the journal holds the full history.
+    #[error("the snapshot of stream {stream} could not be encoded: {reason}")]
+    SnapshotEncoding {
+        /// The stream.
+        stream: usize,
+        /// The panic's message.
+        reason: String,
+    },
+
     /// A write or fsync of this stream's journal failed. The journal accepts no more records:
     /// nothing appended after [`durable`](Self::JournalFailed::durable) may be assumed on disk.
     #[error(

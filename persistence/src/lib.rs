@@ -25,9 +25,11 @@
 //!   [`StoreError::JournalFailed`] and the notice channel disconnects.
 //! * **Snapshots** are driven by the caller: poll [`StreamWriter::wants_snapshot`] (journal over
 //!   `journal_max_bytes`, or `snapshot_interval` elapsed), then call [`StreamWriter::snapshot`]
-//!   with the state encoded as sections. The journal switches to a new segment at once; the
-//!   snapshot is written in the background (temp file, fsync, rename, directory fsync) and only
-//!   then are older segments and snapshots deleted.
+//!   with the state encoded as sections, or [`StreamWriter::snapshot_with`] with a closure that
+//!   encodes a copy of it on the snapshot thread (a large state then costs the caller only the
+//!   copy). The journal switches to a new segment at once; the snapshot is written in the
+//!   background (temp file, fsync, rename, directory fsync) and only then are older segments and
+//!   snapshots deleted.
 //! * **Recovery** ([`Recovery`]) drops a torn final record quietly (truncates it). Damage
 //!   elsewhere (valid records after a bad one, a snapshot failing its checksums) is reported with
 //!   the file and the reason, the file is moved aside as `<name>.corrupt-<unix secs>` (never

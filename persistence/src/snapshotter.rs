@@ -1,6 +1,7 @@
 //! Why this file exists: writing a snapshot can take a while, and appends must not wait for it.
 //! The stream's writer thread only rotates the journal; this one background thread per store
-//! writes the snapshots, one at a time, and then removes what they made redundant.
+//! encodes the snapshots whose encoding was deferred to it, writes them, one at a time, and then
+//! removes what they made redundant.
 //!
 //! Order for each snapshot: temp file, fsync, rename, directory fsync (all in `snapshot.rs`),
 //! and only then delete journal segments that start below the snapshot's LSN and older
@@ -19,14 +20,14 @@ use crate::error::{io_err, StoreError};
 use crate::hooks::{Hooks, Point};
 use crate::layout::{fsync_dir, list_stream, Entry};
 use crate::snapshot;
-use crate::writer::StreamShared;
+use crate::writer::{Sections, StreamShared};
 use crate::Lsn;
 
 /// A snapshot handed over by a stream's writer thread after it rotated the journal.
 pub(crate) struct SnapshotJob {
     pub(crate) shared: Arc<StreamShared>,
     pub(crate) lsn: Lsn,
-    pub(crate) sections: Vec<Vec<u8>>,
+    pub(crate) sections: Sections,
     pub(crate) done: flume::Sender<Result<Lsn, StoreError>>,
     /// Journal bytes the request reset; given back if the snapshot fails.
     pub(crate) journal_bytes: u64,
@@ -61,18 +62,39 @@ impl SnapshotJob {
 
 /// The snapshotter thread's body: runs until every sender is gone.
 pub(crate) fn run(jobs: flume::Receiver<SnapshotJob>, hooks: Hooks, crashed: Arc<AtomicBool>) {
-    for job in jobs.iter() {
+    for mut job in jobs.iter() {
         if crashed.load(Ordering::Acquire) {
             return;
         }
-        let result = take(&job, &hooks);
+        let sections = std::mem::replace(&mut job.sections, Sections::Ready(Vec::new()));
+        let result = encode(&job, sections).and_then(|sections| take(&job, &sections, &hooks));
         job.finish(result);
     }
 }
 
-fn take(job: &SnapshotJob, hooks: &Hooks) -> Result<Lsn, StoreError> {
+/// The sections, made now if they were deferred. A panic there fails this snapshot only: the
+/// thread goes on serving the others.
+fn encode(job: &SnapshotJob, sections: Sections) -> Result<Vec<Vec<u8>>, StoreError> {
+    match sections {
+        Sections::Ready(sections) => Ok(sections),
+        Sections::Deferred(encode) => {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(encode)).map_err(|panic| {
+                StoreError::SnapshotEncoding {
+                    stream: job.shared.stream,
+                    reason: panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panicked".to_string()),
+                }
+            })
+        }
+    }
+}
+
+fn take(job: &SnapshotJob, sections: &[Vec<u8>], hooks: &Hooks) -> Result<Lsn, StoreError> {
     let dir = &job.shared.dir;
-    let path = snapshot::write_snapshot(dir, job.shared.stream, job.lsn, &job.sections, hooks)?;
+    let path = snapshot::write_snapshot(dir, job.shared.stream, job.lsn, sections, hooks)?;
     // The snapshot is durable: older segments and snapshots are now redundant.
     if let Err(error) = hooks.at(Point::SnapshotBeforeDelete { snapshot: &path }) {
         tracing::warn!(%error, "persistence: not deleting files older than the snapshot");

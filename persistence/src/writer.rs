@@ -40,9 +40,16 @@ pub(crate) enum Command {
 
 pub(crate) struct SnapshotRequest {
     lsn: Lsn,
-    sections: Vec<Vec<u8>>,
+    sections: Sections,
     done: flume::Sender<Result<Lsn, StoreError>>,
     journal_bytes: u64,
+}
+
+/// A snapshot's sections, or the work that makes them.
+pub(crate) enum Sections {
+    Ready(Vec<Vec<u8>>),
+    /// Made on the snapshot thread ([`StreamWriter::snapshot_with`]).
+    Deferred(Box<dyn FnOnce() -> Vec<Vec<u8>> + Send>),
 }
 
 /// A journal's fatal error.
@@ -267,6 +274,23 @@ impl StreamWriter {
     /// only then are the older segments and snapshots deleted. If any step fails, the journal
     /// still holds the full history and the ticket reports the error.
     pub fn snapshot(&self, sections: Vec<Vec<u8>>) -> Result<SnapshotTicket, StoreError> {
+        self.request_snapshot(Sections::Ready(sections))
+    }
+
+    /// [`snapshot`](Self::snapshot), with the sections made by `encode` on the store's snapshot
+    /// thread instead of by the caller: the journal is rotated at this call as for `snapshot`,
+    /// and `encode` runs later, so a shard pays only for what it moves into the closure. That
+    /// must be the state as it is now (a copy, or data nothing will change), never a handle on
+    /// live state. If `encode` panics, the snapshot fails like a failed write: the ticket
+    /// reports [`StoreError::SnapshotEncoding`] and the journal keeps the full history.
+    pub fn snapshot_with(
+        &self,
+        encode: impl FnOnce() -> Vec<Vec<u8>> + Send + 'static,
+    ) -> Result<SnapshotTicket, StoreError> {
+        self.request_snapshot(Sections::Deferred(Box::new(encode)))
+    }
+
+    fn request_snapshot(&self, sections: Sections) -> Result<SnapshotTicket, StoreError> {
         if let Some(failure) = self.shared.failure() {
             return Err(failure);
         }

@@ -35,6 +35,10 @@ pub trait Io: 'static {
     fn set_nodelay(stream: &Self::Stream) -> io::Result<()>;
     fn split(stream: Self::Stream) -> (Self::Reader, Self::Writer);
     fn reunite(reader: Self::Reader, writer: Self::Writer) -> io::Result<Self::Stream>;
+    /// Waits until a read would find data or the end of the stream, without holding a buffer,
+    /// so an idle connection costs no read buffer. It may wake early (then the read that
+    /// follows waits with its buffer).
+    fn readable(reader: &Self::Reader) -> impl Future<Output = io::Result<()>>;
     /// Appends what is available to `buf` (up to its spare capacity); 0 means end of stream.
     fn read(
         reader: &mut Self::Reader,
@@ -102,6 +106,15 @@ mod monoio_io {
             reader
                 .reunite(writer)
                 .map_err(|_| io::Error::other("halves of different streams"))
+        }
+
+        async fn readable(reader: &Self::Reader) -> io::Result<()> {
+            // SAFETY: `readable` only polls the descriptor; monoio's own read and write halves
+            // reach the shared stream through this same cell.
+            let stream = unsafe { &*reader.0.get() };
+            // Not relaxed: the epoll driver's cached readiness stays set after a read that did
+            // not drain the socket to EAGAIN, and would wake at once.
+            stream.readable(false).await
         }
 
         async fn read(reader: &mut Self::Reader, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
@@ -172,6 +185,10 @@ impl Io for TokioIo {
         reader
             .reunite(writer)
             .map_err(|_| io::Error::other("halves of different streams"))
+    }
+
+    async fn readable(reader: &Self::Reader) -> io::Result<()> {
+        reader.readable().await
     }
 
     async fn read(reader: &mut Self::Reader, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
@@ -257,6 +274,12 @@ mod glommio_io {
             reader
                 .reunite(writer)
                 .map_err(|_| io::Error::other("halves of different streams"))
+        }
+
+        /// glommio's `futures` read half has no readiness wait, so on this backend an idle
+        /// connection keeps its read buffer.
+        async fn readable(_reader: &Self::Reader) -> io::Result<()> {
+            Ok(())
         }
 
         async fn read(

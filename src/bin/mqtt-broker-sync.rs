@@ -5,13 +5,20 @@
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
-use mqtt_broker::settings::{init_logging, Settings};
+use mqtt_broker::settings::{init_logging, Settings, EXIT_CONFIG};
 use mqtt_broker::sync_server;
 use mqtt_broker_shards::Backend;
 use tracing::info;
 
 fn main() -> ExitCode {
-    match run() {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("mqtt-broker-sync: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("mqtt-broker-sync: {error}");
@@ -20,8 +27,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let settings = Settings::from_env()?;
+fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     init_logging(&settings.log_level)?;
     // The flags are shared with the sharded build so one command line runs both; say so when
     // they were set, because here they change nothing.
@@ -33,10 +39,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "the blocking build ignores --runtime and --shards: one thread per connection, one broker core"
         );
     }
-    sync_server::run(
-        &settings.listen,
-        settings.read_buffer_size,
-        settings.broker_config(),
-    )?;
+    sync_server::run(&settings.server_options())?;
     Ok(())
 }

@@ -44,7 +44,8 @@ pub struct Connection {
     pub topic_aliases: Vec<Option<ByteString>>,
     /// v5 Request Problem Information: when false, reason strings are sent only where allowed.
     pub request_problem_information: bool,
-    pub will: Option<LastWill>,
+    /// Boxed: most clients have no will, and every connection would pay for one inline.
+    pub will: Option<Box<LastWill>>,
     /// Set by a DISCONNECT that ends the connection normally, which suppresses the will.
     pub disconnected_normally: bool,
     /// Already listed for `poll_transmit`, so it is listed once however many packets queue up.

@@ -51,8 +51,10 @@ pub struct Broker {
     pub(super) config: Config,
     pub(super) shard: ShardId,
     pub(super) shard_count: usize,
-    pub(super) connections: AHashMap<ConnId, Connection>,
-    pub(super) sessions: AHashMap<SessionId, Session>,
+    // Boxed: tables keep the capacity of their busiest moment, and an empty slot then costs a
+    // pointer instead of a whole connection or session.
+    pub(super) connections: AHashMap<ConnId, Box<Connection>>,
+    pub(super) sessions: AHashMap<SessionId, Box<Session>>,
     pub(super) client_ids: AHashMap<ByteString, SessionId>,
     next_session: u64,
     /// Exact subscriptions of this shard's sessions.
@@ -96,7 +98,7 @@ impl Broker {
             client_ids: AHashMap::new(),
             next_session: 0,
             subscriptions: SubscriptionTrie::new(),
-            interest: Interest::default(),
+            interest: Interest::new(shard),
             retained: Retained::default(),
             timers,
             events: VecDeque::new(),
@@ -141,7 +143,7 @@ impl Broker {
     pub fn handle_accepted(&mut self, conn: ConnId, peer: Option<SocketAddr>, now: Timestamp) {
         self.connection_count.fetch_add(1, Ordering::Relaxed);
         let connection = Connection::new(self.config.max_connect_packet_size, peer, now);
-        self.connections.insert(conn, connection);
+        self.connections.insert(conn, Box::new(connection));
         // Until CONNECT arrives, the keepalive timer is the connect timeout.
         self.timers
             .schedule(now + self.config.connect_timeout, Timer::KeepAlive(conn));
@@ -159,7 +161,7 @@ impl Broker {
         let mut connection = Connection::new(self.config.max_connect_packet_size, peer, now);
         connection.decoder =
             crate::protocol::Decoder::client(connect.protocol, self.config.max_packet_size);
-        self.connections.insert(conn, connection);
+        self.connections.insert(conn, Box::new(connection));
         self.handle_connect(conn, connect, now);
     }
 
@@ -416,7 +418,7 @@ impl Broker {
         let expiry = session.expiry_interval;
         if let (Some(will), false) = (will, normal) {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
-            let message = Arc::new(will_message(will, &client_id, now));
+            let message = Arc::new(will_message(*will, &client_id, now));
             if delay == 0 || expiry == 0 {
                 self.publish_will(message, now);
             } else {
@@ -424,11 +426,12 @@ impl Broker {
                 // (§3.1.3.2.2); a reconnect before then cancels it.
                 let publish_at = now + Duration::from_secs(u64::from(delay.min(expiry)));
                 session.delayed_will = Some(DelayedWill {
-                    message,
+                    message: message.clone(),
                     publish_at,
                 });
                 self.timers
                     .schedule(publish_at, Timer::WillDelay(session_id));
+                self.journal_delayed_will(session_id, &message, publish_at);
             }
         }
         let Some(session) = self.sessions.get_mut(&session_id) else {
@@ -453,6 +456,22 @@ impl Broker {
         });
     }
 
+    /// A will that must outlive a restart: it is due at a wall-clock time, so the broker that
+    /// restores it publishes it when it would have been published anyway.
+    fn journal_delayed_will(&mut self, session_id: SessionId, will: &Message, at: Timestamp) {
+        if !self.persist.enabled {
+            // Not worth copying the message into its stored form for nothing.
+            return;
+        }
+        let message = Arc::new(self.stored_message(will));
+        let publish_at_ms = self.unix_ms(at);
+        self.journal_session(session_id, |client_id| PersistRecord::WillDelayed {
+            client_id,
+            message,
+            publish_at_ms,
+        });
+    }
+
     /// Ends a session: its subscriptions leave the tries, and a will still waiting for its delay
     /// is published now, because the session ended first.
     pub(super) fn discard_session(&mut self, session_id: SessionId, now: Timestamp) {
@@ -463,7 +482,7 @@ impl Broker {
             return;
         };
         self.client_ids.remove(&session.client_id);
-        for (filter, _) in session.subscriptions.drain() {
+        for (filter, _) in session.subscriptions_mut().drain() {
             self.remove_subscription_entry(session_id, &filter);
         }
         if let Some(will) = session.delayed_will.take() {
@@ -476,7 +495,7 @@ impl Broker {
         SessionId(self.next_session)
     }
 
-    fn publish_will(&mut self, message: Arc<Message>, now: Timestamp) {
+    pub(super) fn publish_will(&mut self, message: Arc<Message>, now: Timestamp) {
         self.stats.wills_published += 1;
         self.route(message, now, None);
     }
@@ -484,7 +503,7 @@ impl Broker {
     /// Stores, replaces or clears a retained message. Every shard sees every retained update,
     /// so shard 0 alone journals them.
     pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
-        self.retained.store(message.clone());
+        self.retained.store(Arc::new(message.detached()));
         if self.shard == 0 && self.persist.enabled {
             let record = if message.template.payload.is_empty() {
                 PersistRecord::RetainedCleared {
@@ -522,7 +541,7 @@ impl Broker {
         let Some(session) = self.sessions.get(&session_id) else {
             return;
         };
-        if session.connection.is_none() && session.expires_at.is_some_and(|at| at <= now) {
+        if session.has_expired(now) {
             debug!(client_id = %session.client_id, "session expired");
             self.stats.sessions_expired += 1;
             self.discard_session(session_id, now);
@@ -540,6 +559,9 @@ impl Broker {
         {
             let will = session.delayed_will.take().map(|will| will.message);
             if let Some(message) = will {
+                self.journal_session(session_id, |client_id| PersistRecord::WillPublished {
+                    client_id,
+                });
                 self.publish_will(message, now);
             }
         }

@@ -39,6 +39,15 @@ pub struct Delivery {
 }
 
 impl Message {
+    /// A copy that keeps no receive buffer alive, for messages stored for long.
+    pub fn detached(&self) -> Message {
+        Message {
+            template: self.template.detached(),
+            expires_at: self.expires_at,
+            publisher: self.publisher.clone(),
+        }
+    }
+
     /// Builds the routed form of an inbound PUBLISH whose topic is already resolved.
     pub fn from_publish(
         mut publish: Publish,

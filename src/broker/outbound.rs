@@ -76,7 +76,8 @@ impl Outbound {
     /// Everything waiting, in order, for one vectored write.
     pub fn take(&mut self) -> Vec<Bytes> {
         if !self.current.is_empty() {
-            let tail = self.current.split().freeze();
+            // Taken whole, spare capacity included: an idle connection then holds no buffer.
+            let tail = std::mem::take(&mut self.current).freeze();
             self.chunks.push_back(tail);
         }
         self.len = 0;

@@ -37,11 +37,12 @@ impl Retained {
         found
     }
 
-    /// Every retained message, expired or not, ordered by topic so snapshots are deterministic.
-    pub fn all(&self) -> Vec<SharedMessage> {
+    /// Every retained message, expired or not, in no particular order: what a snapshot
+    /// captures on the shard, leaving the sorting (by topic, so snapshots are deterministic)
+    /// to the thread that encodes it.
+    pub fn unordered(&self) -> Vec<SharedMessage> {
         let mut all = Vec::with_capacity(self.tree.len());
         self.tree.for_each(|_, message| all.push(message.clone()));
-        all.sort_by(|a, b| a.template.topic.cmp(&b.template.topic));
         all
     }
 

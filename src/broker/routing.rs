@@ -56,47 +56,67 @@ pub struct Route {
     pub groups: Vec<ByteString>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Interest {
-    trie: SubscriptionTrie<InterestKey, ()>,
-    /// Local subscribers per (filter, share), to notice first and last.
-    local: AHashMap<(ByteString, Option<ByteString>), usize>,
+    /// The shard this copy belongs to.
+    shard: ShardId,
+    /// Which shards want which filters. The value of this shard's own keys counts its local
+    /// subscribers, to notice the first and the last (the other shards' values are 0): a
+    /// separate map of counts would hold every filter a second time, which at a million
+    /// subscriptions is the largest structure of a shard after the tries.
+    trie: SubscriptionTrie<InterestKey, u32>,
     /// Round-robin position per shared subscription, to spread a group over shards.
     cursors: AHashMap<ByteString, usize>,
 }
 
 impl Interest {
+    pub fn new(shard: ShardId) -> Interest {
+        Interest {
+            shard,
+            trie: SubscriptionTrie::new(),
+            cursors: AHashMap::new(),
+        }
+    }
+
     /// Records a new local subscriber; true when it is the first, so the other shards must hear.
     pub fn add_local(&mut self, filter: &ByteString, share: &Option<ByteString>) -> bool {
-        let count = self
-            .local
-            .entry((filter.clone(), share.clone()))
-            .or_default();
+        let key = InterestKey {
+            shard: self.shard,
+            share: share.clone(),
+        };
+        let count = self.trie.get_or_insert_with(filter, key, || 0);
         *count += 1;
         *count == 1
     }
 
     /// Forgets a local subscriber; true when it was the last.
     pub fn remove_local(&mut self, filter: &ByteString, share: &Option<ByteString>) -> bool {
-        let key = (filter.clone(), share.clone());
-        match self.local.get_mut(&key) {
+        let key = InterestKey {
+            shard: self.shard,
+            share: share.clone(),
+        };
+        match self.trie.get_mut(filter, &key) {
             Some(count) if *count > 1 => {
                 *count -= 1;
                 false
             }
             Some(_) => {
-                self.local.remove(&key);
+                self.trie.remove(filter, &key);
                 true
             }
             None => false,
         }
     }
 
-    /// Applies an interest change of `shard` (this shard's own changes included).
+    /// Applies an interest change of another shard. This shard's own changes are already in
+    /// the trie: `add_local` and `remove_local` made them.
     pub fn apply(&mut self, shard: ShardId, filter: &str, share: Option<ByteString>, added: bool) {
+        if shard == self.shard {
+            return;
+        }
         let key = InterestKey { shard, share };
         if added {
-            self.trie.insert(filter, key, ());
+            self.trie.insert(filter, key, 0);
         } else {
             self.trie.remove(filter, &key);
         }
@@ -107,7 +127,7 @@ impl Interest {
         let mut routes: Vec<Route> = (0..shard_count).map(|_| Route::default()).collect();
         let matches = self.trie.matches(topic);
         let mut groups: AHashMap<&ByteString, Vec<ShardId>> = AHashMap::new();
-        for (key, ()) in matches.iter() {
+        for (key, _) in matches.iter() {
             match &key.share {
                 None => routes[key.shard].deliver = true,
                 Some(share) => groups.entry(share).or_default().push(key.shard),
@@ -142,10 +162,10 @@ mod tests {
 
     #[test]
     fn publishes_go_only_to_interested_shards_and_groups_rotate() {
-        let mut interest = Interest::default();
+        let mut interest = Interest::new(0);
         interest.apply(1, "a/+", None, true);
         let share: ByteString = "$share/g/a/#".into();
-        interest.apply(0, "a/#", Some(share.clone()), true);
+        assert!(interest.add_local(&"a/#".into(), &Some(share.clone())));
         interest.apply(2, "a/#", Some(share.clone()), true);
         let first = interest.route("a/b", 3);
         assert!(!first[0].deliver && first[1].deliver && !first[2].deliver);
@@ -170,12 +190,17 @@ mod tests {
 
     #[test]
     fn local_counts_report_first_and_last() {
-        let mut interest = Interest::default();
+        let mut interest = Interest::new(1);
         let filter: ByteString = "x".into();
         assert!(interest.add_local(&filter, &None));
         assert!(!interest.add_local(&filter, &None));
+        assert!(interest.route("x", 2)[1].deliver);
+        // The announcement of this shard's own change comes back through `apply`: no effect.
+        interest.apply(1, "x", None, false);
         assert!(!interest.remove_local(&filter, &None));
+        assert!(interest.route("x", 2)[1].deliver);
         assert!(interest.remove_local(&filter, &None));
         assert!(!interest.remove_local(&filter, &None));
+        assert!(!interest.route("x", 2)[1].deliver);
     }
 }

@@ -5,8 +5,9 @@
 //! takeover never races across threads.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashMap;
 use bytestring::ByteString;
 
 use super::inflight::OutboundQueue;
@@ -44,11 +45,16 @@ pub struct Session {
     pub expiry_interval: u32,
     /// When a detached session ends (`None` while connected or when it never expires).
     pub expires_at: Option<Timestamp>,
-    pub subscriptions: AHashMap<ByteString, Subscription>,
+    /// Shared so that a snapshot captures a session's subscriptions by a reference count
+    /// (`Broker::capture_state`); change them through [`Session::subscriptions_mut`], which
+    /// copies them first only while a snapshot still holds them.
+    pub subscriptions: Arc<AHashMap<ByteString, Subscription>>,
     pub outbound: OutboundQueue,
     /// Inbound QoS 2 identifiers whose PUBLISH was delivered and whose PUBREL has not arrived:
-    /// a repeated PUBLISH with one of these ids is acknowledged but not delivered again.
-    pub awaiting_pubrel: AHashSet<u16>,
+    /// a repeated PUBLISH with one of these ids is acknowledged but not delivered again. With
+    /// each, the token its first PUBREC waited on (`Broker::ack_token`), so a resend's PUBREC
+    /// waits for the same shards; `None` when nothing was held (or after a restart).
+    pub awaiting_pubrel: AHashMap<u16, Option<u64>>,
     pub delayed_will: Option<DelayedWill>,
     /// Its changes go to the journal: it was opened with an expiry above 0 while persistence
     /// is on. Stays set until `SessionEnded` is written.
@@ -65,16 +71,25 @@ impl Session {
             version,
             expiry_interval: 0,
             expires_at: None,
-            subscriptions: AHashMap::new(),
+            subscriptions: Arc::default(),
             outbound: OutboundQueue::default(),
-            awaiting_pubrel: AHashSet::new(),
+            awaiting_pubrel: AHashMap::new(),
             delayed_will: None,
             journaled: false,
             next_delivery: 1,
         }
     }
 
+    pub fn subscriptions_mut(&mut self) -> &mut AHashMap<ByteString, Subscription> {
+        Arc::make_mut(&mut self.subscriptions)
+    }
+
     pub fn is_connected(&self) -> bool {
         self.connection.is_some()
+    }
+
+    /// Detached and past its expiry, whether or not its expiry timer has fired yet.
+    pub fn has_expired(&self, now: Timestamp) -> bool {
+        self.connection.is_none() && self.expires_at.is_some_and(|at| at <= now)
     }
 }

@@ -7,10 +7,12 @@
 //! untouched and says how many bytes are still missing ([`Decoder::bytes_needed`]), so the
 //! caller can grow its buffer in steps instead of trusting a length the peer claimed.
 //!
-//! The framed bytes are split off the buffer and frozen, so the decoded packet's topic and
-//! payload point into the bytes that were read, with no copy.
+//! A PUBLISH is split off the buffer and frozen, so its topic and payload point into the bytes
+//! that were read, with no copy. The packets whose contents a session keeps (CONNECT,
+//! SUBSCRIBE, UNSUBSCRIBE, AUTH) are copied out instead, so that a session never pins a
+//! receive buffer.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::DecodeError;
 use super::fixed_header::{FixedHeader, PacketType};
@@ -71,7 +73,16 @@ impl Decoder {
         };
         let mut frame = buf.split_to(header.packet_len());
         frame.advance(header.header_len);
-        let packet = Packet::decode(&header, frame.freeze(), version)?;
+        let body = match header.packet_type {
+            // What these carry (client ids, wills, filters) lives as long as a session; a slice
+            // would keep the whole receive buffer alive with it, so they get their own copy.
+            PacketType::Connect
+            | PacketType::Subscribe
+            | PacketType::Unsubscribe
+            | PacketType::Auth => Bytes::copy_from_slice(&frame),
+            _ => frame.freeze(),
+        };
+        let packet = Packet::decode(&header, body, version)?;
         if let Packet::Connect(connect) = &packet {
             self.version.get_or_insert(connect.protocol);
         }

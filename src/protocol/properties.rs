@@ -449,6 +449,21 @@ impl PublishPropertiesBox {
         }
     }
 
+    /// A copy in one allocation of its own, sharing nothing with the buffer the properties
+    /// were decoded from (see [`Publish::detached`](super::Publish::detached)).
+    pub fn detached(&self) -> Self {
+        let Some(props) = self.0.as_deref() else {
+            return PublishPropertiesBox(None);
+        };
+        let copied = props.body_len().ok().and_then(|len| {
+            let mut out = BytesMut::with_capacity(wire::variable_int_len(len as u32) + len);
+            props.write(len, &mut out);
+            PublishProperties::decode(&mut Reader::new(out.freeze())).ok()
+        });
+        // Properties that were decoded always encode again; if not, sharing beats losing them.
+        PublishPropertiesBox(Some(Box::new(copied.unwrap_or_else(|| props.clone()))))
+    }
+
     /// The properties by value; an empty set when none are stored.
     pub fn into_inner(self) -> PublishProperties {
         self.0.map(|props| *props).unwrap_or_default()

@@ -118,8 +118,35 @@ fn check_filter_levels(filter: &str) -> Result<(), TopicError> {
 
 /// Iterate the levels of a name or filter (split on '/'; "" levels are real levels: "/a/" has 3
 /// levels "", "a", ""). Must be cheap (no allocation).
-pub fn levels(topic: &str) -> std::str::Split<'_, char> {
-    topic.split('/')
+pub fn levels(topic: &str) -> Levels<'_> {
+    Levels { rest: Some(topic) }
+}
+
+/// The iterator of [`levels`]. `str::split('/')` would do, but its `char` searcher ends each
+/// match in a call to `memcmp` for the one-byte separator, which showed in profiles of
+/// subscribing and restoring millions of subscriptions; a byte scan does not.
+#[derive(Debug, Clone)]
+pub struct Levels<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for Levels<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match rest.bytes().position(|byte| byte == b'/') {
+            Some(end) => {
+                self.rest = Some(&rest[end + 1..]);
+                Some(&rest[..end])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
 }
 
 /// Topics beginning with '$' (e.g. $SYS/...) — a filter starting with a wildcard must not match

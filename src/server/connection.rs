@@ -15,7 +15,8 @@ use crate::broker::ConnId;
 use crate::protocol::Connect;
 
 enum ReadOutcome {
-    Data(BytesMut),
+    /// Bytes arrived; the flag says they filled the buffer.
+    Data(BytesMut, bool),
     Closed(BytesMut),
     Stopped,
 }
@@ -45,6 +46,8 @@ pub(super) async fn read_loop<I: Io>(
     }
     shard.pump();
     let read_buffer_size = shard.shared.options.read_buffer_size;
+    // The last read filled the buffer, so more is waiting: read again without asking first.
+    let mut more_waiting = false;
     loop {
         if let Some((to, connect)) = handle.hand_over.borrow_mut().take() {
             return hand_over(&shard, conn, &handle, reader, to, connect, buf);
@@ -58,17 +61,39 @@ pub(super) async fn read_loop<I: Io>(
         // TCP slow the publishers down.
         while shard.mesh.is_congested() || shard.journal.is_backlogged() {
             shard.mesh.flush();
-            I::sleep(TICK).await;
+            // Boxed, as timers are large and this is rare.
+            Box::pin(I::sleep(TICK)).await;
         }
-        if buf.capacity() - buf.len() < read_buffer_size / 4 {
+        if buf.is_empty() && !more_waiting {
+            // No partial packet to keep: wait for data without a buffer, so an idle connection
+            // holds none and the pool serves only the connections that are reading.
+            shard.return_buffer(std::mem::take(&mut buf));
+            let readable = async {
+                I::readable(&reader)
+                    .await
+                    .map_err(|error| debug!(?conn, %error, "wait for data failed"))
+                    .is_ok()
+            };
+            let stop = async {
+                handle.stop_reading.notified().await;
+                false
+            };
+            if !future::or(readable, stop).await {
+                break;
+            }
+            buf = shard.take_buffer();
+        } else if buf.capacity() - buf.len() < read_buffer_size / 4 {
             buf.reserve(read_buffer_size);
         }
+        let spare = buf.capacity() - buf.len();
         let reading = std::mem::take(&mut buf);
         let read = async {
-            let (result, data) = I::read(&mut reader, reading).await;
+            // Boxed: the read is the largest thing this task awaits, and every connection's
+            // task would otherwise be that large even while idle.
+            let (result, data) = Box::pin(I::read(&mut reader, reading)).await;
             match result {
                 Ok(0) => ReadOutcome::Closed(data),
-                Ok(_) => ReadOutcome::Data(data),
+                Ok(read) => ReadOutcome::Data(data, read == spare),
                 Err(error) => {
                     debug!(?conn, %error, "read failed");
                     ReadOutcome::Closed(data)
@@ -80,11 +105,16 @@ pub(super) async fn read_loop<I: Io>(
             ReadOutcome::Stopped
         };
         match future::or(read, stop).await {
-            ReadOutcome::Data(data) => {
+            ReadOutcome::Data(data, filled) => {
                 buf = data;
+                more_waiting = filled;
                 let now = shard.now();
                 shard.broker.borrow_mut().handle_bytes(conn, &mut buf, now);
                 shard.pump();
+                // On a readiness backend a read of a busy socket completes without waiting, so
+                // a flooding client would keep this task running and starve the writers and
+                // the inbox; let them have a turn after every read.
+                future::yield_now().await;
             }
             ReadOutcome::Closed(data) => {
                 buf = data;
@@ -98,7 +128,7 @@ pub(super) async fn read_loop<I: Io>(
     shard.broker.borrow_mut().handle_closed(conn, now);
     shard.conns.borrow_mut().remove(&conn);
     handle.closing.set(true);
-    handle.wake_writer.notify_one();
+    shard.start_writer(conn, &handle);
     shard.pump();
     shard.return_buffer(buf);
 }
@@ -117,7 +147,7 @@ fn hand_over<I: Io>(
     let Some(writer) = handle.writer.borrow_mut().take() else {
         warn!(
             ?conn,
-            "cannot hand over a connection that has written; closing it"
+            "cannot hand over a connection while it is writing; closing it"
         );
         return;
     };
@@ -139,8 +169,8 @@ fn hand_over<I: Io>(
     }
 }
 
-/// Sends whatever the broker queued for `conn` each time it is woken; on close, flushes, shuts
-/// the socket down and stops the reader.
+/// Sends whatever the broker queued for `conn`, then gives the write half back and stops; on
+/// close, flushes, shuts the socket down and stops the reader instead.
 pub(super) async fn write_loop<I: Io>(
     shard: Rc<Shard<I>>,
     conn: ConnId,
@@ -148,25 +178,25 @@ pub(super) async fn write_loop<I: Io>(
     mut writer: I::Writer,
 ) {
     loop {
-        handle.wake_writer.notified().await;
-        loop {
-            let chunks = shard.broker.borrow_mut().take_output(conn);
-            if chunks.is_empty() {
-                break;
-            }
-            for chunk in chunks {
-                if let Err(error) = I::write_all(&mut writer, chunk).await {
-                    debug!(?conn, %error, "write failed");
-                    handle.closing.set(true);
-                    handle.stop_reading.notify_one();
-                    return;
-                }
+        let chunks = shard.broker.borrow_mut().take_output(conn);
+        if chunks.is_empty() {
+            break;
+        }
+        for chunk in chunks {
+            if let Err(error) = I::write_all(&mut writer, chunk).await {
+                debug!(?conn, %error, "write failed");
+                handle.closing.set(true);
+                handle.stop_reading.notify_one();
+                return;
             }
         }
-        if handle.closing.get() {
-            let _ = I::shutdown(&mut writer).await;
-            handle.stop_reading.notify_one();
-            return;
-        }
+    }
+    if handle.closing.get() {
+        let _ = I::shutdown(&mut writer).await;
+        handle.stop_reading.notify_one();
+    } else {
+        // No await since the last `take_output` came back empty, so no output can have been
+        // queued in between: handing the writer back loses no wake-up.
+        *handle.writer.borrow_mut() = Some(writer);
     }
 }

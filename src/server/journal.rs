@@ -1,5 +1,6 @@
 //! One shard's link to its journal stream: appends the records its broker core emits, tells the
-//! core which of them are durable, and takes snapshots of the core's state.
+//! core which of them are durable, and takes snapshots of the core's state. The blocking build
+//! (`crate::sync_server`) uses it too, for its one shard, from behind its core's lock.
 //!
 //! Nothing here waits for a disk. `StreamWriter::append` only queues the record for the stream's
 //! background thread; durability comes back as notices, received by a task of the shard's own
@@ -12,12 +13,14 @@ use std::collections::VecDeque;
 use mqtt_broker_persistence::{Lsn, SnapshotTicket, StreamWriter};
 use tracing::{debug, error, info, warn};
 
-use crate::broker::persist::{encode_record, encode_snapshot, PersistRecord, ShardState};
+use crate::broker::persist::{
+    encode_record, encode_snapshot, PersistRecord, ShardState, StateCapture,
+};
 
 /// Bytes appended but not yet written above which a shard stops reading from its clients.
 const MAX_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
 
-pub(super) struct ShardJournal {
+pub(crate) struct ShardJournal {
     writer: StreamWriter,
     /// Records appended and not yet durable, oldest first.
     pending: RefCell<VecDeque<(u64, Lsn)>>,
@@ -92,6 +95,25 @@ impl ShardJournal {
             Err(failure) => {
                 warn!(stream = self.writer.stream(), %failure, "cannot take a snapshot")
             }
+        }
+    }
+
+    /// Starts a snapshot of `capture`, which must include every record appended so far. It is
+    /// converted and encoded on the store's snapshot thread: the shard has paid for the capture
+    /// only, and goes on delivering while the snapshot is made.
+    pub fn snapshot_capture(&self, capture: StateCapture) {
+        let stream = self.writer.stream();
+        let encode = move || {
+            let bytes = encode_snapshot(&capture.into_state());
+            debug!(stream, size = bytes.len(), "snapshot encoded");
+            vec![bytes]
+        };
+        match self.writer.snapshot_with(encode) {
+            Ok(ticket) => {
+                debug!(stream, lsn = %ticket.lsn(), "snapshot started");
+                *self.snapshot.borrow_mut() = Some(ticket);
+            }
+            Err(failure) => warn!(stream, %failure, "cannot take a snapshot"),
         }
     }
 

@@ -8,11 +8,15 @@
 //! - `connection.rs`: one connection's reader and writer tasks;
 //! - `recovery.rs`: opening the data directory and rebuilding each shard's state, before start;
 //! - `journal.rs`: a shard's journal stream (records, durability, snapshots).
+//!
+//! The last two are the runtime's half of persistence, and the blocking build
+//! (`crate::sync_server`) runs on them too, so that both builds share one data directory format
+//! and one recovery.
 
 mod connection;
-mod journal;
+pub(crate) mod journal;
 mod listen;
-mod recovery;
+pub(crate) mod recovery;
 mod shard;
 
 use std::net::SocketAddr;
@@ -21,9 +25,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use mqtt_broker_persistence::{Store, StreamWriter};
 use mqtt_broker_shards::{mesh, start_shards, Backend, TokioIo};
 use tracing::info;
 
+use crate::broker::persist::ShardState;
 use crate::broker::Config;
 
 pub use mqtt_broker_persistence::Fsync;
@@ -58,6 +64,14 @@ pub struct PersistenceOptions {
     pub strict_recovery: bool,
 }
 
+impl PersistenceOptions {
+    /// What the broker core must do for a runtime that stores its state this way.
+    pub(crate) fn configure(&self, broker: &mut Config) {
+        broker.persistence = true;
+        broker.ack_after_durable = self.fsync == Fsync::Always;
+    }
+}
+
 impl Default for PersistenceOptions {
     fn default() -> Self {
         PersistenceOptions {
@@ -85,6 +99,24 @@ pub enum ServerError {
     Persistence(mqtt_broker_persistence::StoreError),
 }
 
+/// The first half of start-up exactly as [`run`] does it: locks and recovers the data
+/// directory, replays every snapshot and journal, and splits the state by home shard (writing
+/// baselines first if the shard count changed). Returns each shard's journal stream with the
+/// state its `Broker::restore` takes. For tools and benchmarks that must measure or drive the
+/// broker's own recovery, not a copy of it.
+pub fn recover(
+    data_dir: &std::path::Path,
+    options: &PersistenceOptions,
+    shards: usize,
+) -> Result<(Store, Vec<(StreamWriter, ShardState)>), ServerError> {
+    let (store, starts) = recovery::open(data_dir, options, shards.max(1))?;
+    let starts = starts
+        .into_iter()
+        .map(|start| (start.writer, start.state))
+        .collect();
+    Ok((store, starts))
+}
+
 /// State every shard shares: set once at start, then only atomics.
 pub(crate) struct Shared {
     pub options: ServerOptions,
@@ -105,8 +137,7 @@ pub(crate) struct Shared {
 pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     let backend = options.backend.resolve()?;
     let shard_count = options.shards.max(1);
-    options.broker.persistence = true;
-    options.broker.ack_after_durable = options.persistence.fsync == Fsync::Always;
+    options.persistence.configure(&mut options.broker);
     let (store, starts) = recovery::open(&options.data_dir, &options.persistence, shard_count)?;
     let listeners = listen::bind_all(&options.listen, shard_count)?;
     // Installed before announcing the address, so a signal sent as soon as a supervisor sees

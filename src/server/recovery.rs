@@ -1,6 +1,7 @@
 //! Start-up, before any shard runs: opens the store in the data directory, turns what it
 //! recovered into the state of each shard, and makes sure that state sits in the right streams
-//! before anything new is written.
+//! before anything new is written. The blocking build (`crate::sync_server`) starts the same
+//! way, as one shard: both read and write one data directory format.
 //!
 //! Every snapshot and record of every stream is decoded and applied in LSN order (see
 //! `broker::persist::Replay`); one that does not decode is logged, skipped and counted. Sessions
@@ -16,26 +17,29 @@
 
 use std::collections::{HashMap, HashSet};
 
-use mqtt_broker_persistence::{Lsn, Recovery, Store, StoreError, StoreOptions, StreamWriter};
+use mqtt_broker_persistence::{
+    Lsn, RecoveredStream, Recovery, Store, StoreError, StoreOptions, StreamWriter,
+};
 use tracing::{error, info, warn};
 
 use super::{PersistenceOptions, ServerError};
-use crate::broker::home_shard;
 use crate::broker::persist::{
-    decode_record, decode_snapshot, encode_snapshot, PersistRecord, Replay, ShardState,
+    decode_record, decode_snapshot, encode_snapshot, PersistRecord, Replay, RestoreSummary,
+    ShardState,
 };
+use crate::broker::{home_shard, Broker, Timestamp};
 
 /// What each shard starts with.
-pub(super) struct ShardStart {
+pub(crate) struct ShardStart {
     pub writer: StreamWriter,
     pub state: ShardState,
 }
 
-pub(super) fn open(
+pub(crate) fn open(
     dir: &std::path::Path,
     options: &PersistenceOptions,
     shard_count: usize,
-) -> Result<(Store, Vec<ShardStart>), ServerError> {
+) -> Result<(Store, Vec<ShardStart>), StoreError> {
     let store_options = StoreOptions {
         fsync: options.fsync,
         journal_max_bytes: options.journal_max_bytes,
@@ -87,59 +91,113 @@ struct Decoded {
     undecodable: u64,
     /// Some client's state is in a stream other than its home shard's.
     rehome: bool,
-    /// Per stream, the clients it holds state of.
+    /// Per stream, the clients it holds state of and that are homed on another shard: the
+    /// copies `rebase` must keep. (Recording every client would cost an allocation per
+    /// session at every start for the rare start that changes the shard count.)
     found_in: HashMap<usize, HashSet<String>>,
 }
 
+/// Decodes every stream on a thread of its own, then merges them in LSN order. The snapshots
+/// of a large state take a while to decode, and start-up waits for the slowest stream instead
+/// of for all of them in turn.
 fn decode(recovery: Recovery, shard_count: usize) -> Decoded {
+    let streams: Vec<Decoded> = std::thread::scope(|scope| {
+        let decoding: Vec<_> = recovery
+            .streams
+            .into_iter()
+            .map(|stream| scope.spawn(move || decode_stream(stream, shard_count)))
+            .collect();
+        decoding
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
     let mut decoded = Decoded {
-        items: Vec::new(),
+        items: Vec::with_capacity(streams.iter().map(|stream| stream.items.len()).sum()),
         undecodable: 0,
         rehome: false,
         found_in: HashMap::new(),
     };
-    for stream in recovery.streams {
-        let index = stream.stream;
-        let found = decoded.found_in.entry(index).or_default();
-        let mut note = |client_id: &str, rehome: &mut bool| {
-            *rehome |= home_shard(client_id, shard_count) != index;
-            found.insert(client_id.to_owned());
-        };
-        if let Some(snapshot) = &stream.snapshot {
-            match snapshot.section(0).map(decode_snapshot) {
-                Some(Ok(state)) => {
-                    for session in &state.sessions {
-                        note(&session.client_id, &mut decoded.rehome);
-                    }
-                    decoded.items.push((snapshot.lsn(), Item::Snapshot(state)));
-                }
-                Some(Err(failure)) => {
-                    error!(path = %snapshot.path().display(), %failure, "snapshot does not decode; its state is lost");
-                    decoded.undecodable += 1;
-                }
-                None => {
-                    warn!(path = %snapshot.path().display(), "snapshot has no state section");
-                    decoded.undecodable += 1;
-                }
-            }
-        }
-        for record in stream.records {
-            match decode_record(&record.data) {
-                Ok(item) => {
-                    if let Some(client_id) = item.client_id() {
-                        note(client_id, &mut decoded.rehome);
-                    }
-                    decoded.items.push((record.lsn, Item::Record(item)));
-                }
-                Err(failure) => {
-                    warn!(stream = index, lsn = %record.lsn, %failure, "journal record does not decode; skipped");
-                    decoded.undecodable += 1;
-                }
-            }
-        }
+    for stream in streams {
+        decoded.items.extend(stream.items);
+        decoded.undecodable += stream.undecodable;
+        decoded.rehome |= stream.rehome;
+        decoded.found_in.extend(stream.found_in);
     }
     decoded.items.sort_by_key(|(lsn, _)| *lsn);
     decoded
+}
+
+fn decode_stream(stream: RecoveredStream, shard_count: usize) -> Decoded {
+    let index = stream.stream;
+    let mut decoded = Decoded {
+        items: Vec::with_capacity(stream.records.len() + 1),
+        undecodable: 0,
+        rehome: false,
+        found_in: HashMap::new(),
+    };
+    let found = decoded.found_in.entry(index).or_default();
+    let mut note = |client_id: &str, rehome: &mut bool| {
+        if home_shard(client_id, shard_count) != index {
+            *rehome = true;
+            found.insert(client_id.to_owned());
+        }
+    };
+    if let Some(snapshot) = &stream.snapshot {
+        match snapshot.section(0).map(decode_snapshot) {
+            Some(Ok(state)) => {
+                for session in &state.sessions {
+                    note(&session.client_id, &mut decoded.rehome);
+                }
+                decoded.items.push((snapshot.lsn(), Item::Snapshot(state)));
+            }
+            Some(Err(failure)) => {
+                error!(path = %snapshot.path().display(), %failure, "snapshot does not decode; its state is lost");
+                decoded.undecodable += 1;
+            }
+            None => {
+                warn!(path = %snapshot.path().display(), "snapshot has no state section");
+                decoded.undecodable += 1;
+            }
+        }
+    }
+    for record in stream.records {
+        match decode_record(&record.data) {
+            Ok(item) => {
+                if let Some(client_id) = item.client_id() {
+                    note(client_id, &mut decoded.rehome);
+                }
+                decoded.items.push((record.lsn, Item::Record(item)));
+            }
+            Err(failure) => {
+                warn!(stream = index, lsn = %record.lsn, %failure, "journal record does not decode; skipped");
+                decoded.undecodable += 1;
+            }
+        }
+    }
+    decoded
+}
+
+/// Loads a shard's recovered state into its core, which has served nothing yet. Stored
+/// deadlines are wall-clock times, so the core learns what the wall clock reads at `now` first.
+pub(crate) fn restore(broker: &mut Broker, state: ShardState, now: Timestamp) {
+    broker.handle_wall_clock(unix_ms(), now);
+    let summary = broker.restore(state, now);
+    if summary != RestoreSummary::default() {
+        info!(shard = broker.shard(), ?summary, "state restored");
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// Writes the baselines, drops the copies they needed, and retires the streams beyond the
@@ -149,7 +207,7 @@ fn rebase(
     writers: &[StreamWriter],
     states: &[ShardState],
     found_in: &HashMap<usize, HashSet<String>>,
-) -> Result<(), ServerError> {
+) -> Result<(), StoreError> {
     let shard_count = writers.len();
     info!(
         shards = shard_count,

@@ -43,10 +43,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 
 /// The runtime's side of one connection, shared by its reader task, its writer task and `pump`.
 pub(super) struct ConnHandle<I: Io> {
-    /// The write half until the writer task starts (on first output), so a connection handed
-    /// over before it wrote anything can be put back together and moved.
+    /// The write half while no writer task runs. A writer task lives only while there is
+    /// output to send, so an idle connection costs no task, and a connection can be put back
+    /// together and moved to another shard between writes.
     pub writer: RefCell<Option<I::Writer>>,
-    pub wake_writer: Notify,
     /// The broker has closed the connection: flush, then stop.
     pub closing: Cell<bool>,
     /// Wakes the reader when the connection must stop reading.
@@ -59,7 +59,6 @@ impl<I: Io> ConnHandle<I> {
     pub fn new(writer: I::Writer) -> Self {
         ConnHandle {
             writer: RefCell::new(Some(writer)),
-            wake_writer: Notify::new(),
             closing: Cell::new(false),
             stop_reading: Notify::new(),
             hand_over: RefCell::new(None),
@@ -131,13 +130,13 @@ impl<I: Io> Shard<I> {
             .unwrap_or_else(|| BytesMut::with_capacity(size))
     }
 
-    /// Returns a closed connection's buffer to the pool if it is still a whole, empty buffer.
-    /// Payloads decoded from it may still share its memory; `BytesMut` keeps the two apart.
+    /// Returns an emptied buffer to the pool if its whole allocation can be reused. Payloads
+    /// decoded from it may still share its memory; then it is dropped and they keep it alive.
     pub fn return_buffer(&self, mut buf: BytesMut) {
         let size = self.shared.options.read_buffer_size;
         buf.clear();
         let mut pool = self.buffers.borrow_mut();
-        if buf.capacity() >= size && pool.len() < self.pool_limit {
+        if pool.len() < self.pool_limit && buf.try_reclaim(size) {
             pool.push(buf);
         }
     }
@@ -146,15 +145,21 @@ impl<I: Io> Shard<I> {
     /// must be appended first, so the outputs are drained before the state is taken.
     fn snapshot(self: &Rc<Self>) {
         self.pump();
-        let state = self.broker.borrow().snapshot_state().owned_by(self.id);
-        self.journal.snapshot(&state);
+        let capture = self.broker.borrow().capture_state().owned_by(self.id);
+        self.journal.snapshot_capture(capture);
     }
 
-    /// Starts the connection's writer task on its first output, then wakes it.
+    /// Makes sure the connection's output gets sent.
     fn wake_writer(self: &Rc<Self>, conn: ConnId) {
-        let Some(handle) = self.conns.borrow().get(&conn).cloned() else {
-            return;
-        };
+        let handle = self.conns.borrow().get(&conn).cloned();
+        if let Some(handle) = handle {
+            self.start_writer(conn, &handle);
+        }
+    }
+
+    /// Starts a writer task unless one is running; a running one sends everything queued
+    /// before it stops, so nothing else is needed.
+    pub fn start_writer(self: &Rc<Self>, conn: ConnId, handle: &Rc<ConnHandle<I>>) {
         let writer = handle.writer.borrow_mut().take();
         if let Some(writer) = writer {
             I::spawn(connection::write_loop(
@@ -164,7 +169,6 @@ impl<I: Io> Shard<I> {
                 writer,
             ));
         }
-        handle.wake_writer.notify_one();
     }
 }
 
@@ -235,7 +239,7 @@ async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener) {
                     stream,
                     conn,
                     Some(peer),
-                    shard.take_buffer(),
+                    BytesMut::new(),
                     None,
                 ));
             }

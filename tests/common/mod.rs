@@ -210,8 +210,8 @@ fn listening_port(line: &str) -> Option<u16> {
 }
 
 /// The runtimes every end-to-end test runs on: `io-uring` when it works on this machine, then
-/// `epoll` and `tokio`. Each test starts its broker with `--shards 2`, so that traffic crosses
-/// shards.
+/// `epoll` and `tokio`, and `glommio` when this build has it (`--features glommio`) and io_uring
+/// works. Each test starts its broker with `--shards 2`, so that traffic crosses shards.
 pub fn runtimes() -> Vec<&'static str> {
     let mut list = Vec::new();
     if io_uring_available() {
@@ -219,6 +219,9 @@ pub fn runtimes() -> Vec<&'static str> {
     }
     list.push("epoll");
     list.push("tokio");
+    if cfg!(feature = "glommio") && io_uring_available() {
+        list.push("glommio");
+    }
     list
 }
 
@@ -239,10 +242,10 @@ pub fn io_uring_available() -> bool {
     })
 }
 
-/// A broker for `runtime` with `--shards 2`, or `None` (with a note) when `runtime` is io-uring
-/// and this machine cannot run it.
+/// A broker for `runtime` with `--shards 2`, or `None` (with a note) when `runtime` needs
+/// io_uring (io-uring, glommio) and this machine cannot run it.
 pub fn broker_for(runtime: &str, extra: &[&str]) -> Option<Broker> {
-    if runtime == "io-uring" && !io_uring_available() {
+    if matches!(runtime, "io-uring" | "glommio") && !io_uring_available() {
         eprintln!("skipped: io_uring is not available on this machine");
         return None;
     }

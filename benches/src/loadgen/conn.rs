@@ -33,6 +33,10 @@ const HANDSHAKE_CHUNK: usize = 512;
 /// How long a clean close waits for the broker to close its side.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Session Expiry Interval a v5 client asks for to keep its session (seconds): longer than any
+/// run, and the run ends the session itself.
+const PERSISTENT_EXPIRY: u32 = 3600;
+
 pub struct Conn {
     pub stream: TcpStream,
     pub version: ProtocolVersion,
@@ -48,12 +52,25 @@ pub fn protocol_error(message: impl Into<String>) -> io::Error {
 }
 
 impl Conn {
-    /// Opens a TCP connection and completes the MQTT handshake (CONNECT, then CONNACK). A
-    /// refusal is an error. Keep-alive 0: a benchmark connection never idles out.
+    /// Opens a TCP connection and completes the MQTT handshake (CONNECT, then CONNACK) with a
+    /// clean session that ends with the connection. A refusal is an error. Keep-alive 0: a
+    /// benchmark connection never idles out.
     pub async fn connect(
         addr: SocketAddr,
         client_id: &str,
         version: ProtocolVersion,
+    ) -> io::Result<Conn> {
+        Conn::connect_with(addr, client_id, version, false).await
+    }
+
+    /// [`Conn::connect`], with a session the broker keeps after the connection when
+    /// `persistent` (3.x clean session 0, v5 clean start 0 and a session expiry). A broker with
+    /// storage journals such a session's subscriptions and the QoS 1/2 messages queued for it.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        client_id: &str,
+        version: ProtocolVersion,
+        persistent: bool,
     ) -> io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
@@ -64,15 +81,20 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
         };
+        let properties = ConnectProperties {
+            session_expiry_interval: (persistent && version == ProtocolVersion::V5)
+                .then_some(PERSISTENT_EXPIRY),
+            ..ConnectProperties::default()
+        };
         conn.queue(&Packet::Connect(Box::new(Connect {
             protocol: version,
-            clean_start: true,
+            clean_start: !persistent,
             keep_alive: 0,
             client_id: ByteString::from(client_id),
             will: None,
             username: None,
             password: None,
-            properties: ConnectProperties::default(),
+            properties,
         })))?;
         conn.flush().await?;
         match conn.read_packet().await? {

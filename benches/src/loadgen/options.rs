@@ -59,6 +59,11 @@ pub struct Options {
     /// protocol version: 3.1.1 or 5 (default 3.1.1)
     #[argh(option, default = "VersionArg(ProtocolVersion::V3_1_1)")]
     pub mqtt_version: VersionArg,
+    /// subscribers keep their session when they disconnect (3.x clean session 0, v5 a session
+    /// expiry of an hour), so a broker with storage journals what it queues for them; each
+    /// session is ended by a clean reconnect after the run
+    #[argh(switch)]
+    pub persistent: bool,
     /// print one JSON line on stdout instead of the table
     #[argh(switch)]
     pub json: bool,
@@ -163,6 +168,8 @@ pub struct Plan {
     pub window: usize,
     pub rate: Option<f64>,
     pub version: ProtocolVersion,
+    /// Subscribers have persistent sessions.
+    pub persistent: bool,
     pub connections: usize,
     pub concurrency: usize,
     pub broker_pid: Option<u32>,
@@ -258,6 +265,7 @@ impl Options {
             window: self.window,
             rate: self.rate,
             version: self.mqtt_version.0,
+            persistent: self.persistent,
             connections: self.connections,
             concurrency: self.concurrency.max(1),
             broker_pid: self.broker_pid,
@@ -286,6 +294,8 @@ mod tests {
         assert_eq!((p.publishers, p.subscribers), (4, 1));
         let p = plan(&["--mqtt-version", "5", "--qos", "2"]).unwrap();
         assert_eq!((p.version, p.qos), (ProtocolVersion::V5, QoS::ExactlyOnce));
+        assert!(!p.persistent);
+        assert!(plan(&["--persistent"]).unwrap().persistent);
     }
 
     #[test]

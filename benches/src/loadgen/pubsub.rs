@@ -51,18 +51,19 @@ pub async fn run(plan: &Plan) -> io::Result<(PubSubSummary, Histogram<u64>)> {
     let live = Arc::new(Live::default());
 
     let subscribers = {
-        let (topology, run_id, addr, version, qos) = (
+        let (topology, run_id, addr, version, qos, persistent) = (
             topology.clone(),
             run_id.clone(),
             plan.addr,
             plan.version,
             plan.qos,
+            plan.persistent,
         );
         open_many(plan.subscribers as usize, SETUP_CONCURRENCY, move |index| {
-            let client_id = format!("mb-{run_id}-s{index}");
+            let client_id = subscriber_id(&run_id, index);
             let filter = topology.subscription(index as u32);
             async move {
-                let mut conn = Conn::connect(addr, &client_id, version).await?;
+                let mut conn = Conn::connect_with(addr, &client_id, version, persistent).await?;
                 conn.subscribe(&filter, qos).await?;
                 Ok(conn)
             }
@@ -181,6 +182,9 @@ pub async fn run(plan: &Plan) -> io::Result<(PubSubSummary, Histogram<u64>)> {
     }
     let _ = progress.await;
     let (broker_cpu_pct, bench_cpu_pct) = cpu.await.unwrap_or((None, None));
+    if plan.persistent {
+        end_sessions(plan, &run_id).await;
+    }
     if let Some(error) = first_error {
         return Err(error);
     }
@@ -210,6 +214,32 @@ pub async fn run(plan: &Plan) -> io::Result<(PubSubSummary, Histogram<u64>)> {
         ..summary
     };
     Ok((summary, latency))
+}
+
+fn subscriber_id(run_id: &str, index: usize) -> String {
+    format!("mb-{run_id}-s{index}")
+}
+
+/// Ends the subscribers' persistent sessions with a clean reconnect, so runs against one
+/// broker do not pile up sessions (and messages queued for them) in its state. Failures only
+/// leave a session to expire: they are reported, not fatal.
+async fn end_sessions(plan: &Plan, run_id: &str) {
+    let (run_id, addr, version) = (run_id.to_string(), plan.addr, plan.version);
+    let ended = open_many(plan.subscribers as usize, SETUP_CONCURRENCY, move |index| {
+        let client_id = subscriber_id(&run_id, index);
+        async move {
+            Conn::connect(addr, &client_id, version)
+                .await?
+                .close()
+                .await;
+            Ok(())
+        }
+    })
+    .await;
+    let failed = ended.iter().filter(|opened| opened.result.is_err()).count();
+    if failed > 0 {
+        eprintln!("mqtt-bench: warning: {failed} persistent sessions could not be ended");
+    }
 }
 
 /// Says which connection failed, and when (the error itself is only seen when the task ends).
@@ -300,6 +330,7 @@ fn summarize(
         label: plan.label.clone(),
         scenario: plan.scenario.name(),
         version: version_name(plan.version),
+        persistent: plan.persistent,
         qos: plan.qos as u8,
         payload: plan.payload,
         publishers: plan.publishers,

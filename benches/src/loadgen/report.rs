@@ -61,6 +61,8 @@ pub struct PubSubSummary {
     pub label: Option<String>,
     pub scenario: &'static str,
     pub version: &'static str,
+    /// Subscribers had persistent sessions.
+    pub persistent: bool,
     pub qos: u8,
     pub payload: usize,
     pub publishers: u32,
@@ -117,6 +119,7 @@ impl PubSubSummary {
         put("label", json!(self.label));
         put("scenario", json!(self.scenario));
         put("mqtt_version", json!(self.version));
+        put("persistent", json!(self.persistent));
         put("qos", json!(self.qos));
         put("payload", json!(self.payload));
         put("publishers", json!(self.publishers));
@@ -184,6 +187,11 @@ impl PubSubSummary {
         let mode = match self.rate {
             Some(rate) => format!("open loop at {rate} msg/s"),
             None => "closed loop".to_string(),
+        };
+        let mode = if self.persistent {
+            format!("{mode}, persistent subscribers")
+        } else {
+            mode
         };
         let cpu = |value: Option<f64>| value.map_or("n/a".to_string(), |v| format!("{v:.0} %"));
         let mut notes = format!(
@@ -347,6 +355,7 @@ mod tests {
             label: Some("x".into()),
             scenario: "pairs",
             version: "3.1.1",
+            persistent: false,
             qos: 1,
             payload: 64,
             publishers: 4,

@@ -326,3 +326,57 @@ fn handles_are_thread_safe_as_documented() {
     send_sync::<crate::Recovery>();
     send::<crate::SnapshotTicket>();
 }
+
+#[test]
+fn deferred_sections_are_made_on_the_snapshot_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), 1, Fsync::Always);
+    let writer = store.writer(0).unwrap();
+    write_all(&writer, (0..5).map(record));
+    let caller = std::thread::current().id();
+    let ticket = writer
+        .snapshot_with(move || {
+            assert_ne!(std::thread::current().id(), caller);
+            vec![b"deferred".to_vec()]
+        })
+        .unwrap();
+    // The journal was rotated at the request, before the sections exist.
+    let after = writer.append(record(5)).unwrap();
+    assert!(after > ticket.lsn());
+    let lsn = ticket.wait().unwrap();
+    store.close().unwrap();
+
+    let (_store, recovery) = open(dir.path(), 1, Fsync::Always);
+    let snapshot = recovery.streams[0].snapshot.as_ref().expect("snapshot");
+    assert_eq!(snapshot.lsn(), lsn);
+    assert_eq!(snapshot.section(0), Some(&b"deferred"[..]));
+    assert_eq!(data(&recovery, 0), vec![record(5)]);
+}
+
+#[test]
+fn a_panicking_encoder_fails_only_its_own_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), 1, Fsync::Always);
+    let writer = store.writer(0).unwrap();
+    write_all(&writer, (0..5).map(record));
+    let ticket = writer.snapshot_with(|| panic!("no state today")).unwrap();
+    match ticket.wait() {
+        Err(StoreError::SnapshotEncoding { stream: 0, reason }) => {
+            assert!(reason.contains("no state today"), "{reason}")
+        }
+        other => panic!("expected an encoding failure, got {other:?}"),
+    }
+    // The history is still whole, and the snapshot thread still serves.
+    write_all(&writer, (5..7).map(record));
+    store.close().unwrap();
+    let (store, recovery) = open(dir.path(), 1, Fsync::Always);
+    assert!(recovery.report.is_clean(), "{:?}", recovery.report);
+    assert!(recovery.streams[0].snapshot.is_none());
+    assert_eq!(data(&recovery, 0), (0..7).map(record).collect::<Vec<_>>());
+    let writer = store.writer(0).unwrap();
+    writer
+        .snapshot_with(|| vec![b"fine".to_vec()])
+        .unwrap()
+        .wait()
+        .unwrap();
+}

@@ -78,7 +78,7 @@ impl Broker {
         connection.receive_maximum = props.receive_maximum.map_or(u16::MAX, NonZeroU16::get);
         connection.request_problem_information = props.request_problem_information.unwrap_or(true);
         connection.topic_aliases = vec![None; topic_alias_slots];
-        connection.will = connect.will.take();
+        connection.will = connect.will.take().map(Box::new);
         let connection_peer = connection.peer;
         if let Some(deadline) = connection.keepalive_deadline() {
             self.timers.schedule(deadline, Timer::KeepAlive(conn));
@@ -175,9 +175,27 @@ impl Broker {
         // Closing the old connection ends a session with expiry 0, so look it up again.
         let mut existing = self.client_ids.get(client_id).copied();
         if let Some(session_id) = existing {
-            if let Some(session) = self.sessions.get_mut(&session_id) {
-                // A new connection cancels a delayed will (MQTT-3.1.3-9).
-                session.delayed_will = None;
+            // Expiry timers run on the runtime's tick (after a restart, on the first one): a
+            // session past its expiry ended, will and all, even if its timer has not fired.
+            if self
+                .sessions
+                .get(&session_id)
+                .is_some_and(|session| session.has_expired(now))
+            {
+                self.stats.sessions_expired += 1;
+                self.discard_session(session_id, now);
+                existing = None;
+            }
+        }
+        if let Some(session_id) = existing {
+            // A new connection cancels a delayed will (MQTT-3.1.3-9), unless its time had come
+            // and only its timer was late, as after a restart that outlasted the delay.
+            let will = self
+                .sessions
+                .get_mut(&session_id)
+                .and_then(|session| session.delayed_will.take());
+            if let Some(will) = will.filter(|will| will.publish_at <= now) {
+                self.publish_will(will.message, now);
             }
             if connect.clean_start {
                 self.discard_session(session_id, now);
@@ -188,8 +206,10 @@ impl Broker {
         let session_id = existing.unwrap_or_else(|| {
             let id = self.new_session_id();
             self.client_ids.insert(client_id.clone(), id);
-            self.sessions
-                .insert(id, Session::new(client_id.clone(), connect.protocol));
+            self.sessions.insert(
+                id,
+                Box::new(Session::new(client_id.clone(), connect.protocol)),
+            );
             id
         });
         let expiry = self.session_expiry_for(connect);

@@ -81,15 +81,20 @@ impl Broker {
                 ),
             };
         }
+        let token = match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce | QoS::ExactlyOnce => self.ack_token(),
+        };
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
         if qos == QoS::ExactlyOnce {
-            if session.awaiting_pubrel.contains(&packet_id) {
-                // A resend of a message already routed: acknowledge only, but not before
-                // everything journaled so far is durable, its first routing included (its
-                // PUBREC may have been held when the connection it came on was lost).
-                return self.send_ack(conn, Packet::PubRec(Ack::new(packet_id)), 0, None);
+            if let Some(&first) = session.awaiting_pubrel.get(&packet_id) {
+                // A resend of a message already routed: acknowledge only, but not before its
+                // first routing is durable (its PUBREC may have been held when the connection
+                // it came on was lost): every record journaled here so far (mark 0), and the
+                // records of the other shards it reached (its token).
+                return self.send_ack(conn, Packet::PubRec(Ack::new(packet_id)), 0, first);
             }
             if session.awaiting_pubrel.len() >= usize::from(self.config.receive_maximum) {
                 return self.reject(
@@ -99,7 +104,7 @@ impl Broker {
                     now,
                 );
             }
-            session.awaiting_pubrel.insert(packet_id);
+            session.awaiting_pubrel.insert(packet_id, token);
             self.journal_session(session_id, |client_id| PersistRecord::InboundPending {
                 client_id,
                 packet_id,
@@ -109,10 +114,6 @@ impl Broker {
             return;
         };
         let publisher = Some(session.client_id.clone());
-        let token = match qos {
-            QoS::AtMostOnce => None,
-            QoS::AtLeastOnce | QoS::ExactlyOnce => self.ack_token(),
-        };
         self.route(
             Arc::new(Message::from_publish(publish, publisher, now)),
             now,
@@ -276,7 +277,7 @@ impl Broker {
         let packet_id = ack.packet_id;
         // An unknown id is answered too, so a client that lost our PUBCOMP can finish
         // (v5 says so with 0x92; 3.x has no codes and simply gets PUBCOMP).
-        let reply = if session.awaiting_pubrel.remove(&packet_id) {
+        let reply = if session.awaiting_pubrel.remove(&packet_id).is_some() {
             self.journal_session(session_id, |client_id| PersistRecord::InboundReleased {
                 client_id,
                 packet_id,

@@ -79,7 +79,7 @@ impl Broker {
                 let existed = self
                     .sessions
                     .get_mut(&session_id)
-                    .and_then(|session| session.subscriptions.remove(filter))
+                    .and_then(|session| session.subscriptions_mut().remove(filter))
                     .is_some();
                 if existed {
                     self.remove_subscription_entry(session_id, filter);
@@ -123,7 +123,9 @@ impl Broker {
         if !exists && max_subscriptions > 0 && session.subscriptions.len() >= max_subscriptions {
             return Err(ReasonCode::QUOTA_EXCEEDED);
         }
-        session.subscriptions.insert(filter.clone(), subscription);
+        session
+            .subscriptions_mut()
+            .insert(filter.clone(), subscription);
         let (inner, share) = split_share(filter, kind);
         let key = Subscriber {
             session: session_id,

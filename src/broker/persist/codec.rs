@@ -1,6 +1,14 @@
 //! Bytes for the store: every journal record and snapshot section starts with a format version
 //! byte, then the postcard encoding of that version's types. Decoding dispatches on the byte, so
-//! a later build can add version 2 and still read what version 1 wrote.
+//! a build reads what every earlier build wrote.
+//!
+//! Version 2 added delayed wills. Records kept their layout (the two new kinds are variants
+//! appended to [`PersistRecord`]), so a version 1 record decodes with today's type. Snapshot
+//! sessions gained a field, which postcard cannot make optional, so version 1 snapshots keep
+//! their own wire type and are migrated on reading (their sessions had no will). The version
+//! was bumped although version 1 records still decode, so that data written by this build is
+//! refused by name ([`FormatError::UnsupportedVersion`]) by a build that cannot read all of it,
+//! rather than skipped record by record as undecodable.
 //!
 //! A snapshot writes each message once, in a table that deliveries point into: one message
 //! queued for a thousand sessions is stored once, as it is shared once in memory.
@@ -12,18 +20,20 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{
     PersistRecord, ShardState, StoredAwaiting, StoredDelivery, StoredInflight, StoredMessage,
-    StoredSession, StoredSubscription,
+    StoredSession, StoredSubscription, StoredWill,
 };
 
-/// The format this build writes. Records and sections of other versions fail to decode with
-/// [`FormatError::UnsupportedVersion`].
-pub const FORMAT_VERSION: u8 = 1;
+/// The format this build writes. It reads this one and every earlier one; others fail to
+/// decode with [`FormatError::UnsupportedVersion`].
+pub const FORMAT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
     #[error("empty record")]
     Empty,
-    #[error("format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "format version {0} is not supported (this build reads versions 1 to {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u8),
     #[error("undecodable: {0}")]
     Malformed(String),
@@ -36,17 +46,20 @@ pub fn encode_record(record: &PersistRecord) -> Vec<u8> {
 }
 
 pub fn decode_record(bytes: &[u8]) -> Result<PersistRecord, FormatError> {
-    postcard::from_bytes(versioned(bytes)?)
-        .map_err(|error| FormatError::Malformed(error.to_string()))
+    // Version 1 wrote a prefix of today's variants, in the same layout.
+    let (_, body) = versioned(bytes)?;
+    from_postcard(body)
 }
 
 pub fn encode_snapshot(state: &ShardState) -> Vec<u8> {
-    with_version(&SnapshotV1::from_state(state))
+    with_version(&SnapshotV2::from_state(state))
 }
 
 pub fn decode_snapshot(bytes: &[u8]) -> Result<ShardState, FormatError> {
-    let wire: SnapshotV1 = postcard::from_bytes(versioned(bytes)?)
-        .map_err(|error| FormatError::Malformed(error.to_string()))?;
+    let wire = match versioned(bytes)? {
+        (1, body) => from_postcard::<SnapshotV1>(body)?.into(),
+        (_, body) => from_postcard::<SnapshotV2>(body)?,
+    };
     wire.into_state()
 }
 
@@ -56,19 +69,63 @@ fn with_version(value: &impl Serialize) -> Vec<u8> {
     postcard::to_extend(value, vec![FORMAT_VERSION]).expect("persist types always serialize")
 }
 
-fn versioned(bytes: &[u8]) -> Result<&[u8], FormatError> {
+/// The version byte, if this build reads it, and the bytes after it.
+fn versioned(bytes: &[u8]) -> Result<(u8, &[u8]), FormatError> {
     match bytes.split_first() {
         None => Err(FormatError::Empty),
-        Some((&FORMAT_VERSION, rest)) => Ok(rest),
+        Some((&version, rest)) if (1..=FORMAT_VERSION).contains(&version) => Ok((version, rest)),
         Some((&other, _)) => Err(FormatError::UnsupportedVersion(other)),
     }
 }
 
-#[derive(Serialize, Deserialize)]
+fn from_postcard<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FormatError> {
+    postcard::from_bytes(body).map_err(|error| FormatError::Malformed(error.to_string()))
+}
+
+/// Version 1: read only, migrated to [`SnapshotV2`] with no wills.
+#[derive(Deserialize)]
 struct SnapshotV1 {
     messages: Vec<Arc<StoredMessage>>,
     sessions: Vec<SessionV1>,
     retained: Option<Vec<u32>>,
+}
+
+impl From<SnapshotV1> for SnapshotV2 {
+    fn from(v1: SnapshotV1) -> SnapshotV2 {
+        SnapshotV2 {
+            messages: v1.messages,
+            sessions: v1
+                .sessions
+                .into_iter()
+                .map(|session| SessionV2 {
+                    session,
+                    delayed_will: None,
+                })
+                .collect(),
+            retained: v1.retained,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotV2 {
+    messages: Vec<Arc<StoredMessage>>,
+    sessions: Vec<SessionV2>,
+    retained: Option<Vec<u32>>,
+}
+
+/// A version 1 session followed by its will: postcard writes the nested struct's fields in
+/// place, so this is version 1's layout with one field more.
+#[derive(Serialize, Deserialize)]
+struct SessionV2 {
+    session: SessionV1,
+    delayed_will: Option<WillV2>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WillV2 {
+    message: u32,
+    publish_at_ms: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -126,36 +183,42 @@ impl MessageTable {
     }
 }
 
-impl SnapshotV1 {
-    fn from_state(state: &ShardState) -> SnapshotV1 {
+impl SnapshotV2 {
+    fn from_state(state: &ShardState) -> SnapshotV2 {
         let mut table = MessageTable::default();
         let sessions = state
             .sessions
             .iter()
-            .map(|session| SessionV1 {
-                client_id: session.client_id.clone(),
-                version: session.version,
-                expiry_interval: session.expiry_interval,
-                expires_at_ms: session.expires_at_ms,
-                subscriptions: session.subscriptions.clone(),
-                inflight: session
-                    .inflight
-                    .iter()
-                    .map(|entry| InflightV1 {
-                        packet_id: entry.packet_id,
-                        state: entry.state,
-                        delivery: table.delivery(&entry.delivery),
-                    })
-                    .collect(),
-                queued: session.queued.iter().map(|d| table.delivery(d)).collect(),
-                awaiting_pubrel: session.awaiting_pubrel.clone(),
+            .map(|session| SessionV2 {
+                session: SessionV1 {
+                    client_id: session.client_id.clone(),
+                    version: session.version,
+                    expiry_interval: session.expiry_interval,
+                    expires_at_ms: session.expires_at_ms,
+                    subscriptions: session.subscriptions.clone(),
+                    inflight: session
+                        .inflight
+                        .iter()
+                        .map(|entry| InflightV1 {
+                            packet_id: entry.packet_id,
+                            state: entry.state,
+                            delivery: table.delivery(&entry.delivery),
+                        })
+                        .collect(),
+                    queued: session.queued.iter().map(|d| table.delivery(d)).collect(),
+                    awaiting_pubrel: session.awaiting_pubrel.clone(),
+                },
+                delayed_will: session.delayed_will.as_ref().map(|will| WillV2 {
+                    message: table.intern(&will.message),
+                    publish_at_ms: will.publish_at_ms,
+                }),
             })
             .collect();
         let retained = state
             .retained
             .as_ref()
             .map(|retained| retained.iter().map(|m| table.intern(m)).collect());
-        SnapshotV1 {
+        SnapshotV2 {
             messages: table.messages,
             sessions,
             retained,
@@ -180,7 +243,11 @@ impl SnapshotV1 {
             })
         };
         let mut sessions = Vec::with_capacity(self.sessions.len());
-        for session in self.sessions {
+        for SessionV2 {
+            session,
+            delayed_will,
+        } in self.sessions
+        {
             let inflight = session
                 .inflight
                 .into_iter()
@@ -197,6 +264,14 @@ impl SnapshotV1 {
                 .into_iter()
                 .map(delivery)
                 .collect::<Result<_, _>>()?;
+            let delayed_will = delayed_will
+                .map(|will| -> Result<StoredWill, FormatError> {
+                    Ok(StoredWill {
+                        message: message(will.message)?,
+                        publish_at_ms: will.publish_at_ms,
+                    })
+                })
+                .transpose()?;
             sessions.push(StoredSession {
                 client_id: session.client_id,
                 version: session.version,
@@ -206,6 +281,7 @@ impl SnapshotV1 {
                 inflight,
                 queued,
                 awaiting_pubrel: session.awaiting_pubrel,
+                delayed_will,
             });
         }
         let retained = self

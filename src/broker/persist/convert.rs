@@ -34,8 +34,7 @@ impl Broker {
 
     /// The unix time of `at`, in milliseconds.
     pub(in crate::broker) fn unix_ms(&self, at: Timestamp) -> u64 {
-        let at_ms = i64::try_from(at.as_nanos() / 1_000_000).unwrap_or(i64::MAX);
-        u64::try_from(at_ms.saturating_add(self.persist.wall_offset_ms)).unwrap_or(0)
+        unix_ms_at(at, self.persist.wall_offset_ms)
     }
 
     /// The `Timestamp` of a unix-ms deadline; `now` if it has passed.
@@ -45,16 +44,7 @@ impl Broker {
     }
 
     pub(in crate::broker) fn stored_message(&self, message: &Message) -> StoredMessage {
-        let template = &message.template;
-        StoredMessage {
-            topic: template.topic.to_string(),
-            payload: template.payload.clone(),
-            qos: template.qos as u8,
-            retain: template.retain,
-            properties: encode_properties(&template.properties),
-            expires_at_ms: message.expires_at.map(|at| self.unix_ms(at)),
-            publisher: message.publisher.as_ref().map(ToString::to_string),
-        }
+        stored_message_at(message, self.persist.wall_offset_ms)
     }
 
     /// The routed message again; `None` if the stored bytes do not make one (logged). An expired
@@ -88,6 +78,27 @@ impl Broker {
             expires_at: stored.expires_at_ms.map(|ms| self.timestamp_at(ms, now)),
             publisher: stored.publisher.as_deref().map(Into::into),
         })
+    }
+}
+
+/// The unix time of `at`, in milliseconds, for a wall clock reading `wall_offset_ms` at
+/// `Timestamp::ZERO`: what [`Broker::unix_ms`] does, for code that runs without the broker.
+pub(super) fn unix_ms_at(at: Timestamp, wall_offset_ms: i64) -> u64 {
+    let at_ms = i64::try_from(at.as_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    u64::try_from(at_ms.saturating_add(wall_offset_ms)).unwrap_or(0)
+}
+
+/// [`Broker::stored_message`], for code that runs without the broker.
+pub(super) fn stored_message_at(message: &Message, wall_offset_ms: i64) -> StoredMessage {
+    let template = &message.template;
+    StoredMessage {
+        topic: template.topic.to_string(),
+        payload: template.payload.clone(),
+        qos: template.qos as u8,
+        retain: template.retain,
+        properties: encode_properties(&template.properties),
+        expires_at_ms: message.expires_at.map(|at| unix_ms_at(at, wall_offset_ms)),
+        publisher: message.publisher.as_ref().map(ToString::to_string),
     }
 }
 

@@ -8,6 +8,17 @@
 //! A PUBLISH routed to other shards makes them write records too. Its acknowledgement then also
 //! waits for each of them: the origin puts a token in the `ShardMessage::Publish` it sends and
 //! counts the `ShardMessage::Persisted` replies.
+//!
+//! A QoS 2 PUBLISH resent before its PUBREL is not routed again, yet its PUBREC must not go out
+//! before the first routing is durable: the first PUBREC may have been held when the connection
+//! it came on was lost. The session keeps the first copy's token with the packet identifier, and
+//! the resend's PUBREC waits for it and for every record this shard has written.
+//!
+//! One window stays open across a crash: the home shard's `InboundPending` durable while another
+//! shard's record of the same message is not. After the restart the resend is taken for a
+//! duplicate, so that shard's subscribers miss the message. Closing it would mean writing
+//! `InboundPending` only once the other shards have replied, a second round of disk syncs for
+//! every QoS 2 publish that crosses shards.
 
 use std::collections::VecDeque;
 

@@ -4,7 +4,9 @@
 //! These types ARE the on-disk format (postcard, which does not describe itself: a field added,
 //! removed or reordered silently changes what old bytes mean). Never edit them in place: add a
 //! new format version in `codec.rs` and keep these for decoding what older builds wrote. The
-//! fixture test in `tests/persist.rs` fails if their encoding changes by accident.
+//! one change that keeps old bytes meaning the same is a new [`PersistRecord`] variant at the
+//! end (postcard numbers variants by position); that is how version 2 added the delayed-will
+//! records. The fixture tests in `tests/persist.rs` fail if an encoding changes by accident.
 //!
 //! Everything is keyed by client id, never by the shard-local `SessionId`, so state recovered
 //! from any shard's journal can be re-homed to whichever shard owns the client now. Deadlines
@@ -75,6 +77,15 @@ pub struct StoredInflight {
     pub delivery: StoredDelivery,
 }
 
+/// A will waiting out its Will Delay Interval after its connection dropped (format 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWill {
+    pub message: Arc<StoredMessage>,
+    /// When it is published unless the client reconnects first: the will delay or the session
+    /// expiry, whichever is shorter, counted from when the connection dropped (§3.1.3.2.2).
+    pub publish_at_ms: u64,
+}
+
 /// A persistent session (Session Expiry Interval above 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSession {
@@ -91,6 +102,8 @@ pub struct StoredSession {
     pub queued: Vec<StoredDelivery>,
     /// Inbound QoS 2 packet identifiers whose PUBREL has not arrived.
     pub awaiting_pubrel: Vec<u16>,
+    /// Set while detached with a will still to publish (format 2; always `None` from version 1).
+    pub delayed_will: Option<StoredWill>,
 }
 
 /// What one shard restores from, and what its snapshot holds.
@@ -193,6 +206,18 @@ pub enum PersistRecord {
     RetainedCleared {
         topic: String,
     },
+    // Format 2 from here; new variants only ever go at the end (see the module documentation).
+    /// The connection dropped with a delayed will. A later `SessionOpened` cancels it (the
+    /// client came back), a `SessionEnded` means it was published then.
+    WillDelayed {
+        client_id: String,
+        message: Arc<StoredMessage>,
+        publish_at_ms: u64,
+    },
+    /// The delayed will was published when its time came.
+    WillPublished {
+        client_id: String,
+    },
 }
 
 impl PersistRecord {
@@ -210,7 +235,9 @@ impl PersistRecord {
             | PersistRecord::Finished { client_id, .. }
             | PersistRecord::Dropped { client_id, .. }
             | PersistRecord::InboundPending { client_id, .. }
-            | PersistRecord::InboundReleased { client_id, .. } => Some(client_id),
+            | PersistRecord::InboundReleased { client_id, .. }
+            | PersistRecord::WillDelayed { client_id, .. }
+            | PersistRecord::WillPublished { client_id } => Some(client_id),
             PersistRecord::Queued { to, .. } => to.first().map(|target| target.client_id.as_str()),
             PersistRecord::RetainedSet { .. } | PersistRecord::RetainedCleared { .. } => None,
         }

@@ -16,7 +16,7 @@ use ahash::AHashMap;
 
 use super::records::{
     PersistRecord, ShardState, StoredAwaiting, StoredDelivery, StoredInflight, StoredMessage,
-    StoredSession,
+    StoredSession, StoredWill,
 };
 use crate::broker::routing::home_shard;
 
@@ -79,6 +79,8 @@ impl Replay {
                 session.stored.version = version;
                 session.stored.expiry_interval = expiry_interval;
                 session.stored.expires_at_ms = None;
+                // The client is back: a will still delayed is cancelled (MQTT-3.1.3-9).
+                session.stored.delayed_will = None;
             }
             PersistRecord::SessionDetached {
                 client_id,
@@ -195,6 +197,23 @@ impl Replay {
             PersistRecord::RetainedCleared { topic } => {
                 self.retained.remove(&topic);
             }
+            PersistRecord::WillDelayed {
+                client_id,
+                message,
+                publish_at_ms,
+            } => {
+                if let Some(session) = self.sessions.get_mut(&client_id) {
+                    session.stored.delayed_will = Some(StoredWill {
+                        message,
+                        publish_at_ms,
+                    });
+                }
+            }
+            PersistRecord::WillPublished { client_id } => {
+                if let Some(session) = self.sessions.get_mut(&client_id) {
+                    session.stored.delayed_will = None;
+                }
+            }
         }
     }
 
@@ -248,5 +267,6 @@ fn empty_session(client_id: String) -> StoredSession {
         inflight: Vec::new(),
         queued: Vec::new(),
         awaiting_pubrel: Vec::new(),
+        delayed_will: None,
     }
 }

@@ -2,11 +2,15 @@
 //! [`Broker::restore`] loads it (from the snapshot and journal replay) before the shard serves.
 //!
 //! Restored sessions are detached: their expiry restarts from the wall clock, and one whose
-//! deadline passed while the broker was down is dropped. Their delayed wills are not re-armed
-//! (a will is not stored), and a client connected at the crash gets no will either: the broker,
-//! not the client, went away. Expired queued messages and retained messages are dropped; an
-//! in-flight QoS 2 message already PUBRECed is kept whatever its expiry, since only its PUBREL
-//! is still owed.
+//! deadline passed while the broker was down is dropped. A delayed will keeps its wall-clock
+//! deadline, so downtime counts towards its delay; one that fell due while the broker was down
+//! is published on the first timer tick, late rather than never (and so is the will of a
+//! session that expired meanwhile: only its will is restored, and the session ends on that
+//! tick). Timers, not `restore`, publish them, because only once every shard has restored do
+//! the shards know each other's subscribers. A client connected at the crash gets no will: the
+//! broker, not the client, went away. Expired queued messages and retained messages are
+//! dropped; an in-flight QoS 2 message already PUBRECed is kept whatever its expiry, since only
+//! its PUBREL is still owed.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -16,16 +20,14 @@ use ahash::AHashMap;
 use bytestring::ByteString;
 use tracing::warn;
 
-use super::convert::{
-    awaiting, protocol_version, stored_awaiting, stored_subscription, subscription,
-};
+use super::convert::{awaiting, protocol_version, subscription};
 use super::records::{
-    ShardState, StoredAwaiting, StoredDelivery, StoredInflight, StoredMessage, StoredSession,
+    ShardState, StoredAwaiting, StoredDelivery, StoredMessage, StoredSession, StoredWill,
 };
 use crate::broker::core::Broker;
-use crate::broker::message::{Delivery, Message, SharedMessage};
+use crate::broker::message::{Delivery, SharedMessage};
 use crate::broker::routing::home_shard;
-use crate::broker::session::Session;
+use crate::broker::session::{DelayedWill, Session};
 use crate::broker::time::Timestamp;
 use crate::broker::timers::Timer;
 use crate::protocol::QoS;
@@ -42,72 +44,18 @@ pub struct RestoreSummary {
     pub messages: usize,
     pub messages_expired: usize,
     pub retained: usize,
+    /// Delayed wills re-armed, including those of sessions that expired while the broker was
+    /// down (published on the first timer tick).
+    pub wills: usize,
 }
 
 impl Broker {
     /// This shard's persistent state: its journaled sessions and, on shard 0, the retained set.
-    /// Encoded as a snapshot it replaces every record this shard has emitted so far.
+    /// Encoded as a snapshot it replaces every record this shard has emitted so far. A shard
+    /// that must not stop for the conversion takes [`Broker::capture_state`] instead and
+    /// converts it elsewhere; this is the same in one step.
     pub fn snapshot_state(&self) -> ShardState {
-        let mut messages: AHashMap<*const Message, Arc<StoredMessage>> = AHashMap::new();
-        let mut stored = |message: &SharedMessage| {
-            messages
-                .entry(Arc::as_ptr(message))
-                .or_insert_with(|| Arc::new(self.stored_message(message)))
-                .clone()
-        };
-        let mut sessions: Vec<&Session> = self.sessions.values().filter(|s| s.journaled).collect();
-        sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        let sessions = sessions
-            .into_iter()
-            .map(|session| {
-                let mut subscriptions: Vec<_> = session
-                    .subscriptions
-                    .iter()
-                    .map(|(filter, subscription)| stored_subscription(filter, subscription))
-                    .collect();
-                subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
-                let mut delivery = |delivery: &Delivery| StoredDelivery {
-                    id: delivery.id,
-                    message: stored(&delivery.message),
-                    qos: delivery.qos as u8,
-                    retain: delivery.retain,
-                    subscription_ids: delivery
-                        .subscription_ids
-                        .iter()
-                        .map(|id| id.get())
-                        .collect(),
-                };
-                let inflight = session
-                    .outbound
-                    .inflight()
-                    .map(|entry| StoredInflight {
-                        packet_id: entry.packet_id,
-                        state: stored_awaiting(entry.state),
-                        delivery: delivery(&entry.delivery),
-                    })
-                    .collect();
-                let queued = session.outbound.queued().map(&mut delivery).collect();
-                let mut awaiting_pubrel: Vec<u16> =
-                    session.awaiting_pubrel.iter().copied().collect();
-                awaiting_pubrel.sort_unstable();
-                StoredSession {
-                    client_id: session.client_id.to_string(),
-                    version: session.version.level(),
-                    expiry_interval: session.expiry_interval,
-                    expires_at_ms: match session.connection {
-                        Some(_) => None,
-                        None => session.expires_at.map(|at| self.unix_ms(at)),
-                    },
-                    subscriptions,
-                    inflight,
-                    queued,
-                    awaiting_pubrel,
-                }
-            })
-            .collect();
-        let retained = (self.shard == 0 && self.persist.enabled)
-            .then(|| self.retained.all().iter().map(&mut stored).collect());
-        ShardState { sessions, retained }
+        self.capture_state().into_state()
     }
 
     /// Loads recovered state into a shard that has served nothing yet. Sessions not homed on
@@ -117,6 +65,10 @@ impl Broker {
     pub fn restore(&mut self, state: ShardState, now: Timestamp) -> RestoreSummary {
         let mut summary = RestoreSummary::default();
         let mut messages: AHashMap<*const StoredMessage, Option<SharedMessage>> = AHashMap::new();
+        // Sized once: grown entry by entry, maps of a hundred thousand sessions are rehashed
+        // and their memory touched again at every doubling.
+        self.sessions.reserve(state.sessions.len());
+        self.client_ids.reserve(state.sessions.len());
         // By reference: the map is keyed by address, so every stored message must stay alive
         // until the restore is done.
         for session in &state.sessions {
@@ -158,8 +110,25 @@ impl Broker {
             // Connected when the broker stopped: it detaches now.
             (None, secs) => Some(now + Duration::from_secs(u64::from(secs))),
         };
+        let delayed_will = stored
+            .delayed_will
+            .as_ref()
+            .and_then(|will| self.restored_will(will, now));
+        summary.wills += usize::from(delayed_will.is_some());
         if stored.expiry_interval == 0 || expires_at.is_some_and(|at| at <= now) {
             summary.sessions_expired += 1;
+            if let Some(will) = delayed_will {
+                // It ended while the broker was down: its will is all that is left to do.
+                let session_id = self.new_session_id();
+                let mut session = Session::new(client_id.clone(), version);
+                session.expiry_interval = stored.expiry_interval;
+                session.expires_at = Some(now);
+                session.journaled = true;
+                session.delayed_will = Some(will);
+                self.client_ids.insert(client_id, session_id);
+                self.sessions.insert(session_id, Box::new(session));
+                self.timers.schedule(now, Timer::SessionExpiry(session_id));
+            }
             return;
         }
         let session_id = self.new_session_id();
@@ -167,7 +136,19 @@ impl Broker {
         session.expiry_interval = stored.expiry_interval;
         session.expires_at = expires_at;
         session.journaled = true;
-        session.awaiting_pubrel = stored.awaiting_pubrel.iter().copied().collect();
+        session.awaiting_pubrel = stored
+            .awaiting_pubrel
+            .iter()
+            .map(|&id| (id, None))
+            .collect();
+        if let Some(will) = delayed_will {
+            self.timers
+                .schedule(will.publish_at, Timer::WillDelay(session_id));
+            session.delayed_will = Some(will);
+        }
+        session
+            .subscriptions_mut()
+            .reserve(stored.subscriptions.len());
         let mut next_delivery = 0;
         for entry in &stored.inflight {
             next_delivery = next_delivery.max(entry.delivery.id);
@@ -197,7 +178,7 @@ impl Broker {
         }
         session.next_delivery = next_delivery + 1;
         self.client_ids.insert(client_id, session_id);
-        self.sessions.insert(session_id, session);
+        self.sessions.insert(session_id, Box::new(session));
         if let Some(at) = expires_at {
             self.timers.schedule(at, Timer::SessionExpiry(session_id));
         }
@@ -212,6 +193,14 @@ impl Broker {
             }
         }
         summary.sessions += 1;
+    }
+
+    /// A stored will, due at `now` if its deadline passed; `None` if its message does not decode.
+    fn restored_will(&self, stored: &StoredWill, now: Timestamp) -> Option<DelayedWill> {
+        Some(DelayedWill {
+            message: Arc::new(self.restored_message(&stored.message, now)?),
+            publish_at: self.timestamp_at(stored.publish_at_ms, now),
+        })
     }
 
     /// A stored delivery as the session's queue holds it; `None` when its message expired (and

@@ -58,6 +58,18 @@ fn qos1() -> SubscriptionOptions {
     }
 }
 
+/// Sends a QoS 1 SUBSCRIBE to `filter`, leaving its SUBACK (which may be held) unread.
+fn send_subscribe(sim: &mut Sim, conn: ConnId, filter: &str) {
+    sim.send(
+        conn,
+        Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![(filter.into(), qos1())],
+            ..Subscribe::default()
+        }),
+    );
+}
+
 fn publish_packet(topic: &str, payload: &str, qos: QoS, packet_id: u16) -> Packet {
     Packet::Publish(Publish {
         qos,
@@ -86,6 +98,8 @@ fn kinds(journal: &[(u64, PersistRecord)]) -> Vec<&'static str> {
             PersistRecord::InboundReleased { .. } => "released",
             PersistRecord::RetainedSet { .. } => "retained",
             PersistRecord::RetainedCleared { .. } => "retained-cleared",
+            PersistRecord::WillDelayed { .. } => "will-delayed",
+            PersistRecord::WillPublished { .. } => "will-published",
         })
         .collect()
 }
@@ -182,14 +196,7 @@ fn acks_wait_for_their_records_to_be_durable() {
     let mut sim = Sim::with_config(1, durable_acks_config());
     sim.auto_persist = false;
     let (sub, _) = persistent_client(&mut sim, V5, "sub");
-    sim.send(
-        sub,
-        Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![("t".into(), qos1())],
-            ..Subscribe::default()
-        }),
-    );
+    send_subscribe(&mut sim, sub, "t");
     assert_eq!(
         sim.recv(sub),
         None,
@@ -246,14 +253,7 @@ fn a_resent_qos2_publish_is_acknowledged_only_once_its_first_routing_is_durable(
     let mut sim = Sim::with_config(1, durable_acks_config());
     sim.auto_persist = false;
     let (sub, _) = persistent_client(&mut sim, V3, "sub");
-    sim.send(
-        sub,
-        Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![("t".into(), qos1())],
-            ..Subscribe::default()
-        }),
-    );
+    send_subscribe(&mut sim, sub, "t");
     let (publisher, _) = persistent_client(&mut sim, V3, "pub");
     sim.send(publisher, publish_packet("t", "x", QoS::ExactlyOnce, 7));
     assert_eq!(sim.recv(publisher), None);
@@ -280,14 +280,7 @@ fn an_ack_waits_for_every_shard_the_message_was_journaled_on() {
     let mut sim = Sim::with_config(3, durable_acks_config());
     sim.auto_persist = false;
     let (sub, _) = persistent_client(&mut sim, V3, &id_on(1, 3, "sub"));
-    sim.send(
-        sub,
-        Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![("t".into(), qos1())],
-            ..Subscribe::default()
-        }),
-    );
+    send_subscribe(&mut sim, sub, "t");
     sim.persist_all();
     assert!(matches!(sim.recv(sub), Some(Packet::SubAck(_))));
     // A clean subscriber on shard 2 writes nothing, and answers at once.
@@ -318,6 +311,55 @@ fn an_ack_waits_for_every_shard_the_message_was_journaled_on() {
     sim.subscribe(clean_only, "u", QoS::AtLeastOnce);
     sim.send(publisher, publish_packet("u", "y", QoS::AtLeastOnce, 6));
     assert!(matches!(sim.recv(publisher), Some(Packet::PubAck(a)) if a.packet_id == 6));
+}
+
+/// Reports every record `shard` emitted so far durable.
+fn persist_shard(sim: &mut Sim, shard: usize) {
+    let last = sim.journals[shard].last().map_or(0, |(seq, _)| *seq);
+    sim.persist_up_to(shard, last);
+}
+
+#[test]
+fn a_resent_qos2_publish_waits_for_the_shards_its_first_copy_reached() {
+    let mut sim = Sim::with_config(2, durable_acks_config());
+    sim.auto_persist = false;
+    let (sub, _) = persistent_client(&mut sim, V3, &id_on(1, 2, "sub"));
+    send_subscribe(&mut sim, sub, "t");
+    persist_shard(&mut sim, 1);
+    assert!(matches!(sim.recv(sub), Some(Packet::SubAck(_))));
+    let publisher_id = id_on(0, 2, "pub");
+    let (publisher, _) = persistent_client(&mut sim, V3, &publisher_id);
+    sim.send(publisher, publish_packet("t", "x", QoS::ExactlyOnce, 7));
+    persist_shard(&mut sim, 0);
+    assert_eq!(sim.recv(publisher), None, "shard 1 has not made it durable");
+
+    // The connection is lost with the PUBREC held; the client resends on a new one, and
+    // everything the publisher's own shard wrote is durable.
+    sim.drop_connection(publisher);
+    let (publisher, present) = persistent_client(&mut sim, V3, &publisher_id);
+    assert!(present);
+    let mut again = publish_packet("t", "x", QoS::ExactlyOnce, 7);
+    if let Packet::Publish(publish) = &mut again {
+        publish.dup = true;
+    }
+    sim.send(publisher, again);
+    persist_shard(&mut sim, 0);
+    assert_eq!(
+        sim.recv(publisher),
+        None,
+        "the first copy is still not durable on shard 1"
+    );
+    persist_shard(&mut sim, 1);
+    assert!(matches!(sim.recv(publisher), Some(Packet::PubRec(a)) if a.packet_id == 7));
+    assert_eq!(payloads(&sim.publishes(sub)), ["x"], "routed once");
+
+    // Once the first copy is durable everywhere, a further resend is answered at once.
+    let mut third = publish_packet("t", "x", QoS::ExactlyOnce, 7);
+    if let Packet::Publish(publish) = &mut third {
+        publish.dup = true;
+    }
+    sim.send(publisher, third);
+    assert!(matches!(sim.recv(publisher), Some(Packet::PubRec(a)) if a.packet_id == 7));
 }
 
 #[test]
@@ -772,6 +814,7 @@ fn fixture_values() -> (Vec<PersistRecord>, ShardState) {
             }],
             queued: vec![StoredDelivery { id: 11, ..delivery }],
             awaiting_pubrel: vec![1, 2],
+            delayed_will: None,
         }],
         retained: Some(vec![message]),
     };
@@ -785,30 +828,250 @@ fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// Version 2 added the delayed-will records and a will to snapshot sessions; everything else is
+/// version 1's.
+fn fixture_values_v2() -> (Vec<PersistRecord>, ShardState) {
+    use crate::broker::persist::{StoredMessage, StoredWill};
+    use std::sync::Arc;
+    let (mut records, mut snapshot) = fixture_values();
+    let will = Arc::new(StoredMessage {
+        topic: "will/client".into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: 1,
+        retain: false,
+        properties: Bytes::new(),
+        expires_at_ms: None,
+        publisher: Some("client".into()),
+    });
+    records.push(PersistRecord::WillDelayed {
+        client_id: "client".into(),
+        message: will.clone(),
+        publish_at_ms: 1_700_000_030_000,
+    });
+    records.push(PersistRecord::WillPublished {
+        client_id: "client".into(),
+    });
+    snapshot.sessions[0].delayed_will = Some(StoredWill {
+        message: will,
+        publish_at_ms: 1_700_000_030_000,
+    });
+    (records, snapshot)
+}
+
+fn fixture_lines(text: &str) -> Vec<Vec<u8>> {
+    text.lines().map(unhex).collect()
+}
+
 #[test]
-fn version_1_fixtures_still_decode_and_encode_the_same() {
+fn version_1_fixtures_still_decode() {
     let (records, snapshot) = fixture_values();
-    let lines: Vec<&str> = include_str!("fixtures/persist-v1-records.hex")
-        .lines()
-        .collect();
+    let lines = fixture_lines(include_str!("fixtures/persist-v1-records.hex"));
     assert_eq!(lines.len(), records.len());
-    for (line, record) in lines.iter().zip(&records) {
-        let bytes = unhex(line);
-        assert_eq!(&decode_record(&bytes).expect("fixture decodes"), record);
-        assert_eq!(
-            encode_record(record),
-            bytes,
-            "{record:?} encodes differently"
-        );
+    for (bytes, record) in lines.iter().zip(&records) {
+        assert_eq!(bytes[0], 1);
+        assert_eq!(&decode_record(bytes).expect("fixture decodes"), record);
+        // Version 2 changed no record of version 1, only the byte in front.
+        assert_eq!(encode_record(record)[1..], bytes[1..], "{record:?}");
     }
     let bytes = unhex(include_str!("fixtures/persist-v1-snapshot.hex").trim());
     let decoded = decode_snapshot(&bytes).expect("fixture decodes");
     assert_eq!(decoded, snapshot);
-    assert_eq!(encode_snapshot(&snapshot), bytes);
     // The message shared by a delivery and the retained set is stored once and shared again.
     let session = &decoded.sessions[0];
     assert!(std::sync::Arc::ptr_eq(
         &session.inflight[0].delivery.message,
         &decoded.retained.as_ref().unwrap()[0]
     ));
+    // Migrated, it is written as version 2 and reads back the same.
+    assert_eq!(decode_snapshot(&encode_snapshot(&decoded)), Ok(snapshot));
+}
+
+#[test]
+fn version_2_fixtures_decode_and_encode_the_same() {
+    assert_eq!(FORMAT_VERSION, 2, "a new version needs its own fixtures");
+    let (records, snapshot) = fixture_values_v2();
+    let lines = fixture_lines(include_str!("fixtures/persist-v2-records.hex"));
+    assert_eq!(lines.len(), records.len());
+    for (bytes, record) in lines.iter().zip(&records) {
+        assert_eq!(&decode_record(bytes).expect("fixture decodes"), record);
+        assert_eq!(
+            &encode_record(record),
+            bytes,
+            "{record:?} encodes differently"
+        );
+    }
+    let bytes = unhex(include_str!("fixtures/persist-v2-snapshot.hex").trim());
+    assert_eq!(decode_snapshot(&bytes).as_ref(), Ok(&snapshot));
+    assert_eq!(encode_snapshot(&snapshot), bytes);
+}
+
+/// Connects `id` (v5, keepalive off) with a session of `expiry` s and a will on `will/<id>`
+/// delayed by `delay` s, then drops the connection: the will is pending.
+fn drop_with_delayed_will(sim: &mut Sim, id: &str, delay: u32, expiry: u32) {
+    let mut packet = connect(V5, id, false);
+    packet.keep_alive = 0;
+    packet.properties.session_expiry_interval = Some(expiry);
+    let mut last_will = will(&format!("will/{id}"), id, QoS::AtLeastOnce);
+    last_will.properties.will_delay_interval = Some(delay);
+    packet.will = Some(last_will);
+    let (conn, connack) = sim.connect(packet);
+    assert!(matches!(connack, Packet::ConnAck(ack) if !ack.reason_code.is_error()));
+    sim.drop_connection(conn);
+}
+
+/// A clean client on `shard` subscribed to every will, with no keepalive to outlast.
+fn will_watcher(sim: &mut Sim, shard: usize) -> ConnId {
+    let count = sim.shards.len();
+    let mut packet = connect(V5, &id_on(shard, count, "watcher"), true);
+    packet.keep_alive = 0;
+    let (watcher, connack) = sim.connect(packet);
+    assert!(matches!(connack, Packet::ConnAck(ack) if !ack.reason_code.is_error()));
+    sim.subscribe(watcher, "will/#", QoS::AtLeastOnce);
+    watcher
+}
+
+#[test]
+fn a_delayed_will_outlives_a_restart_and_keeps_its_deadline() {
+    // (will delay, session expiry): the will is due at the earlier of the two (§3.1.3.2.2).
+    for (delay, expiry) in [(30, 600), (600, 30)] {
+        for source in [Source::Snapshots, Source::Journals] {
+            let mut sim = Sim::with_config(2, persistent_config());
+            let id = id_on(1, 2, "dying");
+            drop_with_delayed_will(&mut sim, &id, delay, expiry);
+            let record = sim.journals[1].iter().find_map(|(_, record)| match record {
+                PersistRecord::WillDelayed {
+                    message,
+                    publish_at_ms,
+                    ..
+                } => Some((message.payload.clone(), *publish_at_ms)),
+                _ => None,
+            });
+            assert_eq!(
+                record,
+                Some((Bytes::from(id.clone()), WALL_START_MS + 30_000)),
+                "the will and its wall-clock deadline are journaled"
+            );
+            sim.advance(Duration::from_secs(10));
+
+            // Down for 5 s: 15 s of the 30 are left, counted from the drop, not the restart.
+            let mut restarted = restart(&sim, 2, Duration::from_secs(5), source);
+            let watcher = will_watcher(&mut restarted, 0);
+            restarted.advance(Duration::from_secs(14));
+            assert!(restarted.publishes(watcher).is_empty(), "{delay}/{expiry}");
+            restarted.advance(Duration::from_secs(1));
+            let got = restarted.publishes(watcher);
+            assert_eq!(payloads(&got), [id.as_str()], "{delay}/{expiry}");
+            assert_eq!(got[0].qos, QoS::AtLeastOnce);
+            let session_left = restarted.shards[1].session_count() == 1;
+            assert_eq!(session_left, expiry > delay, "{delay}/{expiry}");
+            let kinds = kinds(&restarted.journals[1]);
+            let expected = if session_left {
+                "will-published"
+            } else {
+                "ended"
+            };
+            assert!(kinds.contains(&expected), "{kinds:?}");
+
+            // Published once: the state after it holds no will to publish again.
+            let mut again = restart(&restarted, 2, Duration::ZERO, Source::Snapshots);
+            let watcher = will_watcher(&mut again, 0);
+            again.advance(Duration::from_secs(1000));
+            assert!(again.publishes(watcher).is_empty(), "{delay}/{expiry}");
+        }
+    }
+}
+
+#[test]
+fn a_reconnect_after_a_restart_still_cancels_the_delayed_will() {
+    for source in [Source::Snapshots, Source::Journals] {
+        let mut sim = Sim::with_config(1, persistent_config());
+        drop_with_delayed_will(&mut sim, "back", 30, 600);
+        let mut restarted = restart(&sim, 1, Duration::from_secs(5), source);
+        let watcher = will_watcher(&mut restarted, 0);
+        restarted.advance(Duration::from_secs(10));
+        let (_, present) = persistent_client(&mut restarted, V5, "back");
+        assert!(present);
+        restarted.advance(Duration::from_secs(100));
+        assert!(restarted.publishes(watcher).is_empty());
+
+        // Replaying both journals, the reconnect cancels the will there too.
+        let mut replay = Replay::new();
+        for (_, record) in sim.journals[0].iter().chain(&restarted.journals[0]) {
+            replay.apply_record(record.clone());
+        }
+        let state = replay.into_shards(1).remove(0);
+        assert_eq!(state.sessions.len(), 1);
+        assert_eq!(state.sessions[0].delayed_will, None);
+    }
+}
+
+#[test]
+fn a_will_that_fell_due_while_the_broker_was_down_is_published_on_the_first_tick() {
+    for source in [Source::Snapshots, Source::Journals] {
+        let mut sim = Sim::with_config(2, persistent_config());
+        // The session outlives the downtime; the will delay does not.
+        let alive = id_on(0, 2, "alive");
+        drop_with_delayed_will(&mut sim, &alive, 10, 600);
+        // The session itself expired while the broker was down.
+        let ended = id_on(1, 2, "ended");
+        drop_with_delayed_will(&mut sim, &ended, 10, 20);
+
+        let mut restarted = restart(&sim, 2, Duration::from_secs(60), source);
+        let watcher = will_watcher(&mut restarted, 0);
+        assert!(
+            restarted.publishes(watcher).is_empty(),
+            "not before the first tick"
+        );
+        restarted.advance(Duration::ZERO);
+        let mut got = payloads(&restarted.publishes(watcher))
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        got.sort();
+        let mut expected = vec![alive.clone(), ended.clone()];
+        expected.sort();
+        assert_eq!(got, expected);
+        let (_, present) = persistent_client(&mut restarted, V5, &alive);
+        assert!(present);
+        let (_, present) = persistent_client(&mut restarted, V5, &ended);
+        assert!(!present, "the session ended while the broker was down");
+        restarted.advance(Duration::from_secs(100));
+        assert!(restarted.publishes(watcher).is_empty(), "published once");
+    }
+}
+
+#[test]
+fn a_client_back_before_the_first_tick_does_not_cancel_an_overdue_will() {
+    let mut sim = Sim::with_config(1, persistent_config());
+    drop_with_delayed_will(&mut sim, "alive", 10, 600);
+    drop_with_delayed_will(&mut sim, "ended", 10, 20);
+    let mut restarted = restart(&sim, 1, Duration::from_secs(60), Source::Journals);
+    let watcher = will_watcher(&mut restarted, 0);
+    // Both clients come back before any timer has run.
+    let (_, present) = persistent_client(&mut restarted, V5, "alive");
+    assert!(present);
+    let (_, present) = persistent_client(&mut restarted, V5, "ended");
+    assert!(!present, "an expired session is not resumed, timer or not");
+    assert_eq!(payloads(&restarted.publishes(watcher)), ["alive", "ended"]);
+    restarted.advance(Duration::from_secs(100));
+    assert!(restarted.publishes(watcher).is_empty(), "published once");
+}
+
+#[test]
+fn a_will_published_before_the_restart_is_not_published_again() {
+    for source in [Source::Snapshots, Source::Journals] {
+        let mut sim = Sim::with_config(1, persistent_config());
+        drop_with_delayed_will(&mut sim, "once", 5, 600);
+        sim.advance(Duration::from_secs(5));
+        assert!(kinds(&sim.journals[0]).contains(&"will-published"));
+        let mut restarted = restart(&sim, 1, Duration::from_secs(60), source);
+        let watcher = will_watcher(&mut restarted, 0);
+        restarted.advance(Duration::from_secs(100));
+        assert!(restarted.publishes(watcher).is_empty());
+        assert_eq!(
+            restarted.shards[0].session_count(),
+            2,
+            "the session lives on"
+        );
+    }
 }

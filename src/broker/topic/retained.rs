@@ -6,10 +6,9 @@
 //! for its own query. Here `+` has to visit every child of a level and `#` a whole subtree;
 //! bounding that work is the caller's job (DESIGN-NOTES: a resumable job with a budget).
 
-use crate::protocol::topic::{is_dollar_topic, levels};
-use ahash::AHashMap;
+use super::small_map::SmallMap;
+use crate::protocol::topic::{is_dollar_topic, levels, Levels};
 use std::fmt;
-use std::str::Split;
 
 /// Retained values of type `V` (typically the retained PUBLISH and its expiry) by topic name.
 pub struct RetainedTree<V> {
@@ -29,7 +28,8 @@ impl<V> RetainedTree<V> {
     /// one it replaces.
     pub fn insert(&mut self, topic: &str, value: V) -> Option<V> {
         let node = levels(topic).fold(&mut self.root, |node, level| {
-            node.children.entry(level.into()).or_default()
+            node.children
+                .get_or_insert_with(level, |level| level.into(), Node::default)
         });
         match &mut node.retained {
             Some(retained) => Some(std::mem::replace(&mut retained.value, value)),
@@ -177,14 +177,14 @@ struct Retained<V> {
 }
 
 struct Node<V> {
-    children: AHashMap<Box<str>, Node<V>>,
+    children: SmallMap<Box<str>, Node<V>>,
     retained: Option<Retained<V>>,
 }
 
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Self {
-            children: AHashMap::new(),
+            children: SmallMap::default(),
             retained: None,
         }
     }
@@ -193,7 +193,7 @@ impl<V> Default for Node<V> {
 /// Work left in [`RetainedTree::for_each_match`].
 enum Visit<'n, 'f, V> {
     /// Match the rest of the filter at this node.
-    Filter(&'n Node<V>, Split<'f, char>),
+    Filter(&'n Node<V>, Levels<'f>),
     /// Report everything at and below this node: a `#` was reached above it.
     Subtree(&'n Node<V>),
 }
@@ -209,7 +209,7 @@ impl<V> Node<V> {
     /// must pass over: the `$` ones at the root, none elsewhere.
     fn expand<'n, 'f>(
         &'n self,
-        mut rest: Split<'f, char>,
+        mut rest: Levels<'f>,
         skip: fn(&str) -> bool,
         pending: &mut Vec<Visit<'n, 'f, V>>,
         f: &mut impl FnMut(&str, &V),
@@ -245,9 +245,10 @@ impl<V> Drop for Node<V> {
         if self.children.is_empty() {
             return;
         }
-        let mut orphans: Vec<Self> = self.children.drain().map(|(_, child)| child).collect();
+        let mut orphans = Vec::new();
+        self.children.drain_values(|child| orphans.push(child));
         while let Some(mut node) = orphans.pop() {
-            orphans.extend(node.children.drain().map(|(_, child)| child));
+            node.children.drain_values(|child| orphans.push(child));
         }
     }
 }
@@ -391,7 +392,8 @@ mod tests {
         tree.insert("a/x/c", ());
         tree.remove("a/b/c/d");
         assert_pruned(&tree);
-        assert!(tree.root.children["a"].children["b"].children.is_empty());
+        let a = tree.root.children.get("a").unwrap();
+        assert!(a.children.get("b").unwrap().children.is_empty());
         assert_eq!(topics(&tree, "#"), ["a/b", "a/x/c"]);
     }
 

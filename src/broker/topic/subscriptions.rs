@@ -5,11 +5,11 @@
 //! siblings, whatever the tree's width. A bounded per-trie cache of results, negative ones
 //! included, turns a repeated publish to the same topic into one hash lookup.
 
-use crate::protocol::topic::{has_wildcards, is_dollar_topic, levels};
+use super::small_map::{Label, SmallMap};
+use crate::protocol::topic::{has_wildcards, is_dollar_topic, levels, Levels};
 use ahash::AHashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::str::Split;
 use std::sync::Arc;
 
 /// Cached topics per trie unless [`SubscriptionTrie::with_cache_capacity`] says otherwise: enough
@@ -29,7 +29,97 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
-type Subscribers<K, V> = AHashMap<K, V>;
+/// A node's subscribers. Nearly every filter has exactly one (a device's own topics, the one
+/// shard interested in them), so that one is held in the node itself, with no allocation.
+enum Subscribers<K, V> {
+    One(K, V),
+    /// Empty, or more than one (it does not go back to `One` when it shrinks).
+    Set(SmallMap<K, V>),
+}
+
+impl<K, V> Default for Subscribers<K, V> {
+    fn default() -> Self {
+        Subscribers::Set(SmallMap::default())
+    }
+}
+
+impl<K: Eq + Hash, V> Subscribers<K, V> {
+    fn len(&self) -> usize {
+        match self {
+            Subscribers::One(..) => 1,
+            Subscribers::Set(set) => set.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        match self {
+            Subscribers::One(k, v) => (k == key).then_some(v),
+            Subscribers::Set(set) => set.get(key),
+        }
+    }
+
+    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        match self {
+            Subscribers::One(k, v) => (k == key).then_some(v),
+            Subscribers::Set(set) => set.get_mut(key),
+        }
+    }
+
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self {
+            Subscribers::One(k, v) if *k == key => Some(std::mem::replace(v, value)),
+            Subscribers::Set(set) if set.is_empty() => {
+                *self = Subscribers::One(key, value);
+                None
+            }
+            Subscribers::Set(set) => set.insert(key, value),
+            Subscribers::One(..) => {
+                let Subscribers::One(first, first_value) = std::mem::take(self) else {
+                    unreachable!("matched One above");
+                };
+                let mut set = SmallMap::default();
+                set.insert(first, first_value);
+                set.insert(key, value);
+                *self = Subscribers::Set(set);
+                None
+            }
+        }
+    }
+
+    fn get_or_insert_with(
+        &mut self,
+        key: &K,
+        own: impl FnOnce(&K) -> K,
+        make: impl FnOnce() -> V,
+    ) -> &mut V {
+        if self.get(key).is_none() {
+            self.insert(own(key), make());
+        }
+        self.get_mut(key).expect("present or just inserted")
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        match self {
+            Subscribers::One(k, _) if k == key => match std::mem::take(self) {
+                Subscribers::One(_, value) => Some(value),
+                Subscribers::Set(_) => unreachable!("matched One above"),
+            },
+            Subscribers::One(..) => None,
+            Subscribers::Set(set) => set.remove(key),
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        match self {
+            Subscribers::One(k, v) => f(k, v),
+            Subscribers::Set(set) => set.for_each(f),
+        }
+    }
+}
 
 /// A trie of subscription filters mapping each `(filter, key)` to a value.
 ///
@@ -89,6 +179,25 @@ impl<K: Clone + Eq + Hash, V: Clone> SubscriptionTrie<K, V> {
 
     pub fn get(&self, filter: &str, key: &K) -> Option<&V> {
         self.root.subscribers(filter)?.get(key)
+    }
+
+    /// `key`'s value for `filter`, to change in place (cached results are dropped as by
+    /// [`SubscriptionTrie::insert`]).
+    pub fn get_mut(&mut self, filter: &str, key: &K) -> Option<&mut V> {
+        let value = self.root.subscribers_mut(filter)?.get_mut(key)?;
+        self.cache.invalidate(filter);
+        Some(value)
+    }
+
+    /// `key`'s value for `filter`, inserting `make()` first if it has none: one walk where
+    /// `get` then `insert` would take two. Cached results are dropped as by `insert`.
+    pub fn get_or_insert_with(&mut self, filter: &str, key: K, make: impl FnOnce() -> V) -> &mut V {
+        self.cache.invalidate(filter);
+        let subscribers = self.root.subscribers_or_insert(filter);
+        if subscribers.get(&key).is_none() {
+            self.len += 1;
+        }
+        subscribers.get_or_insert_with(&key, K::clone, make)
     }
 
     /// All `(key, value)` whose filter matches `topic` (a validated topic name); one entry per
@@ -156,53 +265,100 @@ impl<K, V> fmt::Debug for SubscriptionTrie<K, V> {
     }
 }
 
+/// Children are held in their parent's `literal` entries, not boxed one by one, and a leaf's
+/// one subscriber in the node itself; a leaf (most nodes are) has no branches at all. So a leaf
+/// with a short level and one subscriber is 88 bytes in its parent's vector and no allocation
+/// of its own (see `small_map.rs` for why size matters).
 struct Node<K, V> {
-    literal: AHashMap<Box<str>, Node<K, V>>,
+    /// `None` while the node has no children and no `#` subscribers.
+    branches: Option<Box<Branches<K, V>>>,
+    /// Subscribers whose filter ends at this node.
+    subscribers: Subscribers<K, V>,
+}
+
+struct Branches<K, V> {
+    literal: SmallMap<Label, Node<K, V>>,
     plus: Option<Box<Node<K, V>>>,
     /// `#` is always a filter's last level, so its slot holds subscribers rather than a node.
     pound: Option<Box<Subscribers<K, V>>>,
-    /// Subscribers whose filter ends at this node.
-    subscribers: Subscribers<K, V>,
 }
 
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Self {
-            literal: AHashMap::new(),
-            plus: None,
-            pound: None,
-            subscribers: AHashMap::new(),
+            branches: None,
+            subscribers: Subscribers::default(),
         }
     }
 }
 
-impl<K, V> Node<K, V> {
+impl<K, V> Default for Branches<K, V> {
+    fn default() -> Self {
+        Self {
+            literal: SmallMap::default(),
+            plus: None,
+            pound: None,
+        }
+    }
+}
+
+impl<K: Eq + Hash, V> Branches<K, V> {
+    fn is_empty(&self) -> bool {
+        self.literal.is_empty() && self.plus.is_none() && self.pound.is_none()
+    }
+}
+
+impl<K: Eq + Hash, V> Node<K, V> {
     fn child(&self, level: &str) -> Option<&Self> {
+        let branches = self.branches.as_deref()?;
         match level {
-            "+" => self.plus.as_deref(),
-            _ => self.literal.get(level),
+            "+" => branches.plus.as_deref(),
+            _ => branches.literal.get(level.as_bytes()),
         }
     }
 
     fn child_mut(&mut self, level: &str) -> Option<&mut Self> {
+        let branches = self.branches.as_deref_mut()?;
         match level {
-            "+" => self.plus.as_deref_mut(),
-            _ => self.literal.get_mut(level),
+            "+" => branches.plus.as_deref_mut(),
+            _ => branches.literal.get_mut(level.as_bytes()),
+        }
+    }
+
+    fn pound(&self) -> Option<&Subscribers<K, V>> {
+        self.branches.as_deref()?.pound.as_deref()
+    }
+
+    fn branches_mut(&mut self) -> &mut Branches<K, V> {
+        self.branches.get_or_insert_default()
+    }
+
+    /// Drops the branches once nothing is left in them.
+    fn tidy(&mut self) {
+        if self
+            .branches
+            .as_ref()
+            .is_some_and(|branches| branches.is_empty())
+        {
+            self.branches = None;
         }
     }
 
     fn is_empty(&self) -> bool {
         self.subscribers.is_empty()
-            && self.pound.is_none()
-            && self.plus.is_none()
-            && self.literal.is_empty()
+            && self
+                .branches
+                .as_ref()
+                .is_none_or(|branches| branches.is_empty())
     }
 
     /// Whether this node would be empty without its one child.
     fn only_leads_on(&self) -> bool {
         self.subscribers.is_empty()
-            && self.pound.is_none()
-            && self.literal.len() + usize::from(self.plus.is_some()) == 1
+            && self.branches.as_ref().is_some_and(|branches| {
+                branches.pound.is_none()
+                    && branches.literal.len() + usize::from(branches.plus.is_some()) == 1
+            })
     }
 
     /// Matches the next level of a topic at this node: reports the `#` subscribers (and, when
@@ -210,35 +366,39 @@ impl<K, V> Node<K, V> {
     /// the literal branch to continue with.
     fn step<'n, 't>(
         &'n self,
-        mut rest: Split<'t, char>,
+        mut rest: Levels<'t>,
         wildcards: bool,
-        forks: &mut Forks<(&'n Self, Split<'t, char>)>,
+        forks: &mut Forks<(&'n Self, Levels<'t>)>,
         f: &mut impl FnMut(&K, &V),
-    ) -> Option<(&'n Self, Split<'t, char>)> {
+    ) -> Option<(&'n Self, Levels<'t>)> {
         let Some(level) = rest.next() else {
-            self.subscribers.iter().for_each(|(k, v)| f(k, v));
+            self.subscribers.for_each(&mut *f);
             // `a/#` also matches `a`.
-            if let Some(pound) = &self.pound {
-                pound.iter().for_each(|(k, v)| f(k, v));
+            if let Some(pound) = self.pound() {
+                pound.for_each(&mut *f);
             }
             return None;
         };
+        let branches = self.branches.as_deref()?;
         if wildcards {
-            if let Some(pound) = &self.pound {
-                pound.iter().for_each(|(k, v)| f(k, v));
+            if let Some(pound) = &branches.pound {
+                pound.for_each(&mut *f);
             }
-            if let Some(plus) = &self.plus {
+            if let Some(plus) = &branches.plus {
                 forks.push((plus, rest.clone()));
             }
         }
-        self.literal.get(level).map(|child| (child, rest))
+        branches
+            .literal
+            .get(level.as_bytes())
+            .map(|child| (child, rest))
     }
 
     fn subscribers(&self, filter: &str) -> Option<&Subscribers<K, V>> {
         let mut node = self;
         for level in levels(filter) {
             if level == "#" {
-                return node.pound.as_deref();
+                return node.pound();
             }
             node = node.child(level)?;
         }
@@ -249,7 +409,7 @@ impl<K, V> Node<K, V> {
         let mut node = self;
         for level in levels(filter) {
             if level == "#" {
-                return node.pound.as_deref_mut();
+                return node.branches.as_deref_mut()?.pound.as_deref_mut();
             }
             node = node.child_mut(level)?;
         }
@@ -259,10 +419,15 @@ impl<K, V> Node<K, V> {
     fn subscribers_or_insert(&mut self, filter: &str) -> &mut Subscribers<K, V> {
         let mut node = self;
         for level in levels(filter) {
+            let branches = node.branches_mut();
             node = match level {
-                "#" => return node.pound.get_or_insert_default(),
-                "+" => node.plus.get_or_insert_default(),
-                _ => node.literal.entry(level.into()).or_default(),
+                "#" => return branches.pound.get_or_insert_default(),
+                "+" => branches.plus.get_or_insert_default(),
+                _ => branches.literal.get_or_insert_with(
+                    level.as_bytes(),
+                    |_| Label::new(level),
+                    Node::default,
+                ),
             };
         }
         &mut node.subscribers
@@ -277,9 +442,16 @@ impl<K, V> Node<K, V> {
         let Some(end) = path().try_fold(&mut *self, |node, level| node.child_mut(level)) else {
             return;
         };
-        if end.pound.as_ref().is_some_and(|pound| pound.is_empty()) {
-            end.pound = None;
+        if let Some(branches) = end.branches.as_deref_mut() {
+            if branches
+                .pound
+                .as_ref()
+                .is_some_and(|pound| pound.is_empty())
+            {
+                branches.pound = None;
+            }
         }
+        end.tidy();
         // Find the topmost node of the chain that only leads to the now-empty end node.
         let mut node = &*self;
         let mut depth = 0;
@@ -308,13 +480,15 @@ impl<K, V> Node<K, V> {
         else {
             return;
         };
-        match rest.next() {
-            Some("+") => parent.plus = None,
-            Some(level) => {
-                parent.literal.remove(level);
+        if let (Some(branches), Some(level)) = (parent.branches.as_deref_mut(), rest.next()) {
+            match level {
+                "+" => branches.plus = None,
+                _ => {
+                    branches.literal.remove(level.as_bytes());
+                }
             }
-            None => {}
         }
+        parent.tidy();
     }
 }
 
@@ -322,7 +496,7 @@ impl<K, V> Drop for Node<K, V> {
     /// Dismantles the subtree with an explicit stack: the default recursive drop could overflow
     /// the thread's stack on a valid 32768-level filter.
     fn drop(&mut self) {
-        if self.literal.is_empty() && self.plus.is_none() {
+        if self.branches.is_none() {
             return;
         }
         let mut orphans = Vec::new();
@@ -335,8 +509,14 @@ impl<K, V> Drop for Node<K, V> {
 
 impl<K, V> Node<K, V> {
     fn detach_children(&mut self, into: &mut Vec<Self>) {
-        into.extend(self.literal.drain().map(|(_, child)| child));
-        if let Some(plus) = self.plus.take() {
+        let Some(mut branches) = self.branches.take() else {
+            return;
+        };
+        match std::mem::take(&mut branches.literal) {
+            SmallMap::Few(children) => into.extend(children.into_iter().map(|(_, child)| child)),
+            SmallMap::Many(children) => into.extend(children.into_values()),
+        }
+        if let Some(plus) = branches.plus.take() {
             into.push(*plus);
         }
     }
@@ -442,6 +622,11 @@ impl<K, V> MatchCache<K, V> {
     }
 
     fn invalidate(&mut self, filter: &str) {
+        // Nothing cached, nothing to drop: spares scanning and hashing every filter while a
+        // trie is being filled (a restore inserts millions).
+        if self.entries.is_empty() {
+            return;
+        }
         if has_wildcards(filter) {
             self.stale = true;
         } else if !self.stale {
@@ -473,14 +658,19 @@ mod tests {
         found
     }
 
-    /// Every node but the root must hold subscribers or lead to some.
-    fn assert_pruned<K, V>(trie: &SubscriptionTrie<K, V>) {
+    /// Every node but the root must hold subscribers or lead to some, and no node keeps
+    /// empty branches.
+    fn assert_pruned<K: Eq + Hash, V>(trie: &SubscriptionTrie<K, V>) {
         let mut stack: Vec<&Node<K, V>> = vec![&trie.root];
         while let Some(node) = stack.pop() {
-            if let Some(pound) = &node.pound {
+            let Some(branches) = node.branches.as_deref() else {
+                continue;
+            };
+            assert!(!branches.is_empty(), "empty branches left behind");
+            if let Some(pound) = &branches.pound {
                 assert!(!pound.is_empty(), "empty # slot left behind");
             }
-            for child in node.literal.values().chain(node.plus.as_deref()) {
+            for child in branches.literal.values().chain(branches.plus.as_deref()) {
                 assert!(!child.is_empty(), "empty node left behind");
                 stack.push(child);
             }
@@ -598,6 +788,33 @@ mod tests {
     }
 
     #[test]
+    fn crowded_filters_keep_every_subscriber() {
+        // Past the one held inline and past the vector, into a map.
+        let mut trie = SubscriptionTrie::new();
+        for key in 0..20u32 {
+            trie.insert("a/b", key, key);
+            trie.insert("a/#", key, key + 100);
+        }
+        assert_eq!(trie.len(), 40);
+        assert_eq!(trie.matches("a/b").len(), 40);
+        for key in (0..20).step_by(2) {
+            assert_eq!(trie.remove("a/b", &key), Some(key));
+        }
+        let expected: Vec<_> = (1..20)
+            .step_by(2)
+            .map(|key| (key, key))
+            .chain((0..20).map(|key| (key, key + 100)))
+            .collect();
+        assert_eq!(sorted(&trie.matches("a/b")), sorted(&expected));
+        for key in 0..20 {
+            trie.remove("a/b", &key);
+            trie.remove("a/#", &key);
+        }
+        assert!(trie.is_empty());
+        assert_pruned(&trie);
+    }
+
+    #[test]
     fn insert_replaces_and_get_reads() {
         let mut trie = SubscriptionTrie::new();
         assert_eq!(trie.insert("a/+", 1, 10), None);
@@ -640,7 +857,8 @@ mod tests {
         trie.insert("a/+/c", 3, ());
         trie.remove("a/b/c/d", &1);
         assert_pruned(&trie);
-        assert!(trie.root.literal["a"].literal["b"].literal.is_empty());
+        let a = trie.root.child("a").unwrap();
+        assert!(a.child("b").unwrap().branches.is_none());
         assert_eq!(trie.matches("a/b").as_ref(), [(2, ())]);
         assert_eq!(trie.matches("a/b/c").as_ref(), [(3, ())]);
     }
@@ -810,6 +1028,47 @@ mod tests {
             assert_pruned(&trie);
         }
         Ok(())
+    }
+
+    /// Levels wide enough, keys many enough and labels long enough that nodes switch from
+    /// vectors to maps and labels from inline to boxed (see `small_map.rs`), which the small
+    /// alphabet of the other cases never reaches.
+    fn wide_ops() -> impl Strategy<Value = Vec<Op>> {
+        let long = "a-level-longer-than-what-fits-inline";
+        let level = prop_oneof![
+            8 => (0..24u8).prop_map(|i| i.to_string()),
+            1 => Just(long.to_string()),
+            1 => Just("+".to_string()),
+        ];
+        let filter = (prop::collection::vec(level.clone(), 1..4), any::<bool>()).prop_map(
+            |(levels, pound)| {
+                let mut filter = levels.join("/");
+                if pound {
+                    filter.push_str("/#");
+                }
+                filter
+            },
+        );
+        let topic = prop::collection::vec(level, 1..4)
+            .prop_map(|levels| levels.join("/").replace('+', "x"));
+        prop::collection::vec(
+            prop_oneof![
+                4 => (filter.clone(), 0..20u8, any::<u16>())
+                    .prop_map(|(f, k, v)| Op::Insert(f, k, v)),
+                2 => (filter, 0..20u8).prop_map(|(f, k)| Op::Remove(f, k)),
+                2 => topic.prop_map(Op::Match),
+            ],
+            1..300,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn wide_levels_and_crowded_filters_agree_with_reference(ops in wide_ops()) {
+            check_against_reference(ops, DEFAULT_CACHE_CAPACITY)?;
+        }
     }
 
     proptest! {

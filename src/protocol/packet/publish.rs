@@ -36,6 +36,21 @@ mod flags {
 }
 
 impl Publish {
+    /// A copy that shares no memory with the receive buffer it was decoded from, for a message
+    /// kept long after it (a retained message): a slice of a few bytes would keep the whole
+    /// buffer alive.
+    pub fn detached(&self) -> Publish {
+        Publish {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: ByteString::from(&*self.topic),
+            packet_id: self.packet_id,
+            properties: self.properties.detached(),
+            payload: Bytes::copy_from_slice(&self.payload),
+        }
+    }
+
     pub fn decode(
         header: &FixedHeader,
         body: Bytes,
