@@ -502,8 +502,9 @@ impl Broker {
 
     /// Stores, replaces or clears a retained message. Every shard sees every retained update,
     /// so shard 0 alone journals them.
+    /// The message must not share a receive buffer (see `Message::detached`).
     pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
-        self.retained.store(Arc::new(message.detached()));
+        self.retained.store(message.clone());
         if self.shard == 0 && self.persist.enabled {
             let record = if message.template.payload.is_empty() {
                 PersistRecord::RetainedCleared {

@@ -10,7 +10,7 @@ use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
 use crate::broker::io::{ConnId, ShardMessage};
 use crate::broker::message::{Delivery, SharedMessage};
-use crate::broker::persist::{PersistRecord, QueuedFor};
+use crate::broker::persist::{stored_subscription_ids, PersistRecord, QueuedFor};
 use crate::broker::session::{SessionId, Subscription};
 use crate::broker::time::Timestamp;
 use crate::protocol::QoS;
@@ -26,9 +26,15 @@ impl Broker {
         ack: Option<u64>,
     ) {
         let retain = message.template.retain && self.config.retain_available;
-        if retain {
-            self.store_retained(&message);
-        }
+        // A retained message outlives the receive buffer it was read into: detach it once here,
+        // and every shard stores and delivers that one copy.
+        let message = if retain {
+            let detached = Arc::new(message.detached());
+            self.store_retained(&detached);
+            detached
+        } else {
+            message
+        };
         if self.shard_count == 1 {
             return self.deliver_local(&message, true, None, now);
         }
@@ -262,11 +268,7 @@ impl Broker {
                 id: delivery.id,
                 qos: delivery.qos as u8,
                 retain: delivery.retain,
-                subscription_ids: delivery
-                    .subscription_ids
-                    .iter()
-                    .map(|id| id.get())
-                    .collect(),
+                subscription_ids: stored_subscription_ids(&delivery.subscription_ids),
             });
         }
         if !to.is_empty() {

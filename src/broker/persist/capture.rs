@@ -16,7 +16,9 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use bytestring::ByteString;
 
-use super::convert::{stored_awaiting, stored_message_at, stored_subscription, unix_ms_at};
+use super::convert::{
+    stored_awaiting, stored_message_at, stored_subscription, stored_subscription_ids, unix_ms_at,
+};
 use super::records::{
     ShardState, StoredDelivery, StoredInflight, StoredMessage, StoredSession, StoredWill,
 };
@@ -128,11 +130,7 @@ impl StateCapture {
                     message: stored(&delivery.message),
                     qos: delivery.qos as u8,
                     retain: delivery.retain,
-                    subscription_ids: delivery
-                        .subscription_ids
-                        .iter()
-                        .map(|id| id.get())
-                        .collect(),
+                    subscription_ids: stored_subscription_ids(&delivery.subscription_ids),
                 };
                 let inflight = session
                     .inflight

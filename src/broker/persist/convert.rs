@@ -131,6 +131,10 @@ fn decode_properties(bytes: &Bytes) -> Result<PublishPropertiesBox, crate::proto
     Ok(properties)
 }
 
+pub(in crate::broker) fn stored_subscription_ids(ids: &[NonZeroU32]) -> Vec<u32> {
+    ids.iter().map(|id| id.get()).collect()
+}
+
 pub(in crate::broker) fn stored_subscription(
     filter: &str,
     subscription: &Subscription,

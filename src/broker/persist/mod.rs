@@ -33,7 +33,7 @@ pub use capture::StateCapture;
 pub use codec::{
     decode_record, decode_snapshot, encode_record, encode_snapshot, FormatError, FORMAT_VERSION,
 };
-pub(super) use convert::stored_subscription;
+pub(super) use convert::{stored_subscription, stored_subscription_ids};
 pub(super) use journal::Journal;
 pub use records::{
     PersistRecord, QueuedFor, ShardState, StoredAwaiting, StoredDelivery, StoredInflight,

@@ -353,6 +353,26 @@ pub fn connect(version: ProtocolVersion, client_id: &str, clean_start: bool) -> 
     }
 }
 
+/// A client's PUBLISH of `payload` on `topic`.
+pub fn publish_packet(topic: &str, payload: &str, qos: QoS, packet_id: u16) -> Packet {
+    Packet::Publish(Publish {
+        qos,
+        topic: topic.into(),
+        packet_id,
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        ..Publish::default()
+    })
+}
+
+/// The same PUBLISH sent again with DUP set, as a client resends one it got no answer to.
+pub fn resent_publish_packet(topic: &str, payload: &str, qos: QoS, packet_id: u16) -> Packet {
+    let mut packet = publish_packet(topic, payload, qos, packet_id);
+    if let Packet::Publish(publish) = &mut packet {
+        publish.dup = true;
+    }
+    packet
+}
+
 /// A will on `topic` with `payload`.
 pub fn will(topic: &str, payload: &str, qos: QoS) -> LastWill {
     LastWill {

@@ -70,16 +70,6 @@ fn send_subscribe(sim: &mut Sim, conn: ConnId, filter: &str) {
     );
 }
 
-fn publish_packet(topic: &str, payload: &str, qos: QoS, packet_id: u16) -> Packet {
-    Packet::Publish(Publish {
-        qos,
-        topic: topic.into(),
-        packet_id,
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        ..Publish::default()
-    })
-}
-
 fn kinds(journal: &[(u64, PersistRecord)]) -> Vec<&'static str> {
     journal
         .iter()
@@ -260,10 +250,7 @@ fn a_resent_qos2_publish_is_acknowledged_only_once_its_first_routing_is_durable(
     // The connection is lost with the PUBREC still held; the client resends on a new one.
     sim.drop_connection(publisher);
     let (publisher, _) = persistent_client(&mut sim, V3, "pub");
-    let mut again = publish_packet("t", "x", QoS::ExactlyOnce, 7);
-    if let Packet::Publish(publish) = &mut again {
-        publish.dup = true;
-    }
+    let again = resent_publish_packet("t", "x", QoS::ExactlyOnce, 7);
     sim.send(publisher, again);
     assert_eq!(
         sim.recv(publisher),
@@ -338,10 +325,7 @@ fn a_resent_qos2_publish_waits_for_the_shards_its_first_copy_reached() {
     sim.drop_connection(publisher);
     let (publisher, present) = persistent_client(&mut sim, V3, &publisher_id);
     assert!(present);
-    let mut again = publish_packet("t", "x", QoS::ExactlyOnce, 7);
-    if let Packet::Publish(publish) = &mut again {
-        publish.dup = true;
-    }
+    let again = resent_publish_packet("t", "x", QoS::ExactlyOnce, 7);
     sim.send(publisher, again);
     persist_shard(&mut sim, 0);
     assert_eq!(
@@ -354,10 +338,7 @@ fn a_resent_qos2_publish_waits_for_the_shards_its_first_copy_reached() {
     assert_eq!(payloads(&sim.publishes(sub)), ["x"], "routed once");
 
     // Once the first copy is durable everywhere, a further resend is answered at once.
-    let mut third = publish_packet("t", "x", QoS::ExactlyOnce, 7);
-    if let Packet::Publish(publish) = &mut third {
-        publish.dup = true;
-    }
+    let third = resent_publish_packet("t", "x", QoS::ExactlyOnce, 7);
     sim.send(publisher, third);
     assert!(matches!(sim.recv(publisher), Some(Packet::PubRec(a)) if a.packet_id == 7));
 }
@@ -470,10 +451,7 @@ fn check_restored(mut sim: Sim, offline: &str, busy: &str, publisher: &str) {
     // The inbound QoS 2 identifier is still awaiting PUBREL: a resend is not routed again.
     let (p, present) = persistent_client(&mut sim, V5, publisher);
     assert!(present);
-    let mut again = publish_packet("a/3", "q3", QoS::ExactlyOnce, 9);
-    if let Packet::Publish(publish) = &mut again {
-        publish.dup = true;
-    }
+    let again = resent_publish_packet("a/3", "q3", QoS::ExactlyOnce, 9);
     sim.send(p, again);
     assert!(matches!(sim.recv(p), Some(Packet::PubRec(a)) if a.packet_id == 9));
     sim.send(p, Packet::PubRel(Ack::new(9)));

@@ -5,16 +5,6 @@ use std::time::Duration;
 use super::*;
 use crate::protocol::ReasonCode;
 
-fn publish_packet(topic: &str, payload: &str, qos: QoS, packet_id: u16) -> Packet {
-    Packet::Publish(Publish {
-        qos,
-        topic: topic.into(),
-        packet_id,
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        ..Publish::default()
-    })
-}
-
 #[test]
 fn outbound_qos_is_the_minimum_of_published_and_granted() {
     let mut sim = Sim::new(1);
@@ -40,10 +30,7 @@ fn inbound_qos2_is_delivered_exactly_once_even_when_repeated() {
     sim.send(publisher, publish_packet("q2", "x", QoS::ExactlyOnce, 9));
     assert!(matches!(sim.recv(publisher), Some(Packet::PubRec(a)) if a.packet_id == 9));
     // The same PUBLISH again (e.g. the PUBREC was lost), with DUP.
-    let mut again = publish_packet("q2", "x", QoS::ExactlyOnce, 9);
-    if let Packet::Publish(p) = &mut again {
-        p.dup = true;
-    }
+    let again = resent_publish_packet("q2", "x", QoS::ExactlyOnce, 9);
     sim.send(publisher, again);
     assert!(matches!(sim.recv(publisher), Some(Packet::PubRec(a)) if a.packet_id == 9));
     sim.send(publisher, Packet::PubRel(Ack::new(9)));
