@@ -92,6 +92,11 @@ pub struct Args {
     #[argh(option, arg_name = "N")]
     pub initial_pool_size: Option<usize>,
 
+    /// seconds a new connection may take to send CONNECT before it is closed, 1 to 3600
+    /// (default: 20)
+    #[argh(option, arg_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+
     /// seconds a disconnected MQTT 3.x session with clean session 0 is kept (default: 3600)
     #[argh(option, arg_name = "SECONDS")]
     pub session_expiry: Option<u32>,
@@ -104,6 +109,11 @@ pub struct Args {
     /// largest keepalive accepted, in seconds, 1 to 65535 (default: 65535)
     #[argh(option, arg_name = "SECONDS")]
     pub max_keepalive: Option<u16>,
+
+    /// seconds between sweeps of queued and retained messages for expired ones, 1 to 3600
+    /// (default: 10)
+    #[argh(option, arg_name = "SECONDS")]
+    pub expiry_sweep_interval: Option<u64>,
 
     /// largest packet accepted, in bytes, 64 to 268435460 (default: 268435460)
     #[argh(option, arg_name = "BYTES")]
@@ -122,6 +132,11 @@ pub struct Args {
     #[argh(option, arg_name = "BYTES")]
     pub max_queued_bytes: Option<usize>,
 
+    /// bytes waiting in a connection's send buffer above which QoS 0 messages to it are
+    /// dropped, 1024 to 1073741824 (default: 4194304)
+    #[argh(option, arg_name = "BYTES")]
+    pub max_outbound_buffer: Option<usize>,
+
     /// unacknowledged QoS 1/2 publishes an MQTT 5 client may send the broker, 1 to 65535
     /// (default: 65535)
     #[argh(option, arg_name = "N")]
@@ -138,6 +153,10 @@ pub struct Args {
     /// levels a topic name or filter may have; 0 means no limit (default: 0)
     #[argh(option, arg_name = "N")]
     pub max_topic_levels: Option<usize>,
+
+    /// retained messages sent for one SUBSCRIBE filter; 0 means no limit (default: 0)
+    #[argh(option, arg_name = "N")]
+    pub max_retained_per_subscribe: Option<usize>,
 
     /// whether retained messages are stored: true or false (default: true)
     #[argh(option, arg_name = "BOOL")]
@@ -172,20 +191,24 @@ pub struct Settings {
     pub pin_cores: bool,
     pub read_buffer_size: usize,
     pub initial_pool_size: usize,
+    pub connect_timeout: Duration,
     /// A level or an `EnvFilter` directive, already checked to parse.
     pub log_level: String,
     pub max_connections: usize,
     pub session_expiry: u32,
     pub max_session_expiry: Option<u32>,
     pub max_keepalive: u16,
+    pub expiry_sweep_interval: Duration,
     pub max_packet_size: usize,
     pub max_inflight: u16,
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
+    pub max_outbound_buffer: usize,
     pub receive_maximum: u16,
     pub topic_alias_maximum: u16,
     pub max_subscriptions_per_client: usize,
     pub max_topic_levels: usize,
+    pub max_retained_per_subscribe: usize,
     pub retain_available: bool,
     pub maximum_qos: QoS,
 }
@@ -246,12 +269,16 @@ struct FileSettings {
     read_buffer_size: Option<i64>,
     #[serde(alias = "initial_pool_size")]
     initial_pool_size: Option<i64>,
+    #[serde(alias = "connect_timeout")]
+    connect_timeout: Option<i64>,
     #[serde(alias = "session_expiry")]
     session_expiry: Option<i64>,
     #[serde(alias = "max_session_expiry")]
     max_session_expiry: Option<i64>,
     #[serde(alias = "max_keepalive")]
     max_keepalive: Option<i64>,
+    #[serde(alias = "expiry_sweep_interval")]
+    expiry_sweep_interval: Option<i64>,
     #[serde(alias = "max_packet_size")]
     max_packet_size: Option<i64>,
     #[serde(alias = "max_inflight")]
@@ -260,6 +287,8 @@ struct FileSettings {
     max_queued_messages: Option<i64>,
     #[serde(alias = "max_queued_bytes")]
     max_queued_bytes: Option<i64>,
+    #[serde(alias = "max_outbound_buffer")]
+    max_outbound_buffer: Option<i64>,
     #[serde(alias = "receive_maximum")]
     receive_maximum: Option<i64>,
     #[serde(alias = "topic_alias_maximum")]
@@ -268,6 +297,8 @@ struct FileSettings {
     max_subscriptions_per_client: Option<i64>,
     #[serde(alias = "max_topic_levels")]
     max_topic_levels: Option<i64>,
+    #[serde(alias = "max_retained_per_subscribe")]
+    max_retained_per_subscribe: Option<i64>,
     #[serde(alias = "retain_available")]
     retain_available: Option<bool>,
     #[serde(alias = "maximum_qos")]
@@ -293,17 +324,21 @@ const KNOWN_KEYS: &[&str] = &[
     "max-connections",
     "read-buffer-size",
     "initial-pool-size",
+    "connect-timeout",
     "session-expiry",
     "max-session-expiry",
     "max-keepalive",
+    "expiry-sweep-interval",
     "max-packet-size",
     "max-inflight",
     "max-queued-messages",
     "max-queued-bytes",
+    "max-outbound-buffer",
     "receive-maximum",
     "topic-alias-maximum",
     "max-subscriptions-per-client",
     "max-topic-levels",
+    "max-retained-per-subscribe",
     "retain-available",
     "maximum-qos",
     "log-level",
@@ -365,6 +400,19 @@ impl Layers<'_> {
             return Err(out_of_range());
         }
         T::try_from(value).map_err(|_| out_of_range())
+    }
+
+    /// A duration setting given in whole seconds, within `bound`; [`Layers::int`] otherwise.
+    fn seconds(
+        &self,
+        key: &str,
+        flag: Option<u64>,
+        file: Option<i64>,
+        default: Duration,
+        bound: Bound,
+    ) -> Result<Duration, SettingsError> {
+        let secs = self.int(key, flag, file, default.as_secs(), bound)?;
+        Ok(Duration::from_secs(secs))
     }
 }
 
@@ -503,6 +551,13 @@ impl Settings {
                 1000usize,
                 Bound::AtLeast(0),
             )?,
+            connect_timeout: layers.seconds(
+                "connect-timeout",
+                args.connect_timeout,
+                f.connect_timeout,
+                defaults.connect_timeout,
+                Bound::Between(1, 3600),
+            )?,
             log_level,
             max_connections: layers.int(
                 "max-connections",
@@ -526,6 +581,13 @@ impl Settings {
                 f.max_keepalive,
                 defaults.max_keepalive,
                 Bound::NONZERO_U16,
+            )?,
+            expiry_sweep_interval: layers.seconds(
+                "expiry-sweep-interval",
+                args.expiry_sweep_interval,
+                f.expiry_sweep_interval,
+                defaults.expiry_sweep_interval,
+                Bound::Between(1, 3600),
             )?,
             // Below 64 bytes even a CONNECT with a short client id cannot get through.
             max_packet_size: layers.int(
@@ -556,6 +618,13 @@ impl Settings {
                 defaults.max_queued_bytes,
                 Bound::AtLeast(0),
             )?,
+            max_outbound_buffer: layers.int(
+                "max-outbound-buffer",
+                args.max_outbound_buffer,
+                f.max_outbound_buffer,
+                defaults.max_outbound_buffer,
+                Bound::Between(1024, 1 << 30),
+            )?,
             // MQTT 5 makes a Receive Maximum of 0 a protocol error.
             receive_maximum: layers.int(
                 "receive-maximum",
@@ -585,6 +654,13 @@ impl Settings {
                 defaults.max_topic_levels,
                 Bound::AtLeast(0),
             )?,
+            max_retained_per_subscribe: layers.int(
+                "max-retained-per-subscribe",
+                args.max_retained_per_subscribe,
+                f.max_retained_per_subscribe,
+                defaults.max_retained_per_subscribe,
+                Bound::AtLeast(0),
+            )?,
             retain_available: Layers::pick(
                 args.retain_available,
                 f.retain_available,
@@ -604,6 +680,7 @@ impl Settings {
             // The pre-CONNECT limit guards against unauthenticated peers; it must never let
             // through more than the limit for connected clients.
             max_connect_packet_size: defaults.max_connect_packet_size.min(self.max_packet_size),
+            connect_timeout: self.connect_timeout,
             session_expiry: self.session_expiry,
             max_session_expiry: self.max_session_expiry,
             max_keepalive: self.max_keepalive,
@@ -611,11 +688,14 @@ impl Settings {
             max_inflight: self.max_inflight,
             max_queued_messages: self.max_queued_messages,
             max_queued_bytes: self.max_queued_bytes,
+            max_outbound_buffer: self.max_outbound_buffer,
             topic_alias_maximum: self.topic_alias_maximum,
             max_subscriptions_per_client: self.max_subscriptions_per_client,
             max_topic_levels: self.max_topic_levels,
             retain_available: self.retain_available,
             maximum_qos: self.maximum_qos,
+            max_retained_per_subscribe: self.max_retained_per_subscribe,
+            expiry_sweep_interval: self.expiry_sweep_interval,
             ..defaults
         }
     }
@@ -697,16 +777,15 @@ impl Layers<'_> {
                 return Err(self.invalid("fsync", origin, problem));
             }
         };
-        let snapshot_secs = self.int(
-            "snapshot-interval",
-            args.snapshot_interval,
-            f.snapshot_interval,
-            defaults.snapshot_interval.as_secs(),
-            Bound::AtLeast(1),
-        )?;
         Ok(PersistenceOptions {
             fsync,
-            snapshot_interval: Duration::from_secs(snapshot_secs),
+            snapshot_interval: self.seconds(
+                "snapshot-interval",
+                args.snapshot_interval,
+                f.snapshot_interval,
+                defaults.snapshot_interval,
+                Bound::AtLeast(1),
+            )?,
             journal_max_bytes: self.int(
                 "journal-max-bytes",
                 args.journal_max_bytes,
@@ -890,6 +969,10 @@ mod tests {
         assert_eq!(settings.max_topic_levels, 0);
         assert!(settings.retain_available);
         assert_eq!(settings.maximum_qos, QoS::ExactlyOnce);
+        assert_eq!(settings.connect_timeout, Duration::from_secs(20));
+        assert_eq!(settings.max_outbound_buffer, 4_194_304);
+        assert_eq!(settings.max_retained_per_subscribe, 0);
+        assert_eq!(settings.expiry_sweep_interval, Duration::from_secs(10));
     }
 
     #[test]
@@ -951,6 +1034,36 @@ mod tests {
             with_file(&["--listen", "10.0.0.1:1883", "--runtime", "tokio"], toml).unwrap();
         assert_eq!(settings.listen, vec!["10.0.0.1:1883".parse().unwrap()]);
         assert_eq!(settings.runtime, Backend::Tokio);
+
+        let toml = r#"
+            connect-timeout = 5
+            max-outbound-buffer = 65536
+            max-retained-per-subscribe = 100
+            expiry-sweep-interval = 60
+        "#;
+        let settings = with_file(&[], toml).unwrap();
+        assert_eq!(settings.connect_timeout, Duration::from_secs(5));
+        assert_eq!(settings.max_outbound_buffer, 65_536);
+        assert_eq!(settings.max_retained_per_subscribe, 100);
+        assert_eq!(settings.expiry_sweep_interval, Duration::from_secs(60));
+        let settings = with_file(
+            &[
+                "--connect-timeout",
+                "30",
+                "--max-outbound-buffer",
+                "1024",
+                "--max-retained-per-subscribe",
+                "0",
+                "--expiry-sweep-interval",
+                "1",
+            ],
+            toml,
+        )
+        .unwrap();
+        assert_eq!(settings.connect_timeout, Duration::from_secs(30));
+        assert_eq!(settings.max_outbound_buffer, 1024);
+        assert_eq!(settings.max_retained_per_subscribe, 0);
+        assert_eq!(settings.expiry_sweep_interval, Duration::from_secs(1));
     }
 
     #[test]
@@ -958,6 +1071,9 @@ mod tests {
         let settings = with_file(&[], "max_connections = 7\nlog_level = \"debug\"").unwrap();
         assert_eq!(settings.max_connections, 7);
         assert_eq!(settings.log_level, "debug");
+        let settings = with_file(&[], "connect_timeout = 3\nmax_outbound_buffer = 2048").unwrap();
+        assert_eq!(settings.connect_timeout, Duration::from_secs(3));
+        assert_eq!(settings.max_outbound_buffer, 2048);
     }
 
     #[test]
@@ -1026,6 +1142,22 @@ mod tests {
             flag(&["--receive-maximum", "0"]),
             "--receive-maximum must be between 1 and 65535, got 0"
         );
+        assert_eq!(
+            flag(&["--connect-timeout", "0"]),
+            "--connect-timeout must be between 1 and 3600, got 0"
+        );
+        assert_eq!(
+            flag(&["--max-outbound-buffer", "1023"]),
+            "--max-outbound-buffer must be between 1024 and 1073741824, got 1023"
+        );
+        assert_eq!(
+            flag(&["--max-outbound-buffer", "1073741825"]),
+            "--max-outbound-buffer must be between 1024 and 1073741824, got 1073741825"
+        );
+        assert_eq!(
+            flag(&["--expiry-sweep-interval", "3601"]),
+            "--expiry-sweep-interval must be between 1 and 3600, got 3601"
+        );
         assert!(flag(&["--log-level", "inf"]).starts_with("--log-level must be error, warn"));
         assert_eq!(
             flag(&["--listen", "127.0.0.1:1883", "--listen", "127.0.0.1:1883"]),
@@ -1046,6 +1178,18 @@ mod tests {
             "config file ./x.toml: max-queued-bytes must be at least 0, got -1"
         );
         assert_eq!(
+            file("connect-timeout = 7200"),
+            "config file ./x.toml: connect-timeout must be between 1 and 3600, got 7200"
+        );
+        assert_eq!(
+            file("max-retained-per-subscribe = -1"),
+            "config file ./x.toml: max-retained-per-subscribe must be at least 0, got -1"
+        );
+        assert_eq!(
+            file("expiry_sweep_interval = 0"),
+            "config file ./x.toml: expiry-sweep-interval must be between 1 and 3600, got 0"
+        );
+        assert_eq!(
             file("listen = []"),
             r#"config file ./x.toml: listen must have at least one address, e.g. ["0.0.0.0:1883"]"#
         );
@@ -1058,6 +1202,7 @@ mod tests {
 
         // A bad file value is irrelevant when a flag overrides it.
         assert!(with_file(&["--maximum-qos", "1"], "maximum-qos = 3").is_ok());
+        assert!(with_file(&["--connect-timeout", "5"], "connect-timeout = 0").is_ok());
     }
 
     #[test]
@@ -1116,6 +1261,14 @@ mod tests {
             "60",
             "--retain-available",
             "false",
+            "--connect-timeout",
+            "5",
+            "--max-outbound-buffer",
+            "65536",
+            "--max-retained-per-subscribe",
+            "100",
+            "--expiry-sweep-interval",
+            "60",
         ]))
         .unwrap();
         let config = settings.broker_config();
@@ -1124,11 +1277,21 @@ mod tests {
         assert_eq!(config.maximum_qos, QoS::AtLeastOnce);
         assert_eq!(config.max_session_expiry, Some(60));
         assert!(!config.retain_available);
+        assert_eq!(config.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_outbound_buffer, 65_536);
+        assert_eq!(config.max_retained_per_subscribe, 100);
+        assert_eq!(config.expiry_sweep_interval, Duration::from_secs(60));
 
         let config = defaults().broker_config();
         let core = Config::default();
         assert_eq!(config.max_connect_packet_size, core.max_connect_packet_size);
+        assert_eq!(config.connect_timeout, core.connect_timeout);
         assert_eq!(config.max_outbound_buffer, core.max_outbound_buffer);
+        assert_eq!(
+            config.max_retained_per_subscribe,
+            core.max_retained_per_subscribe
+        );
+        assert_eq!(config.expiry_sweep_interval, core.expiry_sweep_interval);
         assert_eq!(config.max_queued_bytes, core.max_queued_bytes);
         assert_eq!(config.maximum_qos, core.maximum_qos);
     }

@@ -474,12 +474,13 @@ fn read_loop(shared: &Arc<Shared>, mut stream: TcpStream, conn: ConnId, peer: Op
                 let backlogged = {
                     let mut core = shared.lock();
                     let now = shared.now();
-                    core.broker.handle_bytes(conn, &mut buf, now);
+                    let published = core.broker.handle_bytes(conn, &mut buf, now);
                     core.pump();
-                    core.journal.is_backlogged()
+                    published && core.journal.is_backlogged()
                 };
-                // The disk cannot keep up: stop reading and let TCP slow the client down, so
-                // the queue to the journal's writer stays bounded.
+                // The disk cannot keep up: stop reading from this publisher and let TCP slow it
+                // down, so the queue to the journal's writer stays bounded. Subscribers go on
+                // reading, as their acknowledgements are what lets queued messages out.
                 while backlogged && shared.lock().journal.is_backlogged() {
                     thread::sleep(TICK);
                 }

@@ -411,34 +411,9 @@ runtime_tests!(
     v5_sigterm_sends_disconnect_0x8b_and_exits_0,
     raw_v5_takeover_disconnect_0x8e,
     raw_v5_sigterm_disconnect_0x8b_and_exit_0,
+    cross_shard_flood_keeps_delivering,
+    cross_shard_qos1_flood_keeps_a_persistent_subscriber_served,
 );
-
-/// Per runtime by hand: epoll still fails it (see the `#[ignore]` reason).
-mod cross_shard_flood {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn io_uring() {
-        super::cross_shard_flood_keeps_delivering("io-uring").await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tokio_rt() {
-        super::cross_shard_flood_keeps_delivering("tokio").await
-    }
-
-    #[ignore = "known bug, open in issue #4: on epoll, cross-shard deliveries stall for more \
-                than 15 s under a two-way flood when the machine is saturated (the full suite \
-                on 2 cores); run with --ignored to reproduce"]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn epoll() {
-        super::cross_shard_flood_keeps_delivering("epoll").await
-    }
-
-    #[cfg(feature = "glommio")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn glommio() {
-        super::cross_shard_flood_keeps_delivering("glommio").await
-    }
-}
 
 /// Messages the subscriber must get while the flood is still going.
 const FLOOD_DELIVERIES: usize = 2000;
@@ -469,7 +444,7 @@ async fn cross_shard_flood_keeps_delivering(runtime: &str) {
         .into_iter()
         .map(|(id, topic)| {
             let stop = stop.clone();
-            std::thread::spawn(move || flood(port, &id, &topic, &stop))
+            std::thread::spawn(move || flood(port, &id, &topic, 0, &stop))
         })
         .collect();
     let started = Instant::now();
@@ -491,9 +466,53 @@ async fn cross_shard_flood_keeps_delivering(runtime: &str) {
     );
 }
 
-/// Publishes QoS 0 messages as fast as the broker reads them until `stop`, 20 s or a write
-/// error; returns how many were written.
-fn flood(port: u16, id: &str, topic: &str, stop: &AtomicBool) -> usize {
+/// A publisher floods QoS 1 at a persistent subscriber homed on the other shard, which then
+/// journals every message and keeps its inbox full. The subscriber must go on receiving during
+/// the flood: its acknowledgements have to be read for its window to reopen (monoio once left
+/// its reader unscheduled behind the inbox task, and it got nothing more).
+async fn cross_shard_qos1_flood_keeps_a_persistent_subscriber_served(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let port = broker.port;
+    let base = unique("flood1");
+    let mut ids = (0..).map(|n| format!("{base}-{n}"));
+    let subscriber_id = ids.find(|id| home_shard(id, 2) == 0).unwrap();
+    let publisher_id = ids.find(|id| home_shard(id, 2) == 1).unwrap();
+    let topic = format!("{base}/t");
+    let mut options = v3::options(port, &subscriber_id);
+    options.set_clean_session(false);
+    let (mut subscriber, _) = v3::Client::connect_with(options).await;
+    subscriber.subscribe(&topic, v3::QoS::AtLeastOnce).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = {
+        let stop = stop.clone();
+        std::thread::spawn(move || flood(port, &publisher_id, &topic, 1, &stop))
+    };
+    // Its queue fills within the first seconds; what counts is that deliveries go on after.
+    let started = Instant::now();
+    let (mut early, mut late) = (0, 0);
+    while started.elapsed() < Duration::from_secs(8) {
+        if subscriber.recv(Duration::from_millis(200)).await.is_some() {
+            if started.elapsed() < Duration::from_secs(4) {
+                early += 1;
+            } else {
+                late += 1;
+            }
+        }
+    }
+    let still_flooding = !flooding.is_finished();
+    stop.store(true, Ordering::Relaxed);
+    let sent = flooding.join().unwrap();
+    assert!(
+        still_flooding && late >= FLOOD_DELIVERIES,
+        "{runtime}: of {sent} flooded messages the subscriber got {early} in the first 4 s and {late} in the next 4 s (flood still going: {still_flooding})"
+    );
+}
+
+/// Publishes messages at `qos` (0 or 1) as fast as the broker reads them until `stop`, 20 s or
+/// a write error; returns how many were written. Acknowledgements are read and ignored.
+fn flood(port: u16, id: &str, topic: &str, qos: u8, stop: &AtomicBool) -> usize {
     const BATCH: usize = 256;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.write_all(&connect_packet(id, 4, 0x02)).unwrap();
@@ -501,21 +520,42 @@ fn flood(port: u16, id: &str, topic: &str, stop: &AtomicBool) -> usize {
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack).unwrap();
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "{id}: CONNACK accepted");
+    let mut acks = stream.try_clone().unwrap();
+    acks.set_read_timeout(None).unwrap();
+    // Ends when the flood shuts the socket down.
+    let drain = std::thread::spawn(move || std::io::copy(&mut acks, &mut std::io::sink()));
     let payload = [b'x'; 64];
-    let mut publish = vec![0x30, (2 + topic.len() + payload.len()) as u8];
+    let id_len = if qos > 0 { 2 } else { 0 };
+    let mut publish = vec![
+        0x30 | qos << 1,
+        (2 + topic.len() + id_len + payload.len()) as u8,
+    ];
     publish.extend_from_slice(&(topic.len() as u16).to_be_bytes());
     publish.extend_from_slice(topic.as_bytes());
+    let packet_id_at = publish.len();
+    publish.extend_from_slice(&[0; 2][..id_len]);
     publish.extend_from_slice(&payload);
-    let batch = publish.repeat(BATCH);
+    let mut batch = publish.repeat(BATCH);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut sent = 0;
     // A write error means the broker went away, which the caller's checks report.
-    while !stop.load(Ordering::Relaxed)
-        && Instant::now() < deadline
-        && stream.write_all(&batch).is_ok()
-    {
+    loop {
+        if qos > 0 {
+            for (n, packet) in batch.chunks_mut(publish.len()).enumerate() {
+                let packet_id = ((sent + n) % 65535 + 1) as u16;
+                packet[packet_id_at..packet_id_at + 2].copy_from_slice(&packet_id.to_be_bytes());
+            }
+        }
+        if stop.load(Ordering::Relaxed)
+            || Instant::now() >= deadline
+            || stream.write_all(&batch).is_err()
+        {
+            break;
+        }
         sent += BATCH;
     }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = drain.join();
     sent
 }
 

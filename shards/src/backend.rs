@@ -286,6 +286,75 @@ mod tests {
             .contains("expected auto"));
     }
 
+    /// Two tasks that never run out of work share the loop evenly, and a sleep beside them
+    /// still ends on time. (monoio once reran a yielding task ahead of all others and fired
+    /// timers only when idle, so a flooded shard stopped reading its clients.)
+    fn busy_tasks_share_the_loop_and_timers_fire<I: crate::Io>(backend: Backend) {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        use std::sync::{Arc, Mutex};
+        use std::time::{Duration, Instant};
+
+        let result = Arc::new(Mutex::new(None));
+        let out = result.clone();
+        run_event_loop(backend, async move {
+            let stop = Rc::new(Cell::new(false));
+            let turns = Rc::new([Cell::new(0u64), Cell::new(0u64)]);
+            // Bounds the test if yields do not let the sleep end.
+            let give_up = Instant::now() + Duration::from_secs(3);
+            for task in 0..2 {
+                let (stop, turns) = (stop.clone(), turns.clone());
+                I::spawn(async move {
+                    while !stop.get() && Instant::now() < give_up {
+                        turns[task].set(turns[task].get() + 1);
+                        I::yield_now().await;
+                    }
+                });
+            }
+            let started = Instant::now();
+            I::sleep(Duration::from_millis(20)).await;
+            let slept = started.elapsed();
+            stop.set(true);
+            *out.lock().unwrap() = Some((turns[0].get(), turns[1].get(), slept));
+        });
+        let (first, second, slept) = result.lock().unwrap().take().expect("the loop ran");
+        assert!(
+            slept < Duration::from_secs(1),
+            "{backend}: a 20 ms sleep beside busy tasks took {slept:?}"
+        );
+        assert!(
+            first.min(second) > 0 && first.max(second) <= 2 * first.min(second) + 2,
+            "{backend}: busy tasks had {first} and {second} turns"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn epoll_yields_fairly() {
+        busy_tasks_share_the_loop_and_timers_fire::<crate::MonoioIo>(Backend::Epoll);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn io_uring_yields_fairly() {
+        if probe_io_uring().is_ok() {
+            busy_tasks_share_the_loop_and_timers_fire::<crate::MonoioIo>(Backend::IoUring);
+        }
+    }
+
+    #[test]
+    fn tokio_yields_fairly() {
+        busy_tasks_share_the_loop_and_timers_fire::<crate::TokioIo>(Backend::Tokio);
+    }
+
+    #[cfg(all(feature = "glommio", target_os = "linux"))]
+    #[test]
+    fn glommio_yields_fairly() {
+        if probe_io_uring().is_ok() {
+            busy_tasks_share_the_loop_and_timers_fire::<crate::GlommioIo>(Backend::Glommio);
+        }
+    }
+
     #[test]
     fn auto_always_resolves() {
         let backend = Backend::Auto.resolve().unwrap();

@@ -48,6 +48,10 @@ pub trait Io: 'static {
     fn shutdown(writer: &mut Self::Writer) -> impl Future<Output = io::Result<()>>;
     /// Runs a task on this shard's event loop.
     fn spawn(task: impl Future<Output = ()> + 'static);
+    /// Lets every other task that is ready run before this one goes on, and lets due timers
+    /// fire: a task with endless work (a flooded inbox, a socket that always has data) calls it
+    /// between batches.
+    fn yield_now() -> impl Future<Output = ()>;
     fn sleep(duration: Duration) -> impl Future<Output = ()>;
 }
 
@@ -140,8 +144,112 @@ mod monoio_io {
             monoio::spawn(task);
         }
 
+        async fn yield_now() {
+            fair::yield_now().await
+        }
+
         async fn sleep(duration: Duration) {
-            monoio::time::sleep(duration).await
+            fair::sleep(duration).await
+        }
+    }
+
+    /// Yielding and sleeping that stay fair on a busy shard.
+    ///
+    /// monoio runs a task that woke itself while running again at once, ahead of every task
+    /// already waiting, so the usual yield (wake yourself, return `Pending`) lets nothing else
+    /// run. And it fires timers only when its run queue is empty, which never happens while a
+    /// shard has endless work. Without this, a shard flooded by another shard's publishes
+    /// never read its own clients' acknowledgements and never ended a pause.
+    ///
+    /// So here a yield is woken by a fresh task, which monoio queues behind everything already
+    /// ready, and every sleep is also woken by the first yield after its deadline.
+    mod fair {
+        use std::cell::RefCell;
+        use std::cmp::Ordering;
+        use std::collections::BinaryHeap;
+        use std::future::{poll_fn, Future};
+        use std::pin::Pin;
+        use std::task::{Poll, Waker};
+        use std::time::{Duration, Instant};
+
+        thread_local! {
+            /// Sleeps of this thread's tasks, soonest first; some may be gone already, and
+            /// waking them is harmless.
+            static SLEEPERS: RefCell<BinaryHeap<Sleeper>> = const { RefCell::new(BinaryHeap::new()) };
+        }
+
+        struct Sleeper {
+            until: Instant,
+            waker: Waker,
+        }
+
+        impl PartialEq for Sleeper {
+            fn eq(&self, other: &Self) -> bool {
+                self.until == other.until
+            }
+        }
+
+        impl Eq for Sleeper {}
+
+        impl PartialOrd for Sleeper {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for Sleeper {
+            /// Reversed, so the max-heap yields the soonest deadline.
+            fn cmp(&self, other: &Self) -> Ordering {
+                other.until.cmp(&self.until)
+            }
+        }
+
+        pub async fn yield_now() {
+            wake_due_sleepers();
+            let mut yielded = false;
+            poll_fn(|cx| {
+                if yielded {
+                    return Poll::Ready(());
+                }
+                yielded = true;
+                let waker = cx.waker().clone();
+                monoio::spawn(async move { waker.wake() });
+                Poll::Pending
+            })
+            .await
+        }
+
+        pub async fn sleep(duration: Duration) {
+            let until = Instant::now() + duration;
+            // Boxed: monoio's timer entry is large, and most tasks that can sleep rarely do.
+            let mut timer: Pin<Box<monoio::time::Sleep>> = Box::pin(monoio::time::sleep(duration));
+            poll_fn(|cx| {
+                // An idle shard parks, and monoio's timer fires.
+                if Instant::now() >= until || timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                // A busy shard yields, and the first yield past `until` wakes this task.
+                let waker = cx.waker().clone();
+                SLEEPERS.with(|sleepers| sleepers.borrow_mut().push(Sleeper { until, waker }));
+                Poll::Pending
+            })
+            .await
+        }
+
+        fn wake_due_sleepers() {
+            let due: Vec<Waker> = SLEEPERS.with(|sleepers| {
+                let mut sleepers = sleepers.borrow_mut();
+                if sleepers.is_empty() {
+                    return Vec::new();
+                }
+                let now = Instant::now();
+                let mut due = Vec::new();
+                while sleepers.peek().is_some_and(|sleeper| sleeper.until <= now) {
+                    due.extend(sleepers.pop().map(|sleeper| sleeper.waker));
+                }
+                due
+            });
+            due.into_iter().for_each(Waker::wake);
         }
     }
 }
@@ -209,6 +317,10 @@ impl Io for TokioIo {
 
     fn spawn(task: impl Future<Output = ()> + 'static) {
         tokio::task::spawn_local(task);
+    }
+
+    async fn yield_now() {
+        tokio::task::yield_now().await
     }
 
     async fn sleep(duration: Duration) {
@@ -304,6 +416,21 @@ mod glommio_io {
 
         fn spawn(task: impl Future<Output = ()> + 'static) {
             glommio::spawn_local(task).detach();
+        }
+
+        /// glommio queues a task that woke itself behind the others, so the usual yield is
+        /// fair, and its timers fire on every turn of its loop.
+        async fn yield_now() {
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    return std::task::Poll::Ready(());
+                }
+                yielded = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            })
+            .await
         }
 
         async fn sleep(duration: Duration) {

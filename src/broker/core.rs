@@ -168,25 +168,32 @@ impl Broker {
     /// Bytes read from a connection. Whole packets are taken off the front of `buf`; a partial
     /// packet stays for the next read. After a hand-over the rest of `buf` belongs to the shard
     /// the connection moved to.
-    pub fn handle_bytes(&mut self, conn: ConnId, buf: &mut BytesMut, now: Timestamp) {
+    ///
+    /// Returns true when a PUBLISH was among the packets. A runtime that must slow clients down
+    /// (a congested shard, a journal behind) pauses only connections that publish: the others
+    /// send acknowledgements, which free queued messages and never add load, and pausing them
+    /// would stall the very deliveries that drain the backlog.
+    pub fn handle_bytes(&mut self, conn: ConnId, buf: &mut BytesMut, now: Timestamp) -> bool {
+        let mut published = false;
         loop {
             let Some(connection) = self.connections.get_mut(&conn) else {
-                return;
+                return published;
             };
             if connection.phase == Phase::Closing {
                 buf.clear();
-                return;
+                return published;
             }
             match connection.decoder.decode(buf) {
-                Ok(None) => return,
+                Ok(None) => return published,
                 Ok(Some(packet)) => {
                     connection.last_received = now;
+                    published |= matches!(packet, Packet::Publish(_));
                     self.handle_packet(conn, packet, now);
                 }
                 Err(error) => {
                     self.decode_failed(conn, error, now);
                     buf.clear();
-                    return;
+                    return published;
                 }
             }
         }

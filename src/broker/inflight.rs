@@ -162,13 +162,18 @@ impl OutboundQueue {
     /// The newest message is the one dropped, as in Mosquitto: what is queued was promised first.
     pub fn enqueue(&mut self, delivery: Delivery, max_messages: usize, max_bytes: usize) -> bool {
         let weight = delivery.message.weight();
-        if self.queued.len() >= max_messages || self.queued_bytes + weight > max_bytes {
+        if !self.has_room(weight, max_messages, max_bytes) {
             self.dropped.queue_full += 1;
             return false;
         }
         self.queued_bytes += weight;
         self.queued.push_back(delivery);
         true
+    }
+
+    /// Whether a message of `weight` would fit in the queue.
+    pub fn has_room(&self, weight: usize, max_messages: usize, max_bytes: usize) -> bool {
+        self.queued.len() < max_messages && self.queued_bytes + weight <= max_bytes
     }
 
     pub fn pop_queued(&mut self) -> Option<Delivery> {

@@ -10,7 +10,7 @@ use futures_lite::future;
 use mqtt_broker_shards::Io;
 use tracing::{debug, warn};
 
-use super::shard::{ConnHandle, Envelope, Shard, TICK};
+use super::shard::{ConnHandle, Envelope, Shard};
 use crate::broker::ConnId;
 use crate::protocol::Connect;
 
@@ -31,6 +31,9 @@ pub(super) async fn read_loop<I: Io>(
     handed_over: Option<Box<Connect>>,
 ) {
     let (mut reader, writer) = I::split(stream);
+    // The last read carried a PUBLISH: this connection adds load, so it is the one to slow down
+    // when the shard is overloaded.
+    let mut publishing = false;
     let handle = Rc::new(ConnHandle::<I>::new(writer));
     shard.conns.borrow_mut().insert(conn, handle.clone());
     {
@@ -41,7 +44,7 @@ pub(super) async fn read_loop<I: Io>(
             None => broker.handle_accepted(conn, peer, now),
         }
         if !buf.is_empty() {
-            broker.handle_bytes(conn, &mut buf, now);
+            publishing = broker.handle_bytes(conn, &mut buf, now);
         }
     }
     shard.pump();
@@ -57,12 +60,13 @@ pub(super) async fn read_loop<I: Io>(
             handle.stop_reading.notified().await;
             break;
         }
-        // Backpressure: while other shards or the journal cannot keep up, stop reading and let
-        // TCP slow the publishers down.
-        while shard.mesh.is_congested() || shard.journal.is_backlogged() {
-            shard.mesh.flush();
-            // Boxed, as timers are large and this is rare.
-            Box::pin(I::sleep(TICK)).await;
+        // Backpressure: while other shards or the journal cannot keep up, stop reading from
+        // publishers and let TCP slow them down. Subscribers go on reading, as their
+        // acknowledgements are what lets queued messages out.
+        if publishing {
+            shard
+                .pause_while(|shard| shard.mesh.is_congested() || shard.journal.is_backlogged())
+                .await;
         }
         if buf.is_empty() && !more_waiting {
             // No partial packet to keep: wait for data without a buffer, so an idle connection
@@ -109,12 +113,12 @@ pub(super) async fn read_loop<I: Io>(
                 buf = data;
                 more_waiting = filled;
                 let now = shard.now();
-                shard.broker.borrow_mut().handle_bytes(conn, &mut buf, now);
+                publishing = shard.broker.borrow_mut().handle_bytes(conn, &mut buf, now);
                 shard.pump();
                 // On a readiness backend a read of a busy socket completes without waiting, so
                 // a flooding client would keep this task running and starve the writers and
                 // the inbox; let them have a turn after every read.
-                future::yield_now().await;
+                I::yield_now().await;
             }
             ReadOutcome::Closed(data) => {
                 buf = data;

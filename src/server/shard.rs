@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 use bytes::BytesMut;
-use futures_lite::future;
 use mqtt_broker_shards::{Io, MeshEndpoint, ShardId};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
@@ -118,6 +117,15 @@ impl<I: Io> Shard<I> {
                     }
                 }
             }
+        }
+    }
+
+    /// Waits while `overloaded` holds, moving overflow on to the other shards meanwhile.
+    pub async fn pause_while(&self, overloaded: impl Fn(&Self) -> bool) {
+        while overloaded(self) {
+            self.mesh.flush();
+            // Boxed, as timers are large and pauses are rare.
+            Box::pin(I::sleep(TICK)).await;
         }
     }
 
@@ -258,14 +266,24 @@ const INBOX_BATCH: usize = 64;
 
 async fn inbox_loop<I: Io>(shard: Rc<Shard<I>>) {
     let mut handled = 0;
-    while let Some((from, envelope)) = shard.mesh.recv().await {
+    loop {
+        // Forwarded messages for persistent sessions are journaled here; while the journal is
+        // behind, leave them in the inbox, so the sending shard sees its overflow grow and
+        // pauses its publishers. Waiting on the journal only, which drains by itself, and never
+        // on this shard's own congestion, keeps two shards from waiting on each other.
+        shard
+            .pause_while(|shard| shard.journal.is_backlogged())
+            .await;
+        let Some((from, envelope)) = shard.mesh.recv().await else {
+            break;
+        };
         handle_envelope(&shard, from, envelope);
         // While another shard keeps the inbox full, `recv` never waits, so without a yield this
         // task would starve the writers it wakes and every delivery would pile up unsent.
         handled += 1;
         if handled == INBOX_BATCH {
             handled = 0;
-            future::yield_now().await;
+            I::yield_now().await;
         }
     }
 }

@@ -166,11 +166,11 @@ impl Broker {
             }
             return;
         }
-        let window_open = conn.is_some_and(|conn| self.window_has_room(conn, session_id));
+        let sends_now = self.sends_now(session_id);
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
-        if window_open && session.outbound.queued_len() == 0 {
+        if sends_now {
             self.start_inflight(session_id, delivery, now);
             return;
         }
@@ -211,6 +211,29 @@ impl Broker {
         }
     }
 
+    /// A QoS 1/2 delivery to the session would go straight into its in-flight window: it is
+    /// connected, the window has room and nothing is queued ahead.
+    fn sends_now(&self, session_id: SessionId) -> bool {
+        self.sessions.get(&session_id).is_some_and(|session| {
+            session.outbound.queued_len() == 0
+                && session
+                    .connection
+                    .is_some_and(|conn| self.window_has_room(conn, session_id))
+        })
+    }
+
+    /// A QoS 1/2 delivery to the session would be sent or queued, not dropped for a full queue.
+    fn accepts(&self, session_id: SessionId, delivery: &Delivery) -> bool {
+        self.sends_now(session_id)
+            || self.sessions.get(&session_id).is_some_and(|session| {
+                session.outbound.has_room(
+                    delivery.message.weight(),
+                    self.config.max_queued_messages,
+                    self.config.max_queued_bytes,
+                )
+            })
+    }
+
     fn window_has_room(&self, conn: ConnId, session_id: SessionId) -> bool {
         let window = self.connections.get(&conn).map_or(0, |connection| {
             connection.receive_maximum.min(self.config.max_inflight)
@@ -243,8 +266,8 @@ impl Broker {
         }
     }
 
-    /// Names the QoS 1/2 deliveries to journaled sessions and journals them, as one record
-    /// that stores the message once.
+    /// Names the QoS 1/2 deliveries to journaled sessions that will be sent or queued, and
+    /// journals them as one record that stores the message once.
     pub(in crate::broker) fn journal_queued(
         &mut self,
         message: &SharedMessage,
@@ -255,7 +278,10 @@ impl Broker {
         }
         let mut to = Vec::new();
         for (session_id, delivery) in deliveries.iter_mut() {
-            if delivery.qos == QoS::AtMostOnce {
+            // A delivery that a full queue will drop is not worth a record (nor the `Dropped`
+            // record after it): under overload that would double the journal's work for
+            // nothing.
+            if delivery.qos == QoS::AtMostOnce || !self.accepts(*session_id, delivery) {
                 continue;
             }
             let Some(session) = self.sessions.get_mut(session_id).filter(|s| s.journaled) else {

@@ -172,6 +172,28 @@ fn persistent_sessions_are_journaled_and_clean_ones_are_not() {
 }
 
 #[test]
+fn a_message_a_full_queue_drops_is_not_journaled() {
+    let config = Config {
+        max_inflight: 1,
+        max_queued_messages: 1,
+        ..persistent_config()
+    };
+    let mut sim = Sim::with_config(1, config);
+    let (sub, _) = persistent_client(&mut sim, V3, "keep");
+    sim.subscribe(sub, "t", QoS::AtLeastOnce);
+    let publisher = sim.client(V3, "pub", true);
+    for payload in ["in flight", "queued", "dropped"] {
+        sim.publish(publisher, "t", payload, QoS::AtLeastOnce, false);
+    }
+    assert_eq!(sim.shards[0].stats().queue_full_dropped, 1);
+    assert_eq!(
+        kinds(&sim.journals[0]),
+        ["opened", "subscribed", "queued", "started", "queued"],
+        "the third message has neither a queued nor a dropped record"
+    );
+}
+
+#[test]
 fn retained_changes_are_journaled_by_shard_0_only() {
     let mut sim = Sim::with_config(3, persistent_config());
     let publisher = sim.client(V3, &id_on(2, 3, "p"), true);

@@ -191,3 +191,19 @@ fn qos0_to_a_slow_consumer_is_dropped_once_its_buffer_is_full() {
     assert!(sim.publishes(sub).len() <= 3);
     sim.advance(Duration::from_secs(1));
 }
+
+#[test]
+fn handle_bytes_tells_whether_a_publish_was_read() {
+    let mut sim = Sim::new(1);
+    let publisher = sim.client(V3, "p", true);
+    let encoded = |packet: Packet| {
+        let mut bytes = BytesMut::new();
+        packet.encode(V3, &mut bytes).unwrap();
+        bytes
+    };
+    let mut ping = encoded(Packet::PingReq);
+    assert!(!sim.shards[0].handle_bytes(publisher, &mut ping, sim.now));
+    let mut publish = encoded(publish_packet("f", "x", QoS::AtMostOnce, 0));
+    publish.extend_from_slice(&encoded(Packet::PingReq));
+    assert!(sim.shards[0].handle_bytes(publisher, &mut publish, sim.now));
+}
