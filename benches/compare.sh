@@ -18,8 +18,10 @@
 #   --brokers LIST    space-separated broker names (default: all of the above)
 #   --scenarios LIST  space-separated scenario names (default: pairs-qos0 fanout-qos0
 #                     pairs-qos1 latency-10k); also: fanin-qos0 shared-qos1 pairs-qos2
-#                     pairs-v5-qos1 latency-10k-qos1 connect-storm idle (holds 2000
-#                     connections for --duration seconds; see the raw JSON for KiB/connection)
+#                     pairs-v5-qos1 pairs-qos1-persistent (subscribers keep their sessions,
+#                     so our brokers journal what they queue) latency-10k-qos1 connect-storm
+#                     idle (holds 2000 connections for --duration seconds; see the raw JSON
+#                     for KiB/connection)
 #   --ours-args ARGS  extra flags for our brokers, e.g. "--max-queued-messages 1000000"
 #   --out DIR         where results.jsonl and the logs go (default: a new directory under
 #                     $CARGO_TARGET_DIR/mqtt-bench-compare)
@@ -58,7 +60,7 @@ while [ $# -gt 0 ]; do
         --ours-args) OURS_ARGS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -69,6 +71,7 @@ scenario_args() {
         pairs-qos0) echo "--scenario pairs --publishers 4 --subscribers 4 --qos 0 --payload 64" ;;
         fanout-qos0) echo "--scenario fan-out --publishers 1 --subscribers 16 --qos 0 --payload 64" ;;
         pairs-qos1) echo "--scenario pairs --publishers 4 --subscribers 4 --qos 1 --payload 64 --window 64" ;;
+        pairs-qos1-persistent) echo "--scenario pairs --publishers 4 --subscribers 4 --qos 1 --payload 64 --window 64 --persistent" ;;
         latency-10k) echo "--scenario pairs --publishers 4 --subscribers 4 --qos 0 --payload 64 --rate 10000" ;;
         fanin-qos0) echo "--scenario fan-in --publishers 4 --subscribers 1 --qos 0 --payload 64" ;;
         shared-qos1) echo "--scenario shared --publishers 4 --subscribers 4 --qos 1 --payload 64 --mqtt-version 5" ;;

@@ -2,6 +2,7 @@
 //! the writer, started on the first output, sends what the broker queued and closes the socket
 //! when the broker says so.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -68,6 +69,8 @@ pub(super) async fn read_loop<I: Io>(
                 .pause_while(|shard| shard.mesh.is_congested() || shard.journal.is_backlogged())
                 .await;
         }
+        // Whether this turn had to wait for the socket, giving the other tasks their turn.
+        let mut waited = false;
         if buf.is_empty() && !more_waiting {
             // No partial packet to keep: wait for data without a buffer, so an idle connection
             // holds none and the pool serves only the connections that are reading.
@@ -82,9 +85,11 @@ pub(super) async fn read_loop<I: Io>(
                 handle.stop_reading.notified().await;
                 false
             };
-            if !future::or(readable, stop).await {
+            let (readable, waited_for_data) = noting_wait(future::or(readable, stop)).await;
+            if !readable {
                 break;
             }
+            waited = waited_for_data;
             buf = shard.take_buffer();
         } else if buf.capacity() - buf.len() < read_buffer_size / 4 {
             buf.reserve(read_buffer_size);
@@ -108,7 +113,8 @@ pub(super) async fn read_loop<I: Io>(
             handle.stop_reading.notified().await;
             ReadOutcome::Stopped
         };
-        match future::or(read, stop).await {
+        let (outcome, waited_for_read) = noting_wait(future::or(read, stop)).await;
+        match outcome {
             ReadOutcome::Data(data, filled) => {
                 buf = data;
                 more_waiting = filled;
@@ -117,8 +123,11 @@ pub(super) async fn read_loop<I: Io>(
                 shard.pump();
                 // On a readiness backend a read of a busy socket completes without waiting, so
                 // a flooding client would keep this task running and starve the writers and
-                // the inbox; let them have a turn after every read.
-                I::yield_now().await;
+                // the inbox; let them have a turn after a read that did not wait. (A turn
+                // that waited gave them theirs; yielding again would only cost time.)
+                if !(waited || waited_for_read) {
+                    I::yield_now().await;
+                }
             }
             ReadOutcome::Closed(data) => {
                 buf = data;
@@ -135,6 +144,19 @@ pub(super) async fn read_loop<I: Io>(
     shard.start_writer(conn, &handle);
     shard.pump();
     shard.return_buffer(buf);
+}
+
+/// Runs `future` and also says whether it had to wait (returned `Pending` at least once).
+async fn noting_wait<F: Future>(future: F) -> (F::Output, bool) {
+    let mut future = std::pin::pin!(future);
+    let mut waited = false;
+    let output = std::future::poll_fn(|cx| {
+        let poll = future.as_mut().poll(cx);
+        waited |= poll.is_pending();
+        poll
+    })
+    .await;
+    (output, waited)
 }
 
 /// Moves the connection to the shard that owns its client, with the bytes read after CONNECT.
