@@ -4,7 +4,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use futures_lite::future;
@@ -146,17 +148,36 @@ pub(super) async fn read_loop<I: Io>(
     shard.return_buffer(buf);
 }
 
-/// Runs `future` and also says whether it had to wait (returned `Pending` at least once).
-async fn noting_wait<F: Future>(future: F) -> (F::Output, bool) {
-    let mut future = std::pin::pin!(future);
-    let mut waited = false;
-    let output = std::future::poll_fn(|cx| {
-        let poll = future.as_mut().poll(cx);
-        waited |= poll.is_pending();
-        poll
-    })
-    .await;
-    (output, waited)
+pin_project_lite::pin_project! {
+    /// `future`, also saying whether it had to wait (returned `Pending` at least once). A
+    /// struct rather than an async fn, which would hold the future twice in every reader task.
+    struct NotingWait<F> {
+        #[pin]
+        future: F,
+        waited: bool,
+    }
+}
+
+fn noting_wait<F: Future>(future: F) -> NotingWait<F> {
+    NotingWait {
+        future,
+        waited: false,
+    }
+}
+
+impl<F: Future> Future for NotingWait<F> {
+    type Output = (F::Output, bool);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.future.poll(cx) {
+            Poll::Ready(output) => Poll::Ready((output, *this.waited)),
+            Poll::Pending => {
+                *this.waited = true;
+                Poll::Pending
+            }
+        }
+    }
 }
 
 /// Moves the connection to the shard that owns its client, with the bytes read after CONNECT.
