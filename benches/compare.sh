@@ -31,10 +31,9 @@
 # missing, like mosquitto). Only ever listens on and connects to 127.0.0.1.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-RELEASE=$TARGET_DIR/release
+SCRIPT=compare.sh
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 BENCH=$RELEASE/mqtt-bench
 
 DURATION=5
@@ -47,7 +46,6 @@ OURS_ARGS=""
 OUT=""
 BUILD=1
 
-die() { echo "compare.sh: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -87,14 +85,6 @@ for scenario in $SCENARIOS; do
     scenario_args "$scenario" >/dev/null || die "unknown scenario $scenario"
 done
 
-need_package() { # COMMAND PACKAGE
-    command -v "$1" >/dev/null && return 0
-    echo "compare.sh: installing $2 with apt-get" >&2
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq "$2" >/dev/null
-    command -v "$1" >/dev/null || die "$1 is still missing after installing $2"
-}
 need_package jq jq
 case " $BROKERS " in *" mosquitto"*) need_package mosquitto mosquitto ;; esac
 
@@ -126,19 +116,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# A port nothing listens on.
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        if ! ss -Htln "sport = :$port" | grep -q .; then
-            echo "$port"
-            return 0
-        fi
-    done
-    return 1
-}
 
 # The command line of BROKER on PORT, one word per line; fails when its binary is missing.
 broker_command() {

@@ -26,10 +26,9 @@
 # apt-get when missing. Only ever listens on and connects to 127.0.0.1.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-RELEASE=$TARGET_DIR/release
+SCRIPT=instructions.sh
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 BENCH=$RELEASE/mqtt-bench
 
 BROKERS="mosquitto ours-epoll ours-tokio ours-sync"
@@ -41,7 +40,6 @@ WARMUP=3
 OUT=""
 BUILD=1
 
-die() { echo "instructions.sh: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -57,14 +55,6 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-need_package() { # COMMAND PACKAGE
-    command -v "$1" >/dev/null && return 0
-    echo "instructions.sh: installing $2 with apt-get" >&2
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq "$2" >/dev/null
-    command -v "$1" >/dev/null || die "$1 is still missing after installing $2"
-}
 need_package valgrind valgrind
 need_package jq jq
 case " $BROKERS " in *" mosquitto "*) need_package mosquitto mosquitto ;; esac
@@ -77,18 +67,6 @@ fi
 
 [ -n "$OUT" ] || OUT=$TARGET_DIR/mqtt-bench-instructions/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
-
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        if ! ss -Htln "sport = :$port" | grep -q .; then
-            echo "$port"
-            return 0
-        fi
-    done
-    return 1
-}
 
 # The command line of BROKER on PORT, one word per line.
 broker_command() {

@@ -33,10 +33,9 @@
 # apt-get when missing). Only listens on and connects to 127.0.0.1.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-RELEASE=$TARGET_DIR/release
+SCRIPT=persistence.sh
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PARTS="restore snapshot fsync"
 SESSIONS=100000
@@ -50,7 +49,6 @@ DURATION=20
 OUT=""
 BUILD=1
 
-die() { echo "persistence.sh: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -70,12 +68,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if ! command -v jq >/dev/null; then
-    echo "persistence.sh: installing jq with apt-get" >&2
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq jq >/dev/null
-fi
+need_package jq jq
 
 if [ "$BUILD" = 1 ]; then
     (cd "$ROOT" && cargo build --release -p mqtt-broker --bin mqtt-broker \
@@ -109,18 +102,6 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 record() { # PART RUN LOAD
     jq -c --arg part "$1" --arg run "$2" --arg load "$3" \
         '. + {part: $part, run: $run, load_1min: ($load | tonumber)}' | tee -a "$RESULTS"
-}
-
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        if ! ss -Htln "sport = :$port" | grep -q .; then
-            echo "$port"
-            return 0
-        fi
-    done
-    return 1
 }
 
 # Starts the broker on DIR with more flags; sets BROKER_PID and PORT once it answers.
