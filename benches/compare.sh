@@ -6,7 +6,8 @@
 # round so no broker always runs first (or last) on a warm machine. The brokers:
 #   mosquitto           Debian's mosquitto, unlimited queues and in-flight windows
 #   mosquitto-nodelay   the same with set_tcp_nodelay true
-#   ours-RUNTIME        target/release/mqtt-broker --runtime RUNTIME (io-uring, epoll, tokio)
+#   ours-RUNTIME        target/release/mqtt-broker --runtime RUNTIME (io-uring, epoll, tokio;
+#                       glommio with --glommio)
 #   ours-sync           target/release/mqtt-broker-sync, the blocking build
 # A broker whose binary is missing or that does not start is reported as such and skipped.
 #
@@ -25,6 +26,8 @@
 #   --ours-args ARGS  extra flags for our brokers, e.g. "--max-queued-messages 1000000"
 #   --out DIR         where results.jsonl and the logs go (default: a new directory under
 #                     $CARGO_TARGET_DIR/mqtt-bench-compare)
+#   --glommio         build the broker with its glommio backend and add ours-glommio to
+#                     the default brokers
 #   --no-build        use the binaries already built
 #
 # Binaries come from ${CARGO_TARGET_DIR:-target}/release. Needs jq (installed with apt-get when
@@ -45,6 +48,7 @@ SCENARIOS="pairs-qos0 fanout-qos0 pairs-qos1 latency-10k"
 OURS_ARGS=""
 OUT=""
 BUILD=1
+FEATURES=""
 
 
 while [ $# -gt 0 ]; do
@@ -57,8 +61,9 @@ while [ $# -gt 0 ]; do
         --scenarios) SCENARIOS=$2; shift 2 ;;
         --ours-args) OURS_ARGS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
+        --glommio) FEATURES="--features glommio"; BROKERS="$BROKERS ours-glommio"; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -93,7 +98,8 @@ if [ "$BUILD" = 1 ]; then
         || die "cannot build mqtt-bench"
     case " $BROKERS " in
         *" ours-"*)
-            if ! (cd "$ROOT" && cargo build --release -p mqtt-broker --bins); then
+            # shellcheck disable=SC2086
+            if ! (cd "$ROOT" && cargo build --release -p mqtt-broker --bins $FEATURES); then
                 echo "compare.sh: WARNING: the broker does not build; its rows use whatever binaries are left in $RELEASE (possibly stale) or are skipped" >&2
             fi
             ;;

@@ -414,8 +414,16 @@ mod glommio_io {
             writer.close().await
         }
 
+        /// Queued, like on the other backends: `glommio::spawn_local` would run the task on the
+        /// spot, inside its caller, which may be holding state the task needs (the broker).
         fn spawn(task: impl Future<Output = ()> + 'static) {
-            glommio::spawn_local(task).detach();
+            let queue = glommio::executor().current_task_queue();
+            match glommio::spawn_local_into(task, queue) {
+                Ok(task) => {
+                    task.detach();
+                }
+                Err(error) => tracing::error!(%error, "cannot spawn a task"),
+            }
         }
 
         /// glommio queues a task that woke itself behind the others, so the usual yield is
