@@ -56,10 +56,12 @@ impl ShardJournal {
         }
     }
 
-    /// More is waiting to be written than a disk keeps up with: connections stop reading until
-    /// it drains, so the queue to the writer thread stays bounded.
+    /// More is waiting to be written than a disk keeps up with: publishers and the inbox stop
+    /// until it drains, so the queue to the writer thread stays bounded. A failed journal never
+    /// drains, and holding input back for it would stop the broker for good, so it never counts
+    /// as backlogged.
     pub fn is_backlogged(&self) -> bool {
-        self.writer.backlog_bytes() > MAX_BACKLOG_BYTES
+        self.writer.backlog_bytes() > MAX_BACKLOG_BYTES && self.writer.failure().is_none()
     }
 
     /// The highest core sequence number now durable, if it moved.
