@@ -95,3 +95,16 @@ fn an_unknown_config_key_is_one_line_with_a_suggestion_and_exit_78() {
         );
     }
 }
+
+/// README's quick start is `cargo run --release`; the package has three binaries, so without
+/// `default-run` cargo refuses to pick one and the first command a new user types fails.
+#[test]
+fn cargo_run_runs_the_sharded_broker() {
+    let manifest = include_str!("../Cargo.toml");
+    assert!(
+        manifest
+            .lines()
+            .any(|line| line.trim() == r#"default-run = "mqtt-broker""#),
+        "Cargo.toml must name mqtt-broker as the default binary"
+    );
+}
