@@ -223,14 +223,21 @@ mod monoio_io {
             let until = Instant::now() + duration;
             // Boxed: monoio's timer entry is large, and most tasks that can sleep rarely do.
             let mut timer: Pin<Box<monoio::time::Sleep>> = Box::pin(monoio::time::sleep(duration));
+            let mut registered = false;
             poll_fn(|cx| {
+                // Sleeps that monoio's timer already ended leave their entries behind; clear the
+                // due ones here too, or an idle shard, which never yields, would pile them up.
+                wake_due_sleepers();
                 // An idle shard parks, and monoio's timer fires.
                 if Instant::now() >= until || timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(());
                 }
                 // A busy shard yields, and the first yield past `until` wakes this task.
-                let waker = cx.waker().clone();
-                SLEEPERS.with(|sleepers| sleepers.borrow_mut().push(Sleeper { until, waker }));
+                if !registered {
+                    registered = true;
+                    let waker = cx.waker().clone();
+                    SLEEPERS.with(|sleepers| sleepers.borrow_mut().push(Sleeper { until, waker }));
+                }
                 Poll::Pending
             })
             .await
@@ -250,6 +257,26 @@ mod monoio_io {
                 due
             });
             due.into_iter().for_each(Waker::wake);
+        }
+
+        #[cfg(test)]
+        mod tests {
+            use super::*;
+
+            #[test]
+            fn sleeps_on_an_idle_loop_leave_no_entries_behind() {
+                let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                    .enable_timer()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    for _ in 0..50 {
+                        sleep(Duration::from_millis(1)).await;
+                    }
+                    let left = SLEEPERS.with(|sleepers| sleepers.borrow().len());
+                    assert!(left <= 1, "{left} sleep entries left behind");
+                });
+            }
         }
     }
 }
