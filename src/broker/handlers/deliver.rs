@@ -11,7 +11,7 @@ use crate::broker::inflight::Awaiting;
 use crate::broker::io::{ConnId, ShardMessage};
 use crate::broker::message::{Delivery, SharedMessage};
 use crate::broker::persist::{stored_subscription_ids, PersistRecord, QueuedFor};
-use crate::broker::session::{SessionId, Subscription};
+use crate::broker::session::{Session, SessionId, Subscription};
 use crate::broker::time::Timestamp;
 use crate::protocol::QoS;
 
@@ -166,7 +166,10 @@ impl Broker {
             }
             return;
         }
-        let sends_now = self.sends_now(session_id);
+        let sends_now = self
+            .sessions
+            .get(&session_id)
+            .is_some_and(|session| self.sends_now(session));
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -195,10 +198,7 @@ impl Broker {
             let Some(session) = self.sessions.get(&session_id) else {
                 return;
             };
-            let Some(conn) = session.connection else {
-                return;
-            };
-            if !self.window_has_room(conn, session_id) {
+            if !self.window_has_room(session) {
                 return;
             }
             let Some(session) = self.sessions.get_mut(&session_id) else {
@@ -213,34 +213,30 @@ impl Broker {
 
     /// A QoS 1/2 delivery to the session would go straight into its in-flight window: it is
     /// connected, the window has room and nothing is queued ahead.
-    fn sends_now(&self, session_id: SessionId) -> bool {
-        self.sessions.get(&session_id).is_some_and(|session| {
-            session.outbound.queued_len() == 0
-                && session
-                    .connection
-                    .is_some_and(|conn| self.window_has_room(conn, session_id))
-        })
+    fn sends_now(&self, session: &Session) -> bool {
+        session.outbound.queued_len() == 0 && self.window_has_room(session)
     }
 
     /// A QoS 1/2 delivery to the session would be sent or queued, not dropped for a full queue.
-    fn accepts(&self, session_id: SessionId, delivery: &Delivery) -> bool {
-        self.sends_now(session_id)
-            || self.sessions.get(&session_id).is_some_and(|session| {
-                session.outbound.has_room(
-                    delivery.message.weight(),
-                    self.config.max_queued_messages,
-                    self.config.max_queued_bytes,
-                )
-            })
+    fn accepts(&self, session: &Session, delivery: &Delivery) -> bool {
+        self.sends_now(session)
+            || session.outbound.has_room(
+                delivery.message.weight(),
+                self.config.max_queued_messages,
+                self.config.max_queued_bytes,
+            )
     }
 
-    fn window_has_room(&self, conn: ConnId, session_id: SessionId) -> bool {
-        let window = self.connections.get(&conn).map_or(0, |connection| {
-            connection.receive_maximum.min(self.config.max_inflight)
-        });
-        self.sessions
-            .get(&session_id)
-            .is_some_and(|session| session.outbound.inflight_len() < usize::from(window))
+    /// The session is connected and its in-flight window (ours and the client's Receive
+    /// Maximum, whichever is smaller) has room.
+    fn window_has_room(&self, session: &Session) -> bool {
+        let window = session
+            .connection
+            .and_then(|conn| self.connections.get(&conn))
+            .map_or(0, |connection| {
+                connection.receive_maximum.min(self.config.max_inflight)
+            });
+        session.outbound.inflight_len() < usize::from(window)
     }
 
     /// Gives a QoS 1/2 delivery a packet identifier and sends it, unless it has expired or is
@@ -281,10 +277,15 @@ impl Broker {
             // A delivery that a full queue will drop is not worth a record (nor the `Dropped`
             // record after it): under overload that would double the journal's work for
             // nothing.
-            if delivery.qos == QoS::AtMostOnce || !self.accepts(*session_id, delivery) {
+            if delivery.qos == QoS::AtMostOnce
+                || !self
+                    .sessions
+                    .get(session_id)
+                    .is_some_and(|session| session.journaled && self.accepts(session, delivery))
+            {
                 continue;
             }
-            let Some(session) = self.sessions.get_mut(session_id).filter(|s| s.journaled) else {
+            let Some(session) = self.sessions.get_mut(session_id) else {
                 continue;
             };
             delivery.id = session.next_delivery;
