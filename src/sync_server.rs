@@ -342,8 +342,8 @@ impl Core {
     /// first, so the outputs are drained before the state is taken.
     fn snapshot(&mut self) {
         self.pump();
-        let state = self.broker.snapshot_state();
-        self.journal.snapshot(&state);
+        let capture = self.broker.capture_state();
+        self.journal.snapshot_capture(capture);
     }
 
     /// Cuts off closed connections whose writer has not finished within [`CLOSE_GRACE`].

@@ -13,9 +13,7 @@ use std::collections::VecDeque;
 use mqtt_broker_persistence::{Lsn, SnapshotTicket, StreamWriter};
 use tracing::{debug, error, info, warn};
 
-use crate::broker::persist::{
-    encode_record, encode_snapshot, PersistRecord, ShardState, StateCapture,
-};
+use crate::broker::persist::{encode_record, encode_snapshot, PersistRecord, StateCapture};
 
 /// Bytes appended but not yet written above which a shard stops reading from its clients.
 const MAX_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
@@ -83,21 +81,6 @@ impl ShardJournal {
     pub fn wants_snapshot(&self) -> bool {
         self.check_snapshot();
         self.snapshot.borrow().is_none() && self.writer.wants_snapshot()
-    }
-
-    /// Starts a snapshot of `state`, which must include every record appended so far.
-    pub fn snapshot(&self, state: &ShardState) {
-        let bytes = encode_snapshot(state);
-        let size = bytes.len();
-        match self.writer.snapshot(vec![bytes]) {
-            Ok(ticket) => {
-                debug!(stream = self.writer.stream(), lsn = %ticket.lsn(), size, "snapshot started");
-                *self.snapshot.borrow_mut() = Some(ticket);
-            }
-            Err(failure) => {
-                warn!(stream = self.writer.stream(), %failure, "cannot take a snapshot")
-            }
-        }
     }
 
     /// Starts a snapshot of `capture`, which must include every record appended so far. It is
