@@ -279,8 +279,7 @@ impl Shared {
 
     /// Read while holding the lock, so the core sees time move forward from input to input.
     fn now(&self) -> Timestamp {
-        let nanos = self.epoch.elapsed().as_nanos();
-        Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        Timestamp::since(self.epoch)
     }
 }
 

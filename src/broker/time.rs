@@ -19,6 +19,11 @@ impl Timestamp {
         Timestamp(secs.saturating_mul(1_000_000_000))
     }
 
+    /// The time since `epoch`, the runtime's origin of the core's clock.
+    pub fn since(epoch: std::time::Instant) -> Timestamp {
+        Timestamp(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
     pub fn as_nanos(self) -> u64 {
         self.0
     }

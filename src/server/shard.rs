@@ -80,8 +80,7 @@ pub(super) struct Shard<I: Io> {
 
 impl<I: Io> Shard<I> {
     pub fn now(&self) -> Timestamp {
-        let nanos = self.shared.epoch.elapsed().as_nanos();
-        Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        Timestamp::since(self.shared.epoch)
     }
 
     /// Carries out the broker's outputs, in the documented order: transmits, shard messages,
@@ -197,8 +196,7 @@ pub(super) async fn run<I: Io>(
         shared.connections.clone(),
         Timestamp::ZERO,
     );
-    let now =
-        Timestamp::from_nanos(u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    let now = Timestamp::since(shared.epoch);
     recovery::restore(&mut broker, start.state, now);
     let options = &shared.options;
     let pool_limit = options.initial_pool_size.div_ceil(shard_count);

@@ -87,7 +87,7 @@ impl Cluster {
     }
 
     fn now(&self) -> Timestamp {
-        Timestamp::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        Timestamp::since(self.epoch)
     }
 
     /// One connection of `client_id` on its home shard that sends `packets` (a CONNECT first,

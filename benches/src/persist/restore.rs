@@ -64,11 +64,7 @@ pub fn run(plan: &RestorePlan) -> io::Result<Figures> {
             .name(format!("restore-{id}"))
             .spawn(move || {
                 let epoch = Instant::now();
-                let now = || {
-                    Timestamp::from_nanos(
-                        u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX),
-                    )
-                };
+                let now = || Timestamp::since(epoch);
                 let mut broker = Broker::new(config, id, shard_count, connections, now());
                 broker.handle_wall_clock(unix_ms(), now());
                 let restoring = Instant::now();
