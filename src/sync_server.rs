@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 use crate::broker::{self, Broker, ConnId, Event, Timestamp};
 use crate::server::journal::ShardJournal;
 use crate::server::recovery::{self, ShardStart};
-use crate::server::ServerOptions;
+use crate::server::{PersistenceOptions, ServerOptions};
 
 /// Timers are checked this often; it is the most a keepalive or expiry can run late.
 const TICK: Duration = Duration::from_millis(50);
@@ -87,8 +87,7 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     }
     // Before binding, as the sharded server does: a data directory in use or unreadable stops
     // the start before any client can connect.
-    let (store, mut starts) = recovery::open(&options.data_dir, &options.persistence, 1)?;
-    let start = starts.pop().expect("recovery opens one stream per shard");
+    let storage = Storage::open(&options.data_dir, &options.persistence)?;
     let listeners = options
         .listen
         .iter()
@@ -103,7 +102,6 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     .map_err(|error| SyncServerError::Signals(error.to_string()))?;
     let mut config = options.broker.clone();
     options.persistence.configure(&mut config);
-    let storage = Storage { store, start };
     serve(
         listeners,
         options.read_buffer_size,
@@ -117,6 +115,18 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
 struct Storage {
     store: Store,
     start: ShardStart,
+}
+
+impl Storage {
+    /// Locks and recovers `data_dir` as a broker of one shard.
+    fn open(
+        data_dir: &std::path::Path,
+        options: &PersistenceOptions,
+    ) -> Result<Storage, StoreError> {
+        let (store, mut starts) = recovery::open(data_dir, options, 1)?;
+        let start = starts.pop().expect("recovery opens one stream per shard");
+        Ok(Storage { store, start })
+    }
 }
 
 /// Binds one listener and returns it with its actual address (port 0 picks one). No
@@ -557,7 +567,6 @@ fn write_chunks(stream: &mut TcpStream, chunks: &[Bytes]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::PersistenceOptions;
 
     const CONNACK_ACCEPTED: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
 
@@ -590,11 +599,7 @@ mod tests {
     /// A server on an ephemeral port, its data in `data_dir`.
     fn start(data_dir: &std::path::Path) -> (SocketAddr, mpsc::Sender<()>, thread::JoinHandle<()>) {
         let persistence = PersistenceOptions::default();
-        let (store, mut starts) = recovery::open(data_dir, &persistence, 1).expect("open");
-        let storage = Storage {
-            store,
-            start: starts.remove(0),
-        };
+        let storage = Storage::open(data_dir, &persistence).expect("open");
         let mut config = broker::Config::default();
         persistence.configure(&mut config);
         let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).expect("bind");
