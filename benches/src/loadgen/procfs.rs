@@ -10,19 +10,39 @@ use std::io;
 
 /// Resident set size in KiB, from `/proc/PID/status`.
 pub fn rss_kib(pid: u32) -> io::Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    parse_vm_rss(&status).ok_or_else(|| {
+    let status = read_status(pid)?;
+    status_kib(&status, "VmRSS", pid)
+}
+
+/// Peak and current resident set size in KiB (`VmHWM`, `VmRSS`), from one read of
+/// `/proc/PID/status`.
+pub fn memory_kib(pid: u32) -> io::Result<(u64, u64)> {
+    let status = read_status(pid)?;
+    Ok((
+        status_kib(&status, "VmHWM", pid)?,
+        status_kib(&status, "VmRSS", pid)?,
+    ))
+}
+
+fn read_status(pid: u32) -> io::Result<String> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+}
+
+fn status_kib(status: &str, key: &str, pid: u32) -> io::Result<u64> {
+    parse_status_kib(status, key).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("no VmRSS in /proc/{pid}/status"),
+            format!("no {key} in /proc/{pid}/status"),
         )
     })
 }
 
-/// The `VmRSS:` line of a `/proc/PID/status` file, in KiB.
-pub fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let mut fields = line["VmRSS:".len()..].split_whitespace();
+/// The `KEY:` line of a `/proc/PID/status` file, in KiB.
+pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))?;
+    let mut fields = line.split_whitespace();
     let value: u64 = fields.next()?.parse().ok()?;
     match fields.next() {
         Some("kB") | None => Some(value),
@@ -62,8 +82,9 @@ mod tests {
     #[test]
     fn vm_rss_line() {
         let status = "Name:\tmosquitto\nVmPeak:\t   20000 kB\nVmRSS:\t    7424 kB\nThreads:\t1\n";
-        assert_eq!(parse_vm_rss(status), Some(7424));
-        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(7424));
+        assert_eq!(parse_status_kib(status, "VmPeak"), Some(20000));
+        assert_eq!(parse_status_kib("Name:\tx\n", "VmRSS"), None);
     }
 
     #[test]

@@ -140,25 +140,6 @@ impl Figures {
     }
 }
 
-/// Peak and current resident set size of a process, in KiB, from `/proc/PID/status`.
-pub fn memory_kib(pid: u32) -> std::io::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|value| value.parse::<u64>().ok())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("no {key} in /proc/{pid}/status"),
-                )
-            })
-    };
-    Ok((field("VmHWM:")?, field("VmRSS:")?))
-}
-
 /// User and system CPU time this process has used so far. On a shared machine a wall time
 /// says as much about the neighbours as about the code; CPU time much less so.
 pub fn cpu_time() -> (Duration, Duration) {

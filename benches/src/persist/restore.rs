@@ -18,7 +18,8 @@ use mqtt_broker::broker::persist::RestoreSummary;
 use mqtt_broker::broker::{Broker, Config, ShardMessage, Timestamp};
 use mqtt_broker::server::{recover, PersistenceOptions};
 
-use super::{cpu_time, memory_kib, unix_ms, Figures};
+use super::{cpu_time, unix_ms, Figures};
+use crate::loadgen::procfs::memory_kib;
 
 pub struct RestorePlan {
     pub dir: PathBuf,

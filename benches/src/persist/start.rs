@@ -17,7 +17,8 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use mqtt_broker::protocol::{Connect, ConnectProperties, Decoder, Packet, ProtocolVersion};
 
-use super::{memory_kib, Figures};
+use super::Figures;
+use crate::loadgen::procfs::memory_kib;
 
 /// How long start-up may take before the run gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
