@@ -66,10 +66,9 @@ pub fn run(plan: &BuildPlan) -> io::Result<Figures> {
 
     add_sessions(&mut cluster, &shape, 0..snap_sessions);
     add_retained(&mut cluster, &shape, 0..snap_retained);
-    let records_before: u64 = cluster.record_bytes.iter().sum();
+    let bytes_before_snapshot = cluster.record_bytes;
     let timings = cluster.snapshot();
-    let journal_from = cluster.record_bytes.clone();
-    let records_from = cluster.records.clone();
+    let (records_from, bytes_from) = (cluster.records, cluster.record_bytes);
     add_sessions(&mut cluster, &shape, snap_sessions..shape.sessions);
     add_retained(&mut cluster, &shape, snap_retained..shape.retained);
 
@@ -86,7 +85,7 @@ pub fn run(plan: &BuildPlan) -> io::Result<Figures> {
     figures.count("retained_payload_bytes", shape.payload as u64);
     figures.count("snapshot_sessions", u64::from(snap_sessions));
     figures.count("snapshot_retained", u64::from(snap_retained));
-    figures.count("journal_bytes_before_snapshot", records_before);
+    figures.count("journal_bytes_before_snapshot", bytes_before_snapshot);
     for (shard, timing) in timings.iter().enumerate() {
         figures.time(&format!("snapshot_{shard}_capture_ms"), timing.capture);
         figures.time(&format!("snapshot_{shard}_encode_ms"), timing.encode);
@@ -97,20 +96,14 @@ pub fn run(plan: &BuildPlan) -> io::Result<Figures> {
     let max = |f: fn(&SnapshotTiming) -> Duration| timings.iter().map(f).max().unwrap_or_default();
     figures.time("snapshot_shard_blocked_max_ms", max(|t| t.capture));
     figures.time("snapshot_one_step_blocked_max_ms", max(|t| t.one_step));
-    let tail_records: u64 = cluster
-        .records
-        .iter()
-        .zip(&records_from)
-        .map(|(now, then)| now - then)
-        .sum();
-    let tail_bytes: u64 = cluster
-        .record_bytes
-        .iter()
-        .zip(&journal_from)
-        .map(|(now, then)| now - then)
-        .sum();
-    figures.count("journal_records_after_snapshot", tail_records);
-    figures.count("journal_record_bytes_after_snapshot", tail_bytes);
+    figures.count(
+        "journal_records_after_snapshot",
+        cluster.records - records_from,
+    );
+    figures.count(
+        "journal_record_bytes_after_snapshot",
+        cluster.record_bytes - bytes_from,
+    );
     drop(cluster);
     store.close().map_err(io::Error::other)?;
     let (snapshots, journals) = files(&plan.dir)?;

@@ -26,10 +26,10 @@ pub struct Cluster {
     epoch: Instant,
     next_conn: u64,
     version: ProtocolVersion,
-    /// Journal records appended per shard.
-    pub records: Vec<u64>,
-    /// Journal bytes appended per shard.
-    pub record_bytes: Vec<u64>,
+    /// Journal records appended, over all shards.
+    pub records: u64,
+    /// Journal bytes appended, over all shards.
+    pub record_bytes: u64,
 }
 
 /// What taking one shard's snapshot cost.
@@ -73,8 +73,8 @@ impl Cluster {
             epoch: Instant::now(),
             next_conn: 1,
             version: ProtocolVersion::V3_1_1,
-            records: vec![0; shard_count],
-            record_bytes: vec![0; shard_count],
+            records: 0,
+            record_bytes: 0,
         }
     }
 
@@ -124,8 +124,8 @@ impl Cluster {
                 }
                 while let Some((_, record)) = broker.poll_persist() {
                     let bytes = encode_record(&record);
-                    self.records[shard] += 1;
-                    self.record_bytes[shard] += bytes.len() as u64;
+                    self.records += 1;
+                    self.record_bytes += bytes.len() as u64;
                     self.journals[shard]
                         .append(bytes)
                         .expect("the benchmark's journal accepts records");
