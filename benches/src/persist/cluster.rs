@@ -43,8 +43,8 @@ pub struct SnapshotTiming {
     pub total: Duration,
     pub bytes: usize,
     /// The one-step conversion and encoding (`snapshot_state` then `encode_snapshot`), as a
-    /// shard did it on its own thread before the capture existed (the blocking build still
-    /// does): what delivery would wait for instead of `capture`.
+    /// shard did it on its own thread before the capture existed: what delivery would wait for
+    /// instead of `capture`.
     pub one_step: Duration,
 }
 
