@@ -59,7 +59,8 @@ pub struct Broker {
     next_session: u64,
     /// Exact subscriptions of this shard's sessions.
     pub(super) subscriptions: SubscriptionTrie<Subscriber, Subscription>,
-    /// Which shards (this one included) want which filters.
+    /// Which shards (this one included) want which filters; kept only with more than one shard,
+    /// as with one nothing is routed between shards.
     pub(super) interest: Interest,
     pub(super) retained: Retained,
     pub(super) timers: Timers,

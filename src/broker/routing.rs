@@ -108,8 +108,9 @@ impl Interest {
         }
     }
 
-    /// Applies an interest change of another shard. This shard's own changes are already in
-    /// the trie: `add_local` and `remove_local` made them.
+    /// Applies an interest change of another shard. This shard's own changes are made by
+    /// `add_local` and `remove_local`, which also count its subscribers; one of its own that
+    /// came back here is ignored, as it would reset that count.
     pub fn apply(&mut self, shard: ShardId, filter: &str, share: Option<ByteString>, added: bool) {
         if shard == self.shard {
             return;

@@ -152,10 +152,11 @@ impl Broker {
             self.config.max_queued_messages,
             self.config.max_queued_bytes,
         );
-        let Some(session) = self.sessions.get_mut(&session_id) else {
+        let Some(session) = self.sessions.get(&session_id) else {
             return;
         };
         let conn = session.connection;
+        let sends_now = delivery.qos != QoS::AtMostOnce && self.sends_now(session);
         if delivery.qos == QoS::AtMostOnce {
             let backlog = conn.map(|conn| self.pending_output(conn));
             match (conn, backlog) {
@@ -166,17 +167,13 @@ impl Broker {
             }
             return;
         }
-        let sends_now = self
-            .sessions
-            .get(&session_id)
-            .is_some_and(|session| self.sends_now(session));
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
         if sends_now {
             self.start_inflight(session_id, delivery, now);
             return;
         }
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
         let id = delivery.id;
         if !session
             .outbound

@@ -136,6 +136,7 @@ impl Broker {
             .subscriptions
             .insert(&inner, key, subscription)
             .is_none()
+            && self.shard_count > 1
             && self.interest.add_local(&inner, &share)
         {
             self.announce_interest(inner, share, true);
@@ -159,19 +160,16 @@ impl Broker {
             share: share.clone(),
         };
         if self.subscriptions.remove(&inner, &key).is_some()
+            && self.shard_count > 1
             && self.interest.remove_local(&inner, &share)
         {
             self.announce_interest(inner, share, false);
         }
     }
 
-    /// Records this shard's interest change locally and tells every other shard.
+    /// Tells every other shard of this shard's interest change (`Interest::add_local` and
+    /// `remove_local` recorded it here).
     fn announce_interest(&mut self, filter: ByteString, share: Option<ByteString>, added: bool) {
-        if self.shard_count == 1 {
-            return;
-        }
-        self.interest
-            .apply(self.shard, &filter, share.clone(), added);
         let this_shard = self.shard;
         for shard in (0..self.shard_count).filter(|&shard| shard != this_shard) {
             let change = ShardMessage::Interest {
