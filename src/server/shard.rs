@@ -152,7 +152,7 @@ impl<I: Io> Shard<I> {
     /// must be appended first, so the outputs are drained before the state is taken.
     fn snapshot(self: &Rc<Self>) {
         self.pump();
-        let capture = self.broker.borrow().capture_state().owned_by(self.id);
+        let capture = self.broker.borrow().capture_state();
         self.journal.snapshot_capture(capture);
     }
 

@@ -163,7 +163,7 @@ impl Cluster {
                 drop(bytes);
 
                 let started = Instant::now();
-                let capture = self.brokers[shard].capture_state().owned_by(shard);
+                let capture = self.brokers[shard].capture_state();
                 let captured = started.elapsed();
                 let encoded = Arc::new(Mutex::new((Duration::ZERO, 0)));
                 let report = encoded.clone();

@@ -94,14 +94,6 @@ impl Broker {
 }
 
 impl StateCapture {
-    /// The capture as `shard`'s snapshot must hold it (see [`ShardState::owned_by`]).
-    pub fn owned_by(mut self, shard: usize) -> StateCapture {
-        if shard != 0 {
-            self.retained = None;
-        }
-        self
-    }
-
     /// The stored form: sessions ordered by client id, their subscriptions by filter, the
     /// retained set by topic, each message converted once however many deliveries share it.
     pub fn into_state(self) -> ShardState {
