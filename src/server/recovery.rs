@@ -69,7 +69,8 @@ pub(crate) fn open(
     let writers = (0..shard_count)
         .map(|shard| store.writer(shard))
         .collect::<Result<Vec<_>, _>>()?;
-    if decoded.rehome || !store.inactive_streams().is_empty() {
+    let rehome = decoded.found_in.values().any(|found| !found.is_empty());
+    if rehome || !store.inactive_streams().is_empty() {
         rebase(&store, &writers, &states, &decoded.found_in)?;
     }
     let starts = writers
@@ -89,8 +90,6 @@ struct Decoded {
     /// In LSN order.
     items: Vec<(Lsn, Item)>,
     undecodable: u64,
-    /// Some client's state is in a stream other than its home shard's.
-    rehome: bool,
     /// Per stream, the clients it holds state of and that are homed on another shard: the
     /// copies `rebase` must keep. (Recording every client would cost an allocation per
     /// session at every start for the rare start that changes the shard count.)
@@ -119,13 +118,11 @@ fn decode(recovery: Recovery, shard_count: usize) -> Decoded {
     let mut decoded = Decoded {
         items: Vec::with_capacity(streams.iter().map(|stream| stream.items.len()).sum()),
         undecodable: 0,
-        rehome: false,
         found_in: HashMap::new(),
     };
     for stream in streams {
         decoded.items.extend(stream.items);
         decoded.undecodable += stream.undecodable;
-        decoded.rehome |= stream.rehome;
         decoded.found_in.extend(stream.found_in);
     }
     decoded.items.sort_by_key(|(lsn, _)| *lsn);
@@ -137,13 +134,11 @@ fn decode_stream(stream: RecoveredStream, shard_count: usize) -> Decoded {
     let mut decoded = Decoded {
         items: Vec::with_capacity(stream.records.len() + 1),
         undecodable: 0,
-        rehome: false,
         found_in: HashMap::new(),
     };
     let found = decoded.found_in.entry(index).or_default();
-    let mut note = |client_id: &str, rehome: &mut bool| {
+    let mut note = |client_id: &str| {
         if home_shard(client_id, shard_count) != index {
-            *rehome = true;
             found.insert(client_id.to_owned());
         }
     };
@@ -151,7 +146,7 @@ fn decode_stream(stream: RecoveredStream, shard_count: usize) -> Decoded {
         match snapshot.section(0).map(decode_snapshot) {
             Some(Ok(state)) => {
                 for session in &state.sessions {
-                    note(&session.client_id, &mut decoded.rehome);
+                    note(&session.client_id);
                 }
                 decoded.items.push((snapshot.lsn(), Item::Snapshot(state)));
             }
@@ -169,7 +164,7 @@ fn decode_stream(stream: RecoveredStream, shard_count: usize) -> Decoded {
         match decode_record(&record.data) {
             Ok(item) => {
                 if let Some(client_id) = item.client_id() {
-                    note(client_id, &mut decoded.rehome);
+                    note(client_id);
                 }
                 decoded.items.push((record.lsn, Item::Record(item)));
             }
@@ -221,10 +216,7 @@ fn rebase(
             let copies = states
                 .iter()
                 .flat_map(|state| &state.sessions)
-                .filter(|session| {
-                    found.contains(&session.client_id)
-                        && home_shard(&session.client_id, shard_count) != shard
-                });
+                .filter(|session| found.contains(&session.client_id));
             baseline.sessions.extend(copies.cloned());
         }
         if baseline.sessions.len() != states[shard].sessions.len() {
