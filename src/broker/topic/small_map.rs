@@ -105,7 +105,8 @@ impl<K, V> Default for SmallMap<K, V> {
     }
 }
 
-impl<K: Eq + Hash, V> SmallMap<K, V> {
+// What needs no hashing, so that code without the bounds (a node's `Drop`) can use it too.
+impl<K, V> SmallMap<K, V> {
     pub(super) fn len(&self) -> usize {
         match self {
             SmallMap::Few(entries) => entries.len(),
@@ -117,6 +118,16 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
         self.len() == 0
     }
 
+    /// Empties the map, handing every value to `f`.
+    pub(super) fn drain_values(&mut self, f: impl FnMut(V)) {
+        match std::mem::take(self) {
+            SmallMap::Few(entries) => entries.into_iter().map(|(_, v)| v).for_each(f),
+            SmallMap::Many(map) => map.into_values().for_each(f),
+        }
+    }
+}
+
+impl<K: Eq + Hash, V> SmallMap<K, V> {
     pub(super) fn get<Q>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
@@ -252,14 +263,6 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
             SmallMap::Many(map) => (None, Some(map.values_mut())),
         };
         few.into_iter().flatten().chain(many.into_iter().flatten())
-    }
-
-    /// Empties the map, handing every value to `f`.
-    pub(super) fn drain_values(&mut self, f: impl FnMut(V)) {
-        match std::mem::take(self) {
-            SmallMap::Few(entries) => entries.into_iter().map(|(_, v)| v).for_each(f),
-            SmallMap::Many(map) => map.into_values().for_each(f),
-        }
     }
 }
 

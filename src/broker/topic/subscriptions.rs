@@ -512,10 +512,7 @@ impl<K, V> Node<K, V> {
         let Some(mut branches) = self.branches.take() else {
             return;
         };
-        match std::mem::take(&mut branches.literal) {
-            SmallMap::Few(children) => into.extend(children.into_iter().map(|(_, child)| child)),
-            SmallMap::Many(children) => into.extend(children.into_values()),
-        }
+        branches.literal.drain_values(|child| into.push(child));
         if let Some(plus) = branches.plus.take() {
             into.push(*plus);
         }
