@@ -168,7 +168,7 @@ fn add_retained(cluster: &mut Cluster, shape: &Shape, range: std::ops::Range<u32
     }
 }
 
-fn connect(client_id: &str, clean_start: bool) -> Packet {
+pub(super) fn connect(client_id: &str, clean_start: bool) -> Packet {
     Packet::Connect(Box::new(Connect {
         protocol: ProtocolVersion::V3_1_1,
         clean_start,
@@ -182,7 +182,7 @@ fn connect(client_id: &str, clean_start: bool) -> Packet {
 }
 
 /// Bytes of snapshot files and of journal segments under `dir`.
-pub fn files(dir: &Path) -> io::Result<(u64, u64)> {
+fn files(dir: &Path) -> io::Result<(u64, u64)> {
     let (mut snapshots, mut journals) = (0, 0);
     for stream in fs::read_dir(dir)? {
         let stream = stream?;

@@ -14,9 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use bytestring::ByteString;
-use mqtt_broker::protocol::{Connect, ConnectProperties, Decoder, Packet, ProtocolVersion};
+use mqtt_broker::protocol::{Decoder, Packet, ProtocolVersion};
 
+use super::build::connect;
 use super::Figures;
 use crate::loadgen::procfs::memory_kib;
 
@@ -50,21 +50,17 @@ pub fn run(plan: &StartPlan) -> io::Result<Figures> {
         .stdin(Stdio::null())
         .spawn()?;
     let pid = child.id();
-    let connected = loop {
-        if let Some(status) = child.try_wait()? {
-            return Err(io::Error::other(format!(
-                "the broker exited during start-up: {status}"
-            )));
-        }
-        if started.elapsed() > START_TIMEOUT {
-            let _ = child.kill();
-            return Err(io::Error::other("the broker did not answer within 120 s"));
-        }
-        match connack(addr) {
-            Ok(()) => break started.elapsed(),
-            Err(_) => std::thread::sleep(RETRY),
-        }
+    let still_starting = || match child.try_wait()? {
+        Some(status) => Err(io::Error::other(format!(
+            "the broker exited during start-up: {status}"
+        ))),
+        None => Ok(()),
     };
+    if let Err(error) = retry_connack(addr, START_TIMEOUT, still_starting) {
+        let _ = child.kill();
+        return Err(error);
+    }
+    let connected = started.elapsed();
     let (peak_kib, rss_kib) = memory_kib(pid)?;
     let stopping = Instant::now();
     // SAFETY: `pid` is our child, not yet waited for, so the id is still its own.
@@ -90,9 +86,21 @@ pub fn run(plan: &StartPlan) -> io::Result<Figures> {
 /// broker themselves); returns how long that took.
 pub fn wait_ready(addr: SocketAddr, timeout: Duration) -> io::Result<Duration> {
     let started = Instant::now();
+    retry_connack(addr, timeout, || Ok(()))?;
+    Ok(started.elapsed())
+}
+
+/// Tries a CONNECT until one is answered, `timeout` passes, or `alive` reports an error.
+fn retry_connack(
+    addr: SocketAddr,
+    timeout: Duration,
+    mut alive: impl FnMut() -> io::Result<()>,
+) -> io::Result<()> {
+    let started = Instant::now();
     loop {
+        alive()?;
         match connack(addr) {
-            Ok(()) => return Ok(started.elapsed()),
+            Ok(()) => return Ok(()),
             Err(error) if started.elapsed() > timeout => {
                 return Err(io::Error::other(format!(
                     "no CONNACK from {addr} within {timeout:?}: {error}"
@@ -116,18 +124,9 @@ fn connack(addr: SocketAddr) -> io::Result<()> {
     stream.set_read_timeout(Some(START_TIMEOUT))?;
     let version = ProtocolVersion::V3_1_1;
     let mut out = BytesMut::new();
-    Packet::Connect(Box::new(Connect {
-        protocol: version,
-        clean_start: true,
-        keep_alive: 0,
-        client_id: ByteString::from(format!("persist-bench-probe-{}", std::process::id())),
-        will: None,
-        username: None,
-        password: None,
-        properties: ConnectProperties::default(),
-    }))
-    .encode(version, &mut out)
-    .map_err(|error| io::Error::other(error.to_string()))?;
+    connect(&format!("persist-bench-probe-{}", std::process::id()), true)
+        .encode(version, &mut out)
+        .map_err(|error| io::Error::other(error.to_string()))?;
     stream.write_all(&out)?;
     let mut decoder = Decoder::client(version, 1024);
     let mut buf = BytesMut::new();
