@@ -480,17 +480,21 @@ fn read_loop(shared: &Arc<Shared>, mut stream: TcpStream, conn: ConnId, peer: Op
         match result {
             Ok(0) => break,
             Ok(_) => {
-                let backlogged = {
+                let published = {
                     let mut core = shared.lock();
                     let now = shared.now();
                     let published = core.broker.handle_bytes(conn, &mut buf, now);
                     core.pump();
-                    published && core.journal.is_backlogged()
+                    published
                 };
-                // The disk cannot keep up: stop reading from this publisher and let TCP slow it
-                // down, so the queue to the journal's writer stays bounded. Subscribers go on
-                // reading, as their acknowledgements are what lets queued messages out.
-                while backlogged && shared.lock().journal.is_backlogged() {
+                // The disk cannot keep up, or the client ignores the acknowledgements the
+                // broker holds back: stop reading from this publisher and let TCP slow it down,
+                // so what waits for the journal or for queue room stays bounded. Subscribers go
+                // on reading, as their acknowledgements are what lets queued messages out.
+                while published && {
+                    let core = shared.lock();
+                    core.journal.is_backlogged() || core.broker.wants_pause(conn)
+                } {
                     thread::sleep(TICK);
                 }
             }

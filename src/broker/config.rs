@@ -33,6 +33,11 @@ pub struct Config {
     pub max_queued_messages: usize,
     /// Bytes of payload queued per session beyond the in-flight window.
     pub max_queued_bytes: usize,
+    /// How long a connected subscriber whose queue is full may hold its publishers back without
+    /// acknowledging anything before it counts as stopped: from then on messages beyond its
+    /// queue limits are dropped for it instead. Zero never holds publishers back: a full queue
+    /// drops at once, as in Mosquitto.
+    pub stall_timeout: Duration,
     /// Bytes waiting in a connection's send buffer above which QoS 0 messages to it are dropped.
     pub max_outbound_buffer: usize,
     /// Topic aliases a v5 client may use towards the broker (CONNACK Topic Alias Maximum).
@@ -73,6 +78,7 @@ impl Default for Config {
             max_inflight: 1024,
             max_queued_messages: 10_000,
             max_queued_bytes: 64 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(1),
             max_outbound_buffer: 4 * 1024 * 1024,
             topic_alias_maximum: 10,
             max_subscriptions_per_client: 0,

@@ -13,9 +13,11 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tracing::{debug, info, warn};
 
+use super::acks::{AckHolds, Hold};
 use super::config::Config;
 use super::connection::{Connection, Phase};
 use super::io::{ConnId, Event, ShardId, ShardMessage};
+use super::limited_log::LimitedLog;
 use super::message::Message;
 use super::persist::{Journal, PersistRecord};
 use super::retained::Retained;
@@ -76,8 +78,12 @@ pub struct Broker {
     /// Serial for client ids the broker assigns.
     pub(super) assigned_ids: u64,
     pub(super) stats: Stats,
-    /// Journal records not yet polled, durability, and acknowledgements held for it.
+    /// Journal records not yet polled, and how far they are durable.
     pub(super) persist: Journal,
+    /// Acknowledgements held back, and what each waits for.
+    pub(super) acks: AckHolds,
+    /// Messages dropped for full session queues, reported at a limited rate.
+    pub(super) drop_log: LimitedLog,
 }
 
 impl Broker {
@@ -110,6 +116,8 @@ impl Broker {
             assigned_ids: 0,
             stats: Stats::default(),
             persist: Journal::new(config.persistence, config.ack_after_durable),
+            acks: AckHolds::default(),
+            drop_log: LimitedLog::default(),
             config,
         }
     }
@@ -215,6 +223,7 @@ impl Broker {
                 Timer::KeepAlive(conn) => self.check_keepalive(conn, now),
                 Timer::SessionExpiry(session) => self.check_session_expiry(session, now),
                 Timer::WillDelay(session) => self.check_delayed_will(session, now),
+                Timer::StallCheck(session) => self.check_stall(session, now),
                 Timer::ExpirySweep => self.sweep_expired(now),
             }
         }
@@ -234,12 +243,16 @@ impl Broker {
                 if store_retained {
                     self.store_retained(&message);
                 }
-                self.deliver_local(&message, deliver, Some(&groups), now);
+                let hold = ack.map(|token| Hold {
+                    origin: from,
+                    token,
+                });
+                self.deliver_local(&message, deliver, Some(&groups), hold, now);
                 if let Some(token) = ack {
-                    self.reply_when_persisted(from, token, mark);
+                    self.reply_when_accepted(from, token, mark);
                 }
             }
-            ShardMessage::Persisted { token } => self.handle_remote_persisted(token),
+            ShardMessage::Accepted { token } => self.handle_accepted_remotely(token),
             ShardMessage::Interest {
                 filter,
                 share,
@@ -422,8 +435,11 @@ impl Broker {
             return;
         }
         session.connection = None;
-        info!(?conn, %client_id, peer = ?connection_peer, normal, "client disconnected");
+        // Offline, it is slow on its own account: it no longer holds publishers back.
+        session.outbound.stalled = false;
+        let holds = session.outbound.take_holds();
         let expiry = session.expiry_interval;
+        info!(?conn, %client_id, peer = ?connection_peer, normal, "client disconnected");
         if let (Some(will), false) = (will, normal) {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             let message = Arc::new(will_message(*will, &client_id, now));
@@ -442,6 +458,7 @@ impl Broker {
                 self.journal_delayed_will(session_id, &message, publish_at);
             }
         }
+        self.release_holds(holds);
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -489,6 +506,7 @@ impl Broker {
         let Some(mut session) = self.sessions.remove(&session_id) else {
             return;
         };
+        self.release_holds(session.outbound.take_holds());
         self.client_ids.remove(&session.client_id);
         for (filter, _) in session.subscriptions_mut().drain() {
             self.remove_subscription_entry(session_id, &filter);
@@ -578,13 +596,16 @@ impl Broker {
 
     fn sweep_expired(&mut self, now: Timestamp) {
         let mut expired = self.retained.sweep(now);
+        let mut released = Vec::new();
         for session in self.sessions.values_mut() {
-            let dropped = session
+            let (dropped, holds) = session
                 .outbound
                 .retain_queued(|delivery| !delivery.message.is_expired(now));
             session.outbound.dropped.expired += dropped as u64;
             expired += dropped;
+            released.extend(holds);
         }
+        self.release_holds(released);
         self.stats.expired_dropped += expired as u64;
         self.timers
             .schedule(now + self.config.expiry_sweep_interval, Timer::ExpirySweep);

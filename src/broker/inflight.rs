@@ -5,11 +5,16 @@
 //! It lives in the session, never in the connection, so it survives reconnects and takeover: on
 //! resume every in-flight message is sent again with DUP set, or its PUBREL again, in the original
 //! order (MQTT-4.4.0-1, MQTT-4.6.0-1).
+//!
+//! It also keeps what flow control needs to know of the subscriber: the publishers'
+//! acknowledgements that messages queued beyond the limits hold (`acks.rs`), and whether the
+//! subscriber still acknowledges anything at all.
 
 use std::collections::VecDeque;
 
 use ahash::AHashSet;
 
+use super::acks::Hold;
 use super::message::Delivery;
 use crate::protocol::QoS;
 
@@ -57,6 +62,17 @@ pub struct OutboundQueue {
     last_id: u16,
     queued: VecDeque<Delivery>,
     queued_bytes: usize,
+    /// Publisher acknowledgements held by messages queued beyond the limits, oldest first. Each
+    /// message leaving the queue releases one: the queue has then moved on by a message, which
+    /// is all the held one waited for. Never more than there are queued messages.
+    holds: VecDeque<Hold>,
+    /// Acknowledgements received (PUBACK, PUBREC, PUBCOMP): whether the subscriber still reads.
+    progress: u64,
+    /// `progress` when the running stall check was armed.
+    pub stall_check: Option<u64>,
+    /// The subscriber acknowledged nothing for a whole stall timeout while it held publishers
+    /// back: until it acknowledges again, messages beyond its limits are dropped, not held.
+    pub stalled: bool,
     pub dropped: DropCounters,
 }
 
@@ -104,13 +120,6 @@ impl OutboundQueue {
         true
     }
 
-    /// Puts back a queued message recovered after a restart. Limits are not applied: the
-    /// message was accepted under them once.
-    pub fn restore_queued(&mut self, delivery: Delivery) {
-        self.queued_bytes += delivery.message.weight();
-        self.queued.push_back(delivery);
-    }
-
     /// Puts a message in flight under a fresh packet identifier and returns that identifier.
     /// The caller has checked the window has room, so an identifier is always free.
     pub fn start(&mut self, delivery: Delivery) -> u16 {
@@ -136,6 +145,7 @@ impl OutboundQueue {
         }
         self.inflight.remove(index);
         self.ids_in_use.remove(&packet_id);
+        self.note_progress();
         Ok(())
     }
 
@@ -147,6 +157,7 @@ impl OutboundQueue {
         match entry.state {
             Awaiting::PubRec | Awaiting::PubComp => {
                 entry.state = Awaiting::PubComp;
+                self.note_progress();
                 Ok(())
             }
             Awaiting::PubAck => Err(AckMismatch::WrongState),
@@ -158,17 +169,13 @@ impl OutboundQueue {
         self.complete(packet_id, Awaiting::PubRec)
     }
 
-    /// Queues a message behind the window; returns false (and counts it) when a limit is hit.
-    /// The newest message is the one dropped, as in Mosquitto: what is queued was promised first.
-    pub fn enqueue(&mut self, delivery: Delivery, max_messages: usize, max_bytes: usize) -> bool {
-        let weight = delivery.message.weight();
-        if !self.has_room(weight, max_messages, max_bytes) {
-            self.dropped.queue_full += 1;
-            return false;
-        }
-        self.queued_bytes += weight;
+    /// Queues a message behind the window: within the limits (`has_room`), or beyond them with
+    /// the publisher acknowledgement it holds. Also puts back messages recovered after a
+    /// restart, which were accepted under the limits once.
+    pub fn enqueue(&mut self, delivery: Delivery, hold: Option<Hold>) {
+        self.queued_bytes += delivery.message.weight();
         self.queued.push_back(delivery);
-        true
+        self.holds.extend(hold);
     }
 
     /// Whether a message of `weight` would fit in the queue.
@@ -176,14 +183,21 @@ impl OutboundQueue {
         self.queued.len() < max_messages && self.queued_bytes + weight <= max_bytes
     }
 
-    pub fn pop_queued(&mut self) -> Option<Delivery> {
-        let delivery = self.queued.pop_front()?;
-        self.queued_bytes -= delivery.message.weight();
-        Some(delivery)
+    /// Whether the queue is at most half full, by count and bytes: the subscriber keeps up.
+    pub fn keeps_up(&self, max_messages: usize, max_bytes: usize) -> bool {
+        self.queued.len() <= max_messages / 2 && self.queued_bytes <= max_bytes / 2
     }
 
-    /// Drops queued messages for which `keep` is false (expiry sweeps).
-    pub fn retain_queued(&mut self, mut keep: impl FnMut(&Delivery) -> bool) -> usize {
+    /// The oldest queued message, and the hold its leaving releases.
+    pub fn pop_queued(&mut self) -> Option<(Delivery, Option<Hold>)> {
+        let delivery = self.queued.pop_front()?;
+        self.queued_bytes -= delivery.message.weight();
+        Some((delivery, self.holds.pop_front()))
+    }
+
+    /// Drops queued messages for which `keep` is false (expiry sweeps), and hands back the
+    /// holds that no queued message is left to release.
+    pub fn retain_queued(&mut self, mut keep: impl FnMut(&Delivery) -> bool) -> (usize, Vec<Hold>) {
         let before = self.queued.len();
         let mut bytes = self.queued_bytes;
         self.queued.retain(|delivery| {
@@ -194,7 +208,30 @@ impl OutboundQueue {
             kept
         });
         self.queued_bytes = bytes;
-        before - self.queued.len()
+        let excess = self.holds.len().saturating_sub(self.queued.len());
+        (
+            before - self.queued.len(),
+            self.holds.drain(..excess).collect(),
+        )
+    }
+
+    pub fn has_holds(&self) -> bool {
+        !self.holds.is_empty()
+    }
+
+    /// Every hold, for release: the subscriber went away or stopped reading. Its messages stay.
+    pub fn take_holds(&mut self) -> VecDeque<Hold> {
+        std::mem::take(&mut self.holds)
+    }
+
+    /// Acknowledgements received so far.
+    pub fn progress(&self) -> u64 {
+        self.progress
+    }
+
+    fn note_progress(&mut self) {
+        self.progress += 1;
+        self.stalled = false;
     }
 
     fn position(&self, packet_id: u16) -> Result<usize, AckMismatch> {
@@ -270,15 +307,44 @@ mod tests {
     }
 
     #[test]
-    fn queue_limits_drop_the_newest_and_count_it() {
+    fn queue_limits_count_messages_and_bytes() {
         let mut queue = OutboundQueue::default();
-        assert!(queue.enqueue(delivery(QoS::AtLeastOnce, b"1234"), 2, 100));
-        assert!(queue.enqueue(delivery(QoS::AtLeastOnce, b"1234"), 2, 100));
-        assert!(!queue.enqueue(delivery(QoS::AtLeastOnce, b"1234"), 2, 100));
-        assert_eq!(queue.dropped.queue_full, 1);
+        assert!(queue.has_room(5, 2, 100));
+        queue.enqueue(delivery(QoS::AtLeastOnce, b"1234"), None);
+        queue.enqueue(delivery(QoS::AtLeastOnce, b"1234"), None);
+        assert!(!queue.has_room(5, 2, 100), "two messages already");
+        assert!(
+            !queue.has_room(5, 10, 12),
+            "10 bytes queued, 15 would not fit in 12"
+        );
         assert_eq!(queue.queued_bytes(), 10);
-        assert!(!queue.enqueue(delivery(QoS::AtLeastOnce, b"1234"), 10, 12));
-        assert_eq!(queue.retain_queued(|_| false), 2);
+        assert_eq!(queue.retain_queued(|_| false), (2, Vec::new()));
         assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn each_message_leaving_releases_one_hold_and_no_hold_outlives_the_queue() {
+        let hold = |token| Hold { origin: 0, token };
+        let mut queue = OutboundQueue::default();
+        queue.enqueue(delivery(QoS::AtLeastOnce, b"a"), None);
+        queue.enqueue(delivery(QoS::AtLeastOnce, b"b"), Some(hold(1)));
+        queue.enqueue(delivery(QoS::AtLeastOnce, b"c"), Some(hold(2)));
+        let (first, released) = queue.pop_queued().unwrap();
+        assert_eq!(&first.message.template.payload[..], b"a");
+        assert_eq!(released, Some(hold(1)), "the oldest hold goes first");
+        // An expiry sweep that empties the queue hands back the hold nobody would release.
+        let (dropped, released) = queue.retain_queued(|_| false);
+        assert_eq!((dropped, released), (2, vec![hold(2)]));
+        assert!(!queue.has_holds());
+    }
+
+    #[test]
+    fn an_acknowledgement_is_progress_and_ends_a_stall() {
+        let mut queue = OutboundQueue::default();
+        let id = queue.start(delivery(QoS::AtLeastOnce, b"x"));
+        queue.stalled = true;
+        queue.complete(id, Awaiting::PubAck).unwrap();
+        assert_eq!(queue.progress(), 1);
+        assert!(!queue.stalled);
     }
 }

@@ -41,14 +41,14 @@ pub enum ShardMessage {
         groups: Vec<ByteString>,
         /// Replace the receiver's copy of the retained message for this topic.
         store_retained: bool,
-        /// Set when the publisher's acknowledgement waits for durability: the receiver answers
-        /// [`ShardMessage::Persisted`] with it once the records this message made it write
-        /// are durable (at once if it wrote none).
+        /// Set for a QoS 1/2 PUBLISH, whose acknowledgement waits until the receiver has taken
+        /// the message in: it answers [`ShardMessage::Accepted`] with this token once its
+        /// deliveries hold nothing back for lack of room and, when acknowledgements wait for
+        /// durability, the records they wrote are durable.
         ack: Option<u64>,
     },
-    /// The records a [`ShardMessage::Publish`] with this `ack` token caused on the sending
-    /// shard are durable.
-    Persisted { token: u64 },
+    /// The sending shard has taken in the [`ShardMessage::Publish`] with this `ack` token.
+    Accepted { token: u64 },
     /// The sending shard gained its first (`added`) or lost its last local subscriber for a
     /// filter; `share` is the full shared filter for shared subscriptions.
     Interest {

@@ -20,12 +20,14 @@
 //! `handlers/publish.rs` (topic alias, QoS handshake) → `handlers/deliver.rs` (route to shards
 //! and matching sessions, in-flight window, encode for each subscriber) → `outbound.rs`.
 
+mod acks;
 mod config;
 mod connection;
 mod core;
 mod handlers;
 mod inflight;
 mod io;
+mod limited_log;
 mod message;
 mod outbound;
 pub mod persist;

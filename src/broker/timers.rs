@@ -13,6 +13,8 @@ pub enum Timer {
     KeepAlive(ConnId),
     SessionExpiry(SessionId),
     WillDelay(SessionId),
+    /// Whether a subscriber that holds publishers back still acknowledges anything.
+    StallCheck(SessionId),
     ExpirySweep,
 }
 

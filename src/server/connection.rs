@@ -63,12 +63,17 @@ pub(super) async fn read_loop<I: Io>(
             handle.stop_reading.notified().await;
             break;
         }
-        // Backpressure: while other shards or the journal cannot keep up, stop reading from
-        // publishers and let TCP slow them down. Subscribers go on reading, as their
-        // acknowledgements are what lets queued messages out.
+        // Backpressure: while other shards or the journal cannot keep up, or the client
+        // ignores the acknowledgements held back for it, stop reading from publishers and let
+        // TCP slow them down. Subscribers go on reading, as their acknowledgements are what
+        // lets queued messages out.
         if publishing {
             shard
-                .pause_while(|shard| shard.mesh.is_congested() || shard.journal.is_backlogged())
+                .pause_while(|shard| {
+                    shard.mesh.is_congested()
+                        || shard.journal.is_backlogged()
+                        || shard.broker.borrow().wants_pause(conn)
+                })
                 .await;
         }
         // Whether this turn had to wait for the socket, giving the other tasks their turn.

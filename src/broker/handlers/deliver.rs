@@ -6,6 +6,9 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use bytestring::ByteString;
 
+use tracing::warn;
+
+use crate::broker::acks::Hold;
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
 use crate::broker::io::{ConnId, ShardMessage};
@@ -13,12 +16,13 @@ use crate::broker::message::{Delivery, SharedMessage};
 use crate::broker::persist::{stored_subscription_ids, PersistRecord, QueuedFor};
 use crate::broker::session::{Session, SessionId, Subscription};
 use crate::broker::time::Timestamp;
+use crate::broker::timers::Timer;
 use crate::protocol::QoS;
 
 impl Broker {
     /// Publishes a message that entered the broker on this shard (a client's PUBLISH or a will).
     /// `ack` (see `Broker::ack_token`) goes with every copy sent to another shard, so the
-    /// publisher's acknowledgement can wait for what those shards journal.
+    /// publisher's acknowledgement waits until each of them has taken the message in.
     pub(in crate::broker) fn route(
         &mut self,
         message: SharedMessage,
@@ -35,8 +39,13 @@ impl Broker {
         } else {
             message
         };
+        let hold = ack.map(|token| Hold {
+            origin: self.shard,
+            token,
+        });
         if self.shard_count == 1 {
-            return self.deliver_local(&message, true, None, now);
+            self.deliver_local(&message, true, None, hold, now);
+            return self.await_replies(ack, 0);
         }
         let routes = self
             .interest
@@ -44,7 +53,7 @@ impl Broker {
         let mut sent = 0;
         for (shard, route) in routes.into_iter().enumerate() {
             if shard == self.shard {
-                self.deliver_local(&message, route.deliver, Some(&route.groups), now);
+                self.deliver_local(&message, route.deliver, Some(&route.groups), hold, now);
             } else if route.deliver || !route.groups.is_empty() || retain {
                 let batch_item = ShardMessage::Publish {
                     message: message.clone(),
@@ -62,12 +71,13 @@ impl Broker {
 
     /// Delivers to this shard's sessions: ordinary subscribers when `deliver`, and one member of
     /// each shared subscription in `groups` (`None`: every shared subscription, when this is the
-    /// only shard).
+    /// only shard). `hold` is the publisher's acknowledgement, which a full queue may hold.
     pub(in crate::broker) fn deliver_local(
         &mut self,
         message: &SharedMessage,
         deliver: bool,
         groups: Option<&[ByteString]>,
+        hold: Option<Hold>,
         now: Timestamp,
     ) {
         let matches = self.subscriptions.matches(&message.template.topic);
@@ -97,10 +107,48 @@ impl Broker {
             let (session, subscription) = self.pick_member(share, &members);
             grants.add(session, subscription);
         }
-        let mut deliveries = grants.deliveries;
-        self.journal_queued(message, &mut deliveries);
-        for (session, delivery) in deliveries {
-            self.deliver_to_session(session, delivery, now);
+        self.deliver_all(message, grants.deliveries, hold, now);
+    }
+
+    /// Hands each delivery of one message to its session: decides where each goes, journals
+    /// the ones that stay for persistent sessions as one record, then sends or queues them.
+    pub(in crate::broker) fn deliver_all(
+        &mut self,
+        message: &SharedMessage,
+        deliveries: Vec<(SessionId, Delivery)>,
+        hold: Option<Hold>,
+        now: Timestamp,
+    ) {
+        let mut admitted: Vec<(SessionId, Delivery, Admission)> =
+            Vec::with_capacity(deliveries.len());
+        // Whether another subscriber of this message keeps up: then one whose queue is full is
+        // slow on its own account, and is dropped for rather than allowed to slow the publisher.
+        let mut peer_keeps_up = false;
+        for (session_id, delivery) in deliveries {
+            let Some(session) = self.sessions.get(&session_id) else {
+                continue;
+            };
+            let admission = self.admission(session, &delivery, hold);
+            peer_keeps_up |= match admission {
+                Admission::Send => delivery.qos != QoS::AtMostOnce,
+                Admission::Queue => session.outbound.keeps_up(
+                    self.config.max_queued_messages,
+                    self.config.max_queued_bytes,
+                ),
+                Admission::QueueHeld(_) | Admission::Drop => false,
+            };
+            admitted.push((session_id, delivery, admission));
+        }
+        if peer_keeps_up {
+            for (_, _, admission) in &mut admitted {
+                if let Admission::QueueHeld(_) = admission {
+                    *admission = Admission::Drop;
+                }
+            }
+        }
+        self.journal_queued(message, &mut admitted);
+        for (session_id, delivery, admission) in admitted {
+            self.deliver_to_session(session_id, delivery, admission, now);
         }
     }
 
@@ -139,54 +187,106 @@ impl Broker {
             .unwrap_or(members[start % members.len()])
     }
 
-    /// Hands one delivery to a session: QoS 0 straight to the send buffer (or dropped when the
-    /// client is offline or too far behind), QoS 1/2 into the in-flight window or the queue.
-    pub(in crate::broker) fn deliver_to_session(
+    /// Where a delivery to `session` goes. A QoS 1/2 message that finds the queue full is
+    /// queued beyond the limits, holding its publisher's acknowledgement, while the subscriber
+    /// is connected and still acknowledging: the broker is behind, not the subscriber, and the
+    /// publisher must slow down rather than lose it. A subscriber that is offline or has
+    /// stopped acknowledging (`stalled`) is slow on its own account: the message is dropped for
+    /// it, as the spec allows.
+    fn admission(&self, session: &Session, delivery: &Delivery, hold: Option<Hold>) -> Admission {
+        if delivery.qos == QoS::AtMostOnce || self.sends_now(session) {
+            return Admission::Send;
+        }
+        let (max_messages, max_bytes) = (
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        );
+        if session
+            .outbound
+            .has_room(delivery.message.weight(), max_messages, max_bytes)
+        {
+            return Admission::Queue;
+        }
+        match hold {
+            Some(hold)
+                if session.is_connected()
+                    && !session.outbound.stalled
+                    && !self.config.stall_timeout.is_zero() =>
+            {
+                Admission::QueueHeld(hold)
+            }
+            _ => Admission::Drop,
+        }
+    }
+
+    /// Carries out the admission of one delivery: QoS 0 straight to the send buffer (or dropped
+    /// when the client is offline or too far behind), QoS 1/2 into the in-flight window or the
+    /// queue, or dropped for a full queue.
+    fn deliver_to_session(
+        &mut self,
+        session_id: SessionId,
+        delivery: Delivery,
+        admission: Admission,
+        now: Timestamp,
+    ) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        match admission {
+            Admission::Send if delivery.qos == QoS::AtMostOnce => {
+                let conn = session.connection;
+                let backlog = conn.map(|conn| self.pending_output(conn));
+                match (conn, backlog) {
+                    (Some(conn), Some(backlog)) if backlog <= self.config.max_outbound_buffer => {
+                        self.write_publish(conn, &delivery, 0, false, now);
+                    }
+                    _ => self.stats.qos0_dropped += 1,
+                }
+            }
+            Admission::Send => self.start_inflight(session_id, delivery, now),
+            Admission::Queue => session.outbound.enqueue(delivery, None),
+            Admission::QueueHeld(hold) => {
+                session.outbound.enqueue(delivery, Some(hold));
+                if session.outbound.stall_check.is_none() {
+                    session.outbound.stall_check = Some(session.outbound.progress());
+                    let at = now + self.config.stall_timeout;
+                    self.timers.schedule(at, Timer::StallCheck(session_id));
+                }
+                self.take_hold(hold);
+            }
+            Admission::Drop => {
+                session.outbound.dropped.queue_full += 1;
+                self.stats.queue_full_dropped += 1;
+                let connected = session.is_connected();
+                if let Some(unreported) = self.drop_log.note(now) {
+                    warn!(
+                        client_id = %session.client_id,
+                        connected,
+                        dropped = unreported,
+                        "session queue full: dropping QoS 1/2 messages for a subscriber that is \
+                         offline or not reading (count since the last such line, all sessions)"
+                    );
+                }
+                if delivery.id != 0 {
+                    let id = delivery.id;
+                    self.journal_session(session_id, |client_id| PersistRecord::Dropped {
+                        client_id,
+                        id,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A delivery that went to `deliver_all` alone (a retained message on subscribe).
+    pub(in crate::broker) fn deliver_one(
         &mut self,
         session_id: SessionId,
         delivery: Delivery,
         now: Timestamp,
     ) {
-        let max_buffer = self.config.max_outbound_buffer;
-        let (max_queued, max_queued_bytes) = (
-            self.config.max_queued_messages,
-            self.config.max_queued_bytes,
-        );
-        let Some(session) = self.sessions.get(&session_id) else {
-            return;
-        };
-        let conn = session.connection;
-        let sends_now = delivery.qos != QoS::AtMostOnce && self.sends_now(session);
-        if delivery.qos == QoS::AtMostOnce {
-            let backlog = conn.map(|conn| self.pending_output(conn));
-            match (conn, backlog) {
-                (Some(conn), Some(backlog)) if backlog <= max_buffer => {
-                    self.write_publish(conn, &delivery, 0, false, now);
-                }
-                _ => self.stats.qos0_dropped += 1,
-            }
-            return;
-        }
-        if sends_now {
-            self.start_inflight(session_id, delivery, now);
-            return;
-        }
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
-        let id = delivery.id;
-        if !session
-            .outbound
-            .enqueue(delivery, max_queued, max_queued_bytes)
-        {
-            self.stats.queue_full_dropped += 1;
-            if id != 0 {
-                self.journal_session(session_id, |client_id| PersistRecord::Dropped {
-                    client_id,
-                    id,
-                });
-            }
-        }
+        let message = delivery.message.clone();
+        self.deliver_all(&message, vec![(session_id, delivery)], None, now);
     }
 
     /// Moves queued messages into the in-flight window while it has room.
@@ -201,27 +301,46 @@ impl Broker {
             let Some(session) = self.sessions.get_mut(&session_id) else {
                 return;
             };
-            let Some(delivery) = session.outbound.pop_queued() else {
+            let Some((delivery, released)) = session.outbound.pop_queued() else {
                 return;
             };
+            self.release_holds(released);
             self.start_inflight(session_id, delivery, now);
         }
+    }
+
+    /// The stall check of a session that holds publishers back: if it acknowledged nothing
+    /// since the check was armed, it has stopped reading, and must not hold them any longer.
+    pub(in crate::broker) fn check_stall(&mut self, session_id: SessionId, now: Timestamp) {
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        let Some(armed_at) = session.outbound.stall_check.take() else {
+            return;
+        };
+        if !session.outbound.has_holds() {
+            return;
+        }
+        if session.outbound.progress() != armed_at {
+            session.outbound.stall_check = Some(session.outbound.progress());
+            let at = now + self.config.stall_timeout;
+            return self.timers.schedule(at, Timer::StallCheck(session_id));
+        }
+        session.outbound.stalled = true;
+        warn!(
+            client_id = %session.client_id,
+            timeout = ?self.config.stall_timeout,
+            "subscriber acknowledged nothing with its queue full: it no longer holds publishers \
+             back, and messages beyond its queue limit are dropped until it reads again"
+        );
+        let holds = session.outbound.take_holds();
+        self.release_holds(holds);
     }
 
     /// A QoS 1/2 delivery to the session would go straight into its in-flight window: it is
     /// connected, the window has room and nothing is queued ahead.
     fn sends_now(&self, session: &Session) -> bool {
         session.outbound.queued_len() == 0 && self.window_has_room(session)
-    }
-
-    /// A QoS 1/2 delivery to the session would be sent or queued, not dropped for a full queue.
-    fn accepts(&self, session: &Session, delivery: &Delivery) -> bool {
-        self.sends_now(session)
-            || session.outbound.has_room(
-                delivery.message.weight(),
-                self.config.max_queued_messages,
-                self.config.max_queued_bytes,
-            )
     }
 
     /// The session is connected and its in-flight window (ours and the client's Receive
@@ -260,29 +379,27 @@ impl Broker {
     }
 
     /// Names the QoS 1/2 deliveries to journaled sessions that will be sent or queued, and
-    /// journals them as one record that stores the message once.
-    pub(in crate::broker) fn journal_queued(
+    /// journals them as one record that stores the message once. A delivery a full queue drops
+    /// is not worth a record (nor the `Dropped` record after it): under overload that would
+    /// double the journal's work for nothing.
+    fn journal_queued(
         &mut self,
         message: &SharedMessage,
-        deliveries: &mut [(SessionId, Delivery)],
+        deliveries: &mut [(SessionId, Delivery, Admission)],
     ) {
         if !self.persist.enabled {
             return;
         }
         let mut to = Vec::new();
-        for (session_id, delivery) in deliveries.iter_mut() {
-            // A delivery that a full queue will drop is not worth a record (nor the `Dropped`
-            // record after it): under overload that would double the journal's work for
-            // nothing.
-            if delivery.qos == QoS::AtMostOnce
-                || !self
-                    .sessions
-                    .get(session_id)
-                    .is_some_and(|session| session.journaled && self.accepts(session, delivery))
-            {
+        for (session_id, delivery, admission) in deliveries.iter_mut() {
+            if delivery.qos == QoS::AtMostOnce || matches!(admission, Admission::Drop) {
                 continue;
             }
-            let Some(session) = self.sessions.get_mut(session_id) else {
+            let Some(session) = self
+                .sessions
+                .get_mut(session_id)
+                .filter(|session| session.journaled)
+            else {
                 continue;
             };
             delivery.id = session.next_delivery;
@@ -356,6 +473,19 @@ impl Broker {
         self.mark_writable(conn);
         true
     }
+}
+
+/// What becomes of one delivery; see `Broker::admission`.
+#[derive(Debug, Clone, Copy)]
+enum Admission {
+    /// QoS 0 to the send buffer, or QoS 1/2 into the in-flight window.
+    Send,
+    /// Behind the window, within the queue's limits.
+    Queue,
+    /// Beyond the queue's limits, holding its publisher's acknowledgement.
+    QueueHeld(Hold),
+    /// Dropped for a full queue.
+    Drop,
 }
 
 /// The deliveries of one message, one per session, in the order sessions first matched so

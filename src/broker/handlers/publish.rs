@@ -81,10 +81,6 @@ impl Broker {
                 ),
             };
         }
-        let token = match qos {
-            QoS::AtMostOnce => None,
-            QoS::AtLeastOnce | QoS::ExactlyOnce => self.ack_token(),
-        };
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -93,7 +89,7 @@ impl Broker {
                 // A resend of a message already routed: acknowledge only, but not before its
                 // first routing is durable (its PUBREC may have been held when the connection
                 // it came on was lost): every record journaled here so far (mark 0), and the
-                // records of the other shards it reached (its token).
+                // other shards it reached (its token).
                 return self.send_ack(conn, Packet::PubRec(Ack::new(packet_id)), 0, first);
             }
             if session.awaiting_pubrel.len() >= usize::from(self.config.receive_maximum) {
@@ -104,7 +100,15 @@ impl Broker {
                     now,
                 );
             }
-            session.awaiting_pubrel.insert(packet_id, token);
+        }
+        let token = match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce | QoS::ExactlyOnce => Some(self.ack_token(conn)),
+        };
+        if qos == QoS::ExactlyOnce {
+            if let Some(session) = self.sessions.get_mut(&session_id) {
+                session.awaiting_pubrel.insert(packet_id, token);
+            }
             self.journal_session(session_id, |client_id| PersistRecord::InboundPending {
                 client_id,
                 packet_id,

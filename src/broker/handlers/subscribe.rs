@@ -204,10 +204,7 @@ impl Broker {
                 subscription_ids: subscription.identifier.into_iter().collect(),
                 message: Arc::clone(&message),
             };
-            let mut deliveries = [(session_id, delivery)];
-            self.journal_queued(&message, &mut deliveries);
-            let [(session_id, delivery)] = deliveries;
-            self.deliver_to_session(session_id, delivery, now);
+            self.deliver_one(session_id, delivery, now);
         }
     }
 }

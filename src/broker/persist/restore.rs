@@ -170,7 +170,7 @@ impl Broker {
             next_delivery = next_delivery.max(stored_delivery.id);
             match self.restored_delivery(stored_delivery, now, messages, false) {
                 Some(delivery) => {
-                    session.outbound.restore_queued(delivery);
+                    session.outbound.enqueue(delivery, None);
                     summary.messages += 1;
                 }
                 None => summary.messages_expired += 1,

@@ -2,6 +2,7 @@
 //! clients, a virtual clock, and no sockets. Every behaviour of the core is tested here.
 
 mod connect;
+mod flow;
 mod limits;
 mod persist;
 mod qos;

@@ -176,6 +176,8 @@ fn a_message_a_full_queue_drops_is_not_journaled() {
     let config = Config {
         max_inflight: 1,
         max_queued_messages: 1,
+        // Drop at once instead of holding the publisher back (see `flow.rs`).
+        stall_timeout: Duration::ZERO,
         ..persistent_config()
     };
     let mut sim = Sim::with_config(1, config);

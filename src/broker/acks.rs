@@ -1,0 +1,261 @@
+//! Acknowledgements held back until the broker can keep the promise they make.
+//!
+//! A PUBACK or PUBREC tells the publisher that the broker has taken charge of its message, so it
+//! must never go out for a message the broker will then drop for lack of room. Three things can
+//! hold one back:
+//!
+//! 1. **Durability** (`Config::ack_after_durable`, `--fsync always`): the journal records its
+//!    handling wrote must be durable (`HeldAck::seq`, released by `Broker::handle_persisted`).
+//! 2. **Other shards.** A QoS 1/2 message routed to other shards is acknowledged only once each
+//!    of them has taken it in: queued it for its subscribers, journaled it where needed, and made
+//!    room for it (below). The origin puts a token in every `ShardMessage::Publish` it sends and
+//!    counts the `ShardMessage::Accepted` replies.
+//! 3. **Room.** A delivery that finds a subscriber's queue at its limit while that subscriber is
+//!    still reading (see `Broker::park`) is queued beyond the limit and holds the publisher's
+//!    acknowledgement until the queue moves on by one message.
+//!
+//! The publisher's own in-flight window (its Receive Maximum) is therefore the credit: a broker
+//! that cannot keep up holds acknowledgements, and a client that waits for them slows down,
+//! instead of being told "delivered" for messages that a full queue drops. Memory stays bounded
+//! by the publishers' windows, and a runtime pauses reading a connection whose held
+//! acknowledgements pile up beyond any honest window (`Broker::wants_pause`).
+//!
+//! A subscriber that stops reading altogether must not stall its publishers for good: once it
+//! has made no progress for `Config::stall_timeout`, its holds are released and further messages
+//! beyond its queue limit are dropped for it alone, counted and logged (`handlers/deliver.rs`).
+
+use ahash::{AHashMap, AHashSet};
+
+use super::connection::HeldAck;
+use super::core::Broker;
+use super::io::{ConnId, ShardId, ShardMessage};
+use crate::protocol::Packet;
+
+/// Held acknowledgements on one connection above which a runtime stops reading it. Honest
+/// clients stay far below (rumqttc keeps 100 in flight, paho and mosquitto_pub 20); a client
+/// that ignores acknowledgements altogether would otherwise make the broker buffer without end.
+pub const MAX_HELD_ACKS: usize = 1024;
+
+/// One publisher acknowledgement that a delivery queued beyond a subscriber's limit holds: the
+/// token of the PUBLISH and the shard that handed it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hold {
+    pub origin: ShardId,
+    pub token: u64,
+}
+
+/// What a token of this shard still waits for.
+#[derive(Debug)]
+struct Wait {
+    /// Replies from other shards plus holds in this shard's queues.
+    outstanding: usize,
+    /// The connection whose acknowledgement waits, to look at it alone once the wait is over.
+    conn: Option<ConnId>,
+}
+
+/// Holds this shard's queues keep on another shard's token, and the journal position its reply
+/// must wait for.
+#[derive(Debug, Default)]
+struct RemoteHold {
+    outstanding: usize,
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct AckHolds {
+    next_token: u64,
+    waits: AHashMap<u64, Wait>,
+    remote: AHashMap<(ShardId, u64), RemoteHold>,
+    /// Connections with held acknowledgements.
+    held_conns: AHashSet<ConnId>,
+}
+
+impl Broker {
+    /// A token for a QoS 1/2 PUBLISH, whose acknowledgement may wait on other shards and on
+    /// queue room.
+    pub(in crate::broker) fn ack_token(&mut self, conn: ConnId) -> u64 {
+        let acks = &mut self.acks;
+        acks.next_token += 1;
+        acks.waits.insert(
+            acks.next_token,
+            Wait {
+                outstanding: 0,
+                conn: Some(conn),
+            },
+        );
+        acks.next_token
+    }
+
+    /// `token` went to `shards` other shards: its acknowledgement waits for that many replies.
+    /// Ends the token's setup: with nothing to wait for, it is forgotten at once.
+    pub(in crate::broker) fn await_replies(&mut self, token: Option<u64>, shards: usize) {
+        let Some(token) = token else {
+            return;
+        };
+        if let Some(wait) = self.acks.waits.get_mut(&token) {
+            wait.outstanding += shards;
+            if wait.outstanding == 0 {
+                self.acks.waits.remove(&token);
+            }
+        }
+    }
+
+    /// A delivery was queued beyond a subscriber's limit: `hold` keeps its publisher's
+    /// acknowledgement back until [`Broker::release_hold`].
+    pub(in crate::broker) fn take_hold(&mut self, hold: Hold) {
+        if hold.origin == self.shard {
+            if let Some(wait) = self.acks.waits.get_mut(&hold.token) {
+                wait.outstanding += 1;
+            }
+        } else {
+            self.acks
+                .remote
+                .entry((hold.origin, hold.token))
+                .or_default()
+                .outstanding += 1;
+        }
+    }
+
+    pub(in crate::broker) fn release_holds(&mut self, holds: impl IntoIterator<Item = Hold>) {
+        for hold in holds {
+            self.release_hold(hold);
+        }
+    }
+
+    pub(in crate::broker) fn release_hold(&mut self, hold: Hold) {
+        if hold.origin == self.shard {
+            return self.settle(hold.token);
+        }
+        let key = (hold.origin, hold.token);
+        let Some(remote) = self.acks.remote.get_mut(&key) else {
+            return;
+        };
+        remote.outstanding -= 1;
+        if remote.outstanding == 0 {
+            let seq = remote.seq;
+            self.acks.remote.remove(&key);
+            self.reply_after(seq, hold.origin, hold.token);
+        }
+    }
+
+    /// One thing `token` waited for is done; at the last, its acknowledgement may go.
+    fn settle(&mut self, token: u64) {
+        let Some(wait) = self.acks.waits.get_mut(&token) else {
+            return;
+        };
+        wait.outstanding -= 1;
+        if wait.outstanding == 0 {
+            let conn = wait.conn;
+            self.acks.waits.remove(&token);
+            if let Some(conn) = conn {
+                self.release_conn_acks(conn);
+            }
+        }
+    }
+
+    /// Sends PUBACK, PUBREC, PUBCOMP, SUBACK or UNSUBACK for a packet whose handling began at
+    /// journal position `mark`: at once, or once what it wrote is durable (when acknowledgements
+    /// wait for durability) and `token` waits for nothing, and never before an earlier held one
+    /// on the same connection.
+    pub(in crate::broker) fn send_ack(
+        &mut self,
+        conn: ConnId,
+        packet: Packet,
+        mark: u64,
+        token: Option<u64>,
+    ) {
+        let seq = if self.persist.hold_acks && self.persist.last_seq > mark {
+            self.persist.last_seq
+        } else {
+            0
+        };
+        if let Some(wait) = token.and_then(|token| self.acks.waits.get_mut(&token)) {
+            // A QoS 2 resend may come on a new connection: its PUBREC is the one to release.
+            wait.conn = Some(conn);
+        }
+        let ack = HeldAck { packet, seq, token };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        if connection.held_acks.is_empty() && self.acks.is_done(&ack, self.persist.persisted) {
+            return self.send(conn, ack.packet);
+        }
+        connection.held_acks.push_back(ack);
+        self.acks.held_conns.insert(conn);
+    }
+
+    /// Whether a runtime should stop reading `conn` for now: it holds more acknowledgements
+    /// than any client that waits for them would let pile up.
+    pub fn wants_pause(&self, conn: ConnId) -> bool {
+        self.connections
+            .get(&conn)
+            .is_some_and(|connection| connection.held_acks.len() >= MAX_HELD_ACKS)
+    }
+
+    /// A `ShardMessage::Publish` carrying `token` was handled from journal position `mark`:
+    /// tells `from` once its deliveries here hold nothing back and (when acknowledgements wait
+    /// for durability) the records they wrote are durable.
+    pub(in crate::broker) fn reply_when_accepted(&mut self, from: ShardId, token: u64, mark: u64) {
+        let journal = &self.persist;
+        let seq = if journal.last_seq > mark {
+            journal.last_seq
+        } else {
+            0
+        };
+        match self.acks.remote.get_mut(&(from, token)) {
+            Some(remote) => remote.seq = seq,
+            None => self.reply_after(seq, from, token),
+        }
+    }
+
+    fn reply_after(&mut self, seq: u64, to: ShardId, token: u64) {
+        if self.persist.hold_acks && seq > self.persist.persisted {
+            self.persist.defer_reply(seq, to, token);
+        } else {
+            self.send_to_shard(to, ShardMessage::Accepted { token });
+        }
+    }
+
+    /// Another shard has taken in the message of `token`.
+    pub(in crate::broker) fn handle_accepted_remotely(&mut self, token: u64) {
+        self.settle(token);
+    }
+
+    /// Sends the acknowledgements at the front of every held queue that wait for nothing more;
+    /// after durability moved on.
+    pub(in crate::broker) fn release_acks(&mut self) {
+        let conns: Vec<ConnId> = self.acks.held_conns.iter().copied().collect();
+        for conn in conns {
+            self.release_conn_acks(conn);
+        }
+    }
+
+    fn release_conn_acks(&mut self, conn: ConnId) {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            self.acks.held_conns.remove(&conn);
+            return;
+        };
+        let mut ready = Vec::new();
+        while let Some(ack) = connection.held_acks.front() {
+            if !self.acks.is_done(ack, self.persist.persisted) {
+                break;
+            }
+            ready.extend(connection.held_acks.pop_front().map(|ack| ack.packet));
+        }
+        if connection.held_acks.is_empty() {
+            self.acks.held_conns.remove(&conn);
+        }
+        for packet in ready {
+            self.send(conn, packet);
+        }
+    }
+}
+
+impl AckHolds {
+    fn is_done(&self, ack: &HeldAck, persisted: u64) -> bool {
+        ack.seq <= persisted
+            && ack
+                .token
+                .is_none_or(|token| !self.waits.contains_key(&token))
+    }
+}
