@@ -137,6 +137,13 @@ pub struct Args {
     #[argh(option, arg_name = "BYTES")]
     pub max_outbound_buffer: Option<usize>,
 
+    /// milliseconds a connected subscriber with a full queue may hold its publishers'
+    /// acknowledgements back while acknowledging nothing itself; after that, messages beyond
+    /// its queue are dropped for it. 0 never holds publishers back: a full queue drops at once
+    /// (default: 1000)
+    #[argh(option, arg_name = "MS")]
+    pub subscriber_stall_timeout_ms: Option<u64>,
+
     /// unacknowledged QoS 1/2 publishes an MQTT 5 client may send the broker, 1 to 65535
     /// (default: 65535)
     #[argh(option, arg_name = "N")]
@@ -204,6 +211,7 @@ pub struct Settings {
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
     pub max_outbound_buffer: usize,
+    pub subscriber_stall_timeout: Duration,
     pub receive_maximum: u16,
     pub topic_alias_maximum: u16,
     pub max_subscriptions_per_client: usize,
@@ -289,6 +297,8 @@ struct FileSettings {
     max_queued_bytes: Option<i64>,
     #[serde(alias = "max_outbound_buffer")]
     max_outbound_buffer: Option<i64>,
+    #[serde(alias = "subscriber_stall_timeout_ms")]
+    subscriber_stall_timeout_ms: Option<i64>,
     #[serde(alias = "receive_maximum")]
     receive_maximum: Option<i64>,
     #[serde(alias = "topic_alias_maximum")]
@@ -334,6 +344,7 @@ const KNOWN_KEYS: &[&str] = &[
     "max-queued-messages",
     "max-queued-bytes",
     "max-outbound-buffer",
+    "subscriber-stall-timeout-ms",
     "receive-maximum",
     "topic-alias-maximum",
     "max-subscriptions-per-client",
@@ -625,6 +636,13 @@ impl Settings {
                 defaults.max_outbound_buffer,
                 Bound::Between(1024, 1 << 30),
             )?,
+            subscriber_stall_timeout: Duration::from_millis(layers.int(
+                "subscriber-stall-timeout-ms",
+                args.subscriber_stall_timeout_ms,
+                f.subscriber_stall_timeout_ms,
+                u64::try_from(defaults.stall_timeout.as_millis()).unwrap_or(u64::MAX),
+                Bound::Between(0, 3_600_000),
+            )?),
             // MQTT 5 makes a Receive Maximum of 0 a protocol error.
             receive_maximum: layers.int(
                 "receive-maximum",
@@ -689,6 +707,7 @@ impl Settings {
             max_queued_messages: self.max_queued_messages,
             max_queued_bytes: self.max_queued_bytes,
             max_outbound_buffer: self.max_outbound_buffer,
+            stall_timeout: self.subscriber_stall_timeout,
             topic_alias_maximum: self.topic_alias_maximum,
             max_subscriptions_per_client: self.max_subscriptions_per_client,
             max_topic_levels: self.max_topic_levels,
@@ -971,6 +990,7 @@ mod tests {
         assert_eq!(settings.maximum_qos, QoS::ExactlyOnce);
         assert_eq!(settings.connect_timeout, Duration::from_secs(20));
         assert_eq!(settings.max_outbound_buffer, 4_194_304);
+        assert_eq!(settings.subscriber_stall_timeout, Duration::from_secs(1));
         assert_eq!(settings.max_retained_per_subscribe, 0);
         assert_eq!(settings.expiry_sweep_interval, Duration::from_secs(10));
     }

@@ -225,6 +225,26 @@ mod v3 {
             );
         }
 
+        /// Publishes `count` messages `0`, `1`, … without waiting in between, as fast as the
+        /// client's in-flight window lets them go, and waits until the broker has acknowledged
+        /// them all (PUBACK, or PUBCOMP at QoS 2).
+        pub async fn publish_window(&mut self, topic: &str, qos: QoS, count: usize) {
+            let client = self.client.clone();
+            let topic = topic.to_string();
+            let sending = tokio::spawn(async move {
+                for n in 0..count {
+                    client
+                        .publish(&topic, qos, false, n.to_string())
+                        .await
+                        .expect("publish request");
+                }
+            });
+            for _ in 0..count {
+                self.wait_published(qos).await;
+            }
+            sending.await.expect("publishing task");
+        }
+
         async fn wait_published(&mut self, qos: QoS) {
             match qos {
                 QoS::AtMostOnce => {
@@ -413,7 +433,101 @@ runtime_tests!(
     raw_v5_sigterm_disconnect_0x8b_and_exit_0,
     cross_shard_flood_keeps_delivering,
     cross_shard_qos1_flood_keeps_a_persistent_subscriber_served,
+    closed_loop_across_shards_loses_no_acknowledged_message,
+    a_subscriber_that_never_reads_holds_no_publisher_back,
 );
+
+/// Messages each flow-control case publishes.
+const FLOW_MESSAGES: usize = 3000;
+
+/// Limits so small that a publisher on one shard outruns a subscriber on the other at once:
+/// what matters is what the broker does with a full queue, not when it fills.
+const TINY_QUEUES: [&str; 4] = ["--max-inflight", "4", "--max-queued-messages", "8"];
+
+/// A publisher with rumqttc's window of 100 messages in flight, on the shard other than the
+/// subscriber's, whose queue holds 8. Every message acknowledged to the publisher must reach the
+/// subscriber, for clean and persistent subscribers, at QoS 1 and 2: a full queue must slow the
+/// publisher down rather than drop what it was told was delivered.
+async fn closed_loop_across_shards_loses_no_acknowledged_message(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &TINY_QUEUES) else {
+        return;
+    };
+    let port = broker.port;
+    for (qos, clean) in [
+        (v3::QoS::AtLeastOnce, true),
+        (v3::QoS::AtLeastOnce, false),
+        (v3::QoS::ExactlyOnce, true),
+        (v3::QoS::ExactlyOnce, false),
+    ] {
+        let case = format!("{runtime}, {qos:?}, clean session {clean}");
+        let base = unique("flow");
+        let mut ids = (0..).map(|n| format!("{base}-{n}"));
+        let subscriber_id = ids.find(|id| home_shard(id, 2) == 0).unwrap();
+        let publisher_id = ids.find(|id| home_shard(id, 2) == 1).unwrap();
+        let topic = format!("{base}/t");
+        let mut options = v3::options(port, &subscriber_id);
+        options.set_clean_session(clean);
+        let (mut subscriber, _) = v3::Client::connect_with(options).await;
+        subscriber.subscribe(&topic, qos).await;
+        let mut publisher = v3::Client::connect(port, &publisher_id).await;
+        publisher.publish_window(&topic, qos, FLOW_MESSAGES).await;
+        let got: Vec<usize> = subscriber
+            .collect(FLOW_MESSAGES)
+            .await
+            .iter()
+            .map(|publish| {
+                std::str::from_utf8(&publish.payload)
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            (0..FLOW_MESSAGES).collect::<Vec<_>>(),
+            "{case}: every acknowledged message arrives, once and in order"
+        );
+        subscriber.assert_quiet("no more than was published").await;
+    }
+}
+
+/// A subscriber that subscribes and then never reads its socket must not hold its publisher
+/// back for good, whether it shares the topic with a subscriber that reads (it is dropped for
+/// at once) or is the topic's only subscriber (it is dropped for once it has acknowledged
+/// nothing for the stall timeout). The reading subscriber still gets everything.
+async fn a_subscriber_that_never_reads_holds_no_publisher_back(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &TINY_QUEUES) else {
+        return;
+    };
+    let port = broker.port;
+    let base = unique("stalled");
+    let shared_topic = format!("{base}/shared");
+    let lonely_topic = format!("{base}/lonely");
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled
+        .write_all(&connect_packet(&format!("{base}-stalled"), 4, 0x02))
+        .unwrap();
+    for (packet_id, topic) in [(1u16, &shared_topic), (2, &lonely_topic)] {
+        let mut body = packet_id.to_be_bytes().to_vec();
+        body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        body.extend_from_slice(topic.as_bytes());
+        body.push(1);
+        let mut subscribe = vec![0x82, body.len() as u8];
+        subscribe.extend(body);
+        stalled.write_all(&subscribe).unwrap();
+    }
+    let mut reader = v3::Client::connect(port, &format!("{base}-reader")).await;
+    reader.subscribe(&shared_topic, v3::QoS::AtLeastOnce).await;
+    let mut publisher = v3::Client::connect(port, &format!("{base}-publisher")).await;
+    publisher
+        .publish_window(&shared_topic, v3::QoS::AtLeastOnce, FLOW_MESSAGES)
+        .await;
+    assert_eq!(reader.collect(FLOW_MESSAGES).await.len(), FLOW_MESSAGES);
+    publisher
+        .publish_window(&lonely_topic, v3::QoS::AtLeastOnce, FLOW_MESSAGES)
+        .await;
+    drop(stalled);
+}
 
 /// Messages the subscriber must get while the flood is still going.
 const FLOOD_DELIVERIES: usize = 2000;
