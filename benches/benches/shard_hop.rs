@@ -25,7 +25,7 @@ enum Item {
 /// Starts one shard on `backend` that answers every `Ping` with a `Ping`; returns the bench
 /// thread's endpoint and the shard, which stops on `Stop`.
 fn echo_shard(backend: Backend) -> (MeshEndpoint<Item>, ShardThreads) {
-    let mut endpoints = mesh::<Item>(2, 4096);
+    let mut endpoints = mesh::<Item>(2, usize::MAX);
     let echo = Arc::new(Mutex::new(endpoints.pop()));
     let here = endpoints.pop().expect("two endpoints");
     let shard = start_shards(1, backend, false, move |_| {
@@ -35,7 +35,7 @@ fn echo_shard(backend: Backend) -> (MeshEndpoint<Item>, ShardThreads) {
                 match item {
                     Item::Data => {}
                     Item::Ping => {
-                        let _ = echo.send(from, Item::Ping);
+                        let _ = echo.send(from, Item::Ping, 1);
                     }
                     Item::Stop => break,
                 }
@@ -59,7 +59,7 @@ fn hop(c: &mut Criterion) {
     for backend in backends() {
         let (here, shard) = echo_shard(backend);
         let ping = || {
-            let _ = here.send(1, Item::Ping);
+            let _ = here.send(1, Item::Ping, 1);
             block_on(here.recv()).expect("echo shard answers");
         };
         group.throughput(Throughput::Elements(1));
@@ -68,12 +68,12 @@ fn hop(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("one_way_1000", backend), |b| {
             b.iter(|| {
                 for _ in 1..BATCH {
-                    let _ = here.send(1, Item::Data);
+                    let _ = here.send(1, Item::Data, 1);
                 }
                 ping();
             })
         });
-        let _ = here.send(1, Item::Stop);
+        let _ = here.send(1, Item::Stop, 1);
         shard.join().expect("echo shard stops");
     }
     group.finish();

@@ -1,5 +1,5 @@
 //! Thread-per-core runtime for the broker: one shard thread per core, each pinned to its core and
-//! running its own single-threaded event loop, plus the bounded channels that connect the shards.
+//! running its own single-threaded event loop, plus the channels that connect the shards.
 //!
 //! This crate knows nothing of MQTT. It offers:
 //! - [`Backend`]: which event loop a shard runs (monoio on io_uring or epoll, tokio, and glommio
@@ -9,7 +9,7 @@
 //! - [`Io`]: the handful of socket, task and timer operations the broker needs, implemented by
 //!   each backend, so the code above is written once;
 //! - [`start_shards`]: spawns the shard threads and runs one future on each;
-//! - [`mesh`]: the bounded flume channels shards use to hand each other work.
+//! - [`mesh`]: the flume channels shards use to hand each other work, bounded in bytes.
 
 mod backend;
 mod io;

@@ -1,21 +1,18 @@
-//! The channels between shards: one bounded flume inbox per shard, which every other shard can
-//! send to.
+//! The channels between shards: one flume inbox per shard, which every other shard can send to,
+//! bounded in bytes rather than in items.
 //!
-//! Sending never waits. A shard that finds another's inbox full keeps the item in a local
-//! overflow queue and retries on its next turn; meanwhile its caller is told the destination is
-//! congested, so it can stop reading from the sockets that produce the traffic and let TCP push
-//! back on the publishers. Because no shard ever blocks on a full inbox, two shards sending to
-//! each other cannot deadlock; because the overflow is reported as it grows, it stays bounded by
-//! the caller's policy.
+//! Sending never waits, so two shards sending to each other can never deadlock. Instead, every
+//! item carries its weight (roughly the bytes it keeps alive), each inbox counts the weight sent
+//! to it and not yet received, and a sender is told the destination is congested once that count
+//! passes the limit. The caller then stops reading the sockets that produce the traffic and lets
+//! TCP push back on the publishers, which keeps each inbox within the limit plus what was already
+//! read when the pause began. Counting bytes, not items, is what bounds memory: one item may be
+//! a batch of a thousand messages or a single small acknowledgement.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::ShardId;
-
-/// Items a shard sent that the destination inbox could not take yet, above which the caller is
-/// asked to apply backpressure.
-pub const CONGESTION_THRESHOLD: usize = 1024;
 
 /// What `send` could not do.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,16 +24,19 @@ pub enum SendError {
 /// One shard's view of the mesh: its own inbox and a sender to every shard.
 pub struct MeshEndpoint<T> {
     shard: ShardId,
-    inbox: flume::Receiver<(ShardId, T)>,
-    outboxes: Vec<flume::Sender<(ShardId, T)>>,
-    overflow: RefCell<Vec<VecDeque<T>>>,
+    inbox: flume::Receiver<(ShardId, T, usize)>,
+    outboxes: Vec<flume::Sender<(ShardId, T, usize)>>,
+    /// Per shard, the weight sent to its inbox and not yet received; shared by every endpoint.
+    pending: Arc<[AtomicUsize]>,
+    /// Pending weight at which a destination counts as congested.
+    limit: usize,
 }
 
-/// Builds the mesh for `shards` shards with inboxes of `capacity` items; endpoint `i` belongs
-/// to shard `i`.
-pub fn mesh<T>(shards: usize, capacity: usize) -> Vec<MeshEndpoint<T>> {
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..shards).map(|_| flume::bounded(capacity)).unzip();
+/// Builds the mesh for `shards` shards whose inboxes count as congested from `limit` bytes;
+/// endpoint `i` belongs to shard `i`.
+pub fn mesh<T>(shards: usize, limit: usize) -> Vec<MeshEndpoint<T>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| flume::unbounded()).unzip();
+    let pending: Arc<[AtomicUsize]> = (0..shards).map(|_| AtomicUsize::new(0)).collect();
     receivers
         .into_iter()
         .enumerate()
@@ -44,7 +44,8 @@ pub fn mesh<T>(shards: usize, capacity: usize) -> Vec<MeshEndpoint<T>> {
             shard,
             inbox,
             outboxes: senders.clone(),
-            overflow: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
+            pending: pending.clone(),
+            limit,
         })
         .collect()
 }
@@ -58,69 +59,41 @@ impl<T> MeshEndpoint<T> {
         self.outboxes.len()
     }
 
-    /// Sends without waiting, in order behind anything still in overflow for `to`.
-    pub fn send(&self, to: ShardId, item: T) -> Result<(), SendError> {
-        let mut overflow = self.overflow.borrow_mut();
-        let queue = &mut overflow[to];
-        if !queue.is_empty() {
-            queue.push_back(item);
-            drop(overflow);
-            return self.flush_to(to);
-        }
-        match self.outboxes[to].try_send((self.shard, item)) {
-            Ok(()) => Ok(()),
-            Err(flume::TrySendError::Full((_, item))) => {
-                queue.push_back(item);
-                Ok(())
-            }
-            Err(flume::TrySendError::Disconnected(_)) => Err(SendError::Disconnected),
-        }
+    /// Sends `item`, which keeps about `weight` bytes alive until received, without waiting.
+    pub fn send(&self, to: ShardId, item: T, weight: usize) -> Result<(), SendError> {
+        self.pending[to].fetch_add(weight, Ordering::Relaxed);
+        self.outboxes[to]
+            .send((self.shard, item, weight))
+            .map_err(|_| {
+                self.pending[to].fetch_sub(weight, Ordering::Relaxed);
+                SendError::Disconnected
+            })
     }
 
-    /// Moves overflow into destination inboxes as far as they have room.
-    pub fn flush(&self) {
-        for to in 0..self.outboxes.len() {
-            let _ = self.flush_to(to);
-        }
+    /// Weight sent to `to` and not yet received.
+    pub fn backlog(&self, to: ShardId) -> usize {
+        self.pending[to].load(Ordering::Relaxed)
     }
 
-    fn flush_to(&self, to: ShardId) -> Result<(), SendError> {
-        let mut overflow = self.overflow.borrow_mut();
-        let queue = &mut overflow[to];
-        while let Some(item) = queue.pop_front() {
-            match self.outboxes[to].try_send((self.shard, item)) {
-                Ok(()) => {}
-                Err(flume::TrySendError::Full((_, item))) => {
-                    queue.push_front(item);
-                    return Ok(());
-                }
-                Err(flume::TrySendError::Disconnected(_)) => {
-                    queue.clear();
-                    return Err(SendError::Disconnected);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Items waiting in overflow for all destinations.
-    pub fn backlog(&self) -> usize {
-        self.overflow.borrow().iter().map(VecDeque::len).sum()
-    }
-
-    /// True when the overflow is large enough that producers should pause.
+    /// True while some other shard's inbox holds more than the limit: producers should pause.
     pub fn is_congested(&self) -> bool {
-        self.backlog() >= CONGESTION_THRESHOLD
+        (0..self.outboxes.len()).any(|to| to != self.shard && self.backlog(to) >= self.limit)
     }
 
     /// Waits for the next item from any shard; `None` once every sender is gone.
     pub async fn recv(&self) -> Option<(ShardId, T)> {
-        self.inbox.recv_async().await.ok()
+        let received = self.inbox.recv_async().await.ok();
+        received.map(|item| self.received(item))
     }
 
     /// The next item if one is waiting.
     pub fn try_recv(&self) -> Option<(ShardId, T)> {
-        self.inbox.try_recv().ok()
+        self.inbox.try_recv().ok().map(|item| self.received(item))
+    }
+
+    fn received(&self, (from, item, weight): (ShardId, T, usize)) -> (ShardId, T) {
+        self.pending[self.shard].fetch_sub(weight, Ordering::Relaxed);
+        (from, item)
     }
 }
 
@@ -129,24 +102,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn items_arrive_in_order_and_overflow_waits_for_room() {
-        let mut endpoints = mesh::<u32>(2, 2);
+    fn items_arrive_in_order_and_congestion_follows_the_bytes_in_flight() {
+        let mut endpoints = mesh::<u32>(2, 100);
         let b = endpoints.pop().unwrap();
         let a = endpoints.pop().unwrap();
         for i in 0..5 {
-            a.send(1, i).unwrap();
+            a.send(1, i, 30).unwrap();
         }
-        assert_eq!(a.backlog(), 3, "inbox of 2 full, 3 waiting locally");
+        assert_eq!(a.backlog(1), 150);
+        assert!(a.is_congested(), "150 bytes waiting, the limit is 100");
+        assert!(!b.is_congested(), "nothing waits for shard 0");
         let mut got = Vec::new();
-        while got.len() < 5 {
-            while let Some((from, item)) = b.try_recv() {
-                assert_eq!(from, 0);
-                got.push(item);
+        while let Some((from, item)) = b.try_recv() {
+            assert_eq!(from, 0);
+            got.push(item);
+            if got.len() == 2 {
+                assert!(!a.is_congested(), "90 bytes left");
             }
-            a.flush();
         }
         assert_eq!(got, [0, 1, 2, 3, 4]);
-        assert_eq!(a.backlog(), 0);
+        assert_eq!(a.backlog(1), 0);
     }
 
     #[test]
@@ -155,9 +130,19 @@ mod tests {
         let b = endpoints.pop().unwrap();
         let a = endpoints.pop().unwrap();
         for i in 0..2000 {
-            a.send(1, i).unwrap();
-            b.send(0, i).unwrap();
+            a.send(1, i, 1).unwrap();
+            b.send(0, i, 1).unwrap();
         }
         assert!(a.is_congested() && b.is_congested());
+    }
+
+    #[test]
+    fn sending_to_a_stopped_shard_fails_and_counts_nothing() {
+        let mut endpoints = mesh::<u32>(2, 10);
+        let b = endpoints.pop().unwrap();
+        let a = endpoints.pop().unwrap();
+        drop(b);
+        assert_eq!(a.send(1, 7, 5), Err(SendError::Disconnected));
+        assert_eq!(a.backlog(1), 0);
     }
 }

@@ -82,8 +82,10 @@ pub struct Broker {
     pub(super) persist: Journal,
     /// Acknowledgements held back, and what each waits for.
     pub(super) acks: AckHolds,
-    /// Messages dropped for full session queues, reported at a limited rate.
-    pub(super) drop_log: LimitedLog,
+    /// Messages dropped for full session queues and full send buffers, reported at a limited
+    /// rate.
+    pub(super) queue_drop_log: LimitedLog,
+    pub(super) qos0_drop_log: LimitedLog,
 }
 
 impl Broker {
@@ -117,7 +119,8 @@ impl Broker {
             stats: Stats::default(),
             persist: Journal::new(config.persistence, config.ack_after_durable),
             acks: AckHolds::default(),
-            drop_log: LimitedLog::default(),
+            queue_drop_log: LimitedLog::default(),
+            qos0_drop_log: LimitedLog::default(),
             config,
         }
     }

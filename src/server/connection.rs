@@ -13,7 +13,7 @@ use futures_lite::future;
 use mqtt_broker_shards::Io;
 use tracing::{debug, warn};
 
-use super::shard::{ConnHandle, Envelope, Shard};
+use super::shard::{ConnHandle, Envelope, Shard, TICK};
 use crate::broker::ConnId;
 use crate::protocol::Connect;
 
@@ -68,13 +68,11 @@ pub(super) async fn read_loop<I: Io>(
         // TCP slow them down. Subscribers go on reading, as their acknowledgements are what
         // lets queued messages out.
         if publishing {
-            shard
-                .pause_while(|shard| {
-                    shard.mesh.is_congested()
-                        || shard.journal.is_backlogged()
-                        || shard.broker.borrow().wants_pause(conn)
-                })
-                .await;
+            shard.pause_publisher().await;
+            // A client that ignores the acknowledgements held back for it: rare, so polled.
+            while shard.broker.borrow().wants_pause(conn) {
+                Box::pin(I::sleep(TICK)).await;
+            }
         }
         // Whether this turn had to wait for the socket, giving the other tasks their turn.
         let mut waited = false;
@@ -216,7 +214,7 @@ fn hand_over<I: Io>(
         connect,
         buffered,
     };
-    if shard.mesh.send(to, envelope).is_err() {
+    if shard.send_envelope(to, envelope).is_err() {
         warn!(?conn, shard = to, "home shard stopped; dropping connection");
     }
 }

@@ -159,7 +159,7 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
         restored: Barrier::new(shard_count),
     });
 
-    let endpoints = mesh::<Envelope>(shard_count, 4096);
+    let endpoints = mesh::<Envelope>(shard_count, shard::MESH_BACKLOG_LIMIT);
     let per_shard = listen::distribute(listeners, shard_count);
     let slots: Arc<std::sync::Mutex<Vec<_>>> = Arc::new(std::sync::Mutex::new(
         endpoints

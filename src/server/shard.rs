@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 use bytes::BytesMut;
-use mqtt_broker_shards::{Io, MeshEndpoint, ShardId};
+use mqtt_broker_shards::{Io, MeshEndpoint, SendError, ShardId};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
@@ -36,6 +36,20 @@ pub enum Envelope {
 
 /// Timers are checked this often; it is the most a keepalive or expiry can run late.
 pub(super) const TICK: Duration = Duration::from_millis(50);
+
+/// How often paused publishers are looked at while the shard holds them back: short, so a
+/// backlog that clears in a few milliseconds does not leave them idle for a whole tick.
+const PACE: Duration = Duration::from_millis(1);
+
+/// Bytes of work in another shard's inbox above which this shard pauses its publishers. Under
+/// overload it bounds the memory between shards (and the latency it adds: a few tens of
+/// milliseconds at the highest rates), while being large enough that a busy shard's batches
+/// never wait for room in ordinary operation.
+pub(super) const MESH_BACKLOG_LIMIT: usize = 4 << 20;
+
+/// What one shard message keeps alive beyond its payload and topic: the message's own
+/// allocation and its place in a batch.
+const SHARD_MESSAGE_OVERHEAD: usize = 128;
 
 /// How long shutdown waits for send buffers to drain before the shard stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
@@ -76,6 +90,26 @@ pub(super) struct Shard<I: Io> {
     /// How many buffers the pool keeps at most: this shard's part of `--initial-pool-size`.
     pub pool_limit: usize,
     pub journal: ShardJournal,
+    /// Publishers paused while the shard is held back wait here (see `pause_while_held_back`).
+    pub resume: Notify,
+    /// How many are waiting; the pacer runs while there are some.
+    pub paused: Cell<usize>,
+}
+
+impl Envelope {
+    /// Roughly the bytes an envelope keeps alive until its shard takes it, for the mesh's limit.
+    fn weight(&self) -> usize {
+        match self {
+            Envelope::Broker(batch) => batch
+                .iter()
+                .map(|message| match message {
+                    ShardMessage::Publish { message, .. } => message.weight(),
+                    _ => 0,
+                } + SHARD_MESSAGE_OVERHEAD)
+                .sum(),
+            Envelope::HandOver { buffered, .. } => buffered.len() + SHARD_MESSAGE_OVERHEAD,
+        }
+    }
 }
 
 impl<I: Io> Shard<I> {
@@ -91,7 +125,7 @@ impl<I: Io> Shard<I> {
             self.wake_writer(conn);
         }
         while let Some((to, batch)) = broker.poll_shard_messages() {
-            if self.mesh.send(to, Envelope::Broker(batch)).is_err() {
+            if self.send_envelope(to, Envelope::Broker(batch)).is_err() {
                 debug!(shard = to, "shard stopped; dropping its messages");
             }
         }
@@ -119,12 +153,27 @@ impl<I: Io> Shard<I> {
         }
     }
 
-    /// Waits while `overloaded` holds, moving overflow on to the other shards meanwhile.
-    pub async fn pause_while(&self, overloaded: impl Fn(&Self) -> bool) {
-        while overloaded(self) {
-            self.mesh.flush();
-            // Boxed, as timers are large and pauses are rare.
-            Box::pin(I::sleep(TICK)).await;
+    /// Sends an envelope to another shard, counting what it keeps alive.
+    pub fn send_envelope(&self, to: ShardId, envelope: Envelope) -> Result<(), SendError> {
+        let weight = envelope.weight();
+        self.mesh.send(to, envelope, weight)
+    }
+
+    /// Whether publishers must wait: another shard's inbox or the journal is too far behind.
+    fn held_back(&self) -> bool {
+        self.mesh.is_congested() || self.journal.is_backlogged()
+    }
+
+    /// Waits while the shard is held back. One pacer task per shard looks every `PACE` and
+    /// wakes every waiter once the shard is free again, so a thousand paused publishers cost
+    /// one timer, not a thousand.
+    pub async fn pause_publisher(self: &Rc<Self>) {
+        while self.held_back() {
+            if self.paused.get() == 0 {
+                I::spawn(pace(self.clone()));
+            }
+            let _waiting = PausedGuard::new(&self.paused);
+            self.resume.notified().await;
         }
     }
 
@@ -179,6 +228,35 @@ impl<I: Io> Shard<I> {
     }
 }
 
+/// Counts a paused publisher for as long as it waits, even if its task is dropped meanwhile.
+struct PausedGuard<'a>(&'a Cell<usize>);
+
+impl<'a> PausedGuard<'a> {
+    fn new(paused: &'a Cell<usize>) -> Self {
+        paused.set(paused.get() + 1);
+        PausedGuard(paused)
+    }
+}
+
+impl Drop for PausedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Wakes the paused publishers once the shard is no longer held back; runs while any waits.
+async fn pace<I: Io>(shard: Rc<Shard<I>>) {
+    loop {
+        Box::pin(I::sleep(PACE)).await;
+        if shard.paused.get() == 0 {
+            return;
+        }
+        if !shard.held_back() {
+            shard.resume.notify_waiters();
+        }
+    }
+}
+
 /// A shard's main task: sets up the broker and the tasks around it, then runs the timer until
 /// shutdown.
 pub(super) async fn run<I: Io>(
@@ -212,11 +290,12 @@ pub(super) async fn run<I: Io>(
         buffers: RefCell::new(buffers),
         pool_limit,
         journal: ShardJournal::new(start.writer),
+        resume: Notify::new(),
+        paused: Cell::new(0),
     });
     // Tell the other shards about the restored subscriptions, wait until they have all done
     // the same, and take in what they said before any client is served.
     shard.pump();
-    shard.mesh.flush();
     shard.shared.restored.wait();
     while let Some((from, envelope)) = shard.mesh.try_recv() {
         handle_envelope(&shard, from, envelope);
@@ -266,12 +345,13 @@ async fn inbox_loop<I: Io>(shard: Rc<Shard<I>>) {
     let mut handled = 0;
     loop {
         // Forwarded messages for persistent sessions are journaled here; while the journal is
-        // behind, leave them in the inbox, so the sending shard sees its overflow grow and
+        // behind, leave them in the inbox, so the sending shard sees its backlog here grow and
         // pauses its publishers. Waiting on the journal only, which drains by itself, and never
         // on this shard's own congestion, keeps two shards from waiting on each other.
-        shard
-            .pause_while(|shard| shard.journal.is_backlogged())
-            .await;
+        while shard.journal.is_backlogged() {
+            // Boxed, as timers are large and journal backlogs rare.
+            Box::pin(I::sleep(TICK)).await;
+        }
         let Some((from, envelope)) = shard.mesh.recv().await else {
             break;
         };
@@ -349,7 +429,6 @@ async fn timer_loop<I: Io>(shard: &Rc<Shard<I>>) {
         if shard.journal.wants_snapshot() {
             shard.snapshot();
         }
-        shard.mesh.flush();
     }
     let now = shard.now();
     shard.broker.borrow_mut().shutdown(now);

@@ -146,9 +146,33 @@ impl Broker {
                 }
             }
         }
+        self.keep_queued_apart(message, &mut admitted);
         self.journal_queued(message, &mut admitted);
         for (session_id, delivery, admission) in admitted {
             self.deliver_to_session(session_id, delivery, admission, now);
+        }
+    }
+
+    /// Gives the deliveries that will wait in a queue one copy of the message that shares no
+    /// memory with the receive buffer it came in: a queued 64-byte payload would otherwise keep
+    /// that whole buffer alive for as long as it waits. Retained messages are apart already.
+    fn keep_queued_apart(
+        &self,
+        message: &SharedMessage,
+        admitted: &mut [(SessionId, Delivery, Admission)],
+    ) {
+        let waits = |admission: &Admission| {
+            matches!(admission, Admission::Queue | Admission::QueueHeld(_))
+        };
+        if message.template.retain || !admitted.iter().any(|(_, _, admission)| waits(admission))
+        {
+            return;
+        }
+        let apart = Arc::new(message.detached());
+        for (_, delivery, admission) in admitted.iter_mut() {
+            if waits(admission) {
+                delivery.message = apart.clone();
+            }
         }
     }
 
@@ -240,7 +264,22 @@ impl Broker {
                     (Some(conn), Some(backlog)) if backlog <= self.config.max_outbound_buffer => {
                         self.write_publish(conn, &delivery, 0, false, now);
                     }
-                    _ => self.stats.qos0_dropped += 1,
+                    (Some(_), _) => {
+                        self.stats.qos0_dropped += 1;
+                        if let Some(unreported) = self.qos0_drop_log.note(now) {
+                            let client_id = self.sessions.get(&session_id).map(|s| &s.client_id);
+                            warn!(
+                                client_id = ?client_id,
+                                dropped = unreported,
+                                "send buffer full: dropping QoS 0 messages for a subscriber \
+                                 that reads too slowly (count since the last such line, all \
+                                 sessions)"
+                            );
+                        }
+                    }
+                    // QoS 0 is not kept for offline sessions (MQTT-3.1.2-5 lets a broker keep
+                    // it; Mosquitto does not either).
+                    (None, _) => self.stats.qos0_dropped += 1,
                 }
             }
             Admission::Send => self.start_inflight(session_id, delivery, now),
@@ -258,7 +297,7 @@ impl Broker {
                 session.outbound.dropped.queue_full += 1;
                 self.stats.queue_full_dropped += 1;
                 let connected = session.is_connected();
-                if let Some(unreported) = self.drop_log.note(now) {
+                if let Some(unreported) = self.queue_drop_log.note(now) {
                     warn!(
                         client_id = %session.client_id,
                         connected,
