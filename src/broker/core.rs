@@ -67,6 +67,8 @@ pub struct Broker {
     pub(super) retained: Retained,
     pub(super) timers: Timers,
     events: VecDeque<Event>,
+    /// Bytes in all connections' send buffers (`unsent_output`).
+    pub(super) output_bytes: usize,
     /// Connections with output not yet announced through `poll_transmit`.
     writable: VecDeque<ConnId>,
     /// Per destination shard, messages not yet taken by `poll_shard_messages`.
@@ -111,6 +113,7 @@ impl Broker {
             retained: Retained::default(),
             timers,
             events: VecDeque::new(),
+            output_bytes: 0,
             writable: VecDeque::new(),
             shard_outbox: (0..shard_count.max(1)).map(|_| Vec::new()).collect(),
             connection_count,
@@ -214,9 +217,18 @@ impl Broker {
     /// The network connection is gone (peer closed, I/O error, or after an `Event::Close`).
     pub fn handle_closed(&mut self, conn: ConnId, now: Timestamp) {
         self.end_connection(conn, now);
-        if self.connections.remove(&conn).is_some() {
+        if self.forget_connection(conn) {
             self.connection_count.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Removes a connection, with whatever output it had not sent; false if it was unknown.
+    fn forget_connection(&mut self, conn: ConnId) -> bool {
+        let Some(connection) = self.connections.remove(&conn) else {
+            return false;
+        };
+        self.output_bytes -= connection.outbound.len();
+        true
     }
 
     /// Runs every timer due at `now`.
@@ -294,10 +306,17 @@ impl Broker {
     /// Everything waiting to be sent on `conn`, in order, as chunks for one vectored write.
     /// Output a runtime has not taken yet counts towards the connection's send buffer limit.
     pub fn take_output(&mut self, conn: ConnId) -> Vec<Bytes> {
-        self.connections
-            .get_mut(&conn)
-            .map(|connection| connection.outbound.take())
-            .unwrap_or_default()
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return Vec::new();
+        };
+        self.output_bytes -= connection.outbound.len();
+        connection.outbound.take()
+    }
+
+    /// Bytes in the send buffers of all of this shard's connections, which a runtime has not
+    /// taken yet: with what its writers still hold, the memory output costs.
+    pub fn unsent_output(&self) -> usize {
+        self.output_bytes
     }
 
     /// Bytes waiting to be sent on `conn`.
@@ -332,10 +351,12 @@ impl Broker {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
+        let before = connection.outbound.len();
         if let Err(error) = connection.outbound.push_packet(&packet, connection.version) {
             warn!(?conn, %error, ?packet, "could not encode a packet the broker built");
             return;
         }
+        self.output_bytes += connection.outbound.len() - before;
         self.mark_writable(conn);
     }
 
@@ -386,7 +407,7 @@ impl Broker {
         shard: ShardId,
         connect: Box<crate::protocol::Connect>,
     ) {
-        self.connections.remove(&conn);
+        self.forget_connection(conn);
         self.events.push_back(Event::HandOver {
             conn,
             shard,

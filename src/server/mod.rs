@@ -138,6 +138,8 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     let backend = options.backend.resolve()?;
     let shard_count = options.shards.max(1);
     options.persistence.configure(&mut options.broker);
+    // Each shard's core spends its share of the send buffer budget.
+    options.broker.output_budget /= shard_count;
     let (store, starts) = recovery::open(&options.data_dir, &options.persistence, shard_count)?;
     let listeners = listen::bind_all(&options.listen, shard_count)?;
     // Installed before announcing the address, so a signal sent as soon as a supervisor sees

@@ -161,11 +161,9 @@ impl Broker {
         message: &SharedMessage,
         admitted: &mut [(SessionId, Delivery, Admission)],
     ) {
-        let waits = |admission: &Admission| {
-            matches!(admission, Admission::Queue | Admission::QueueHeld(_))
-        };
-        if message.template.retain || !admitted.iter().any(|(_, _, admission)| waits(admission))
-        {
+        let waits =
+            |admission: &Admission| matches!(admission, Admission::Queue | Admission::QueueHeld(_));
+        if message.template.retain || !admitted.iter().any(|(_, _, admission)| waits(admission)) {
             return;
         }
         let apart = Arc::new(message.detached());
@@ -260,8 +258,13 @@ impl Broker {
             Admission::Send if delivery.qos == QoS::AtMostOnce => {
                 let conn = session.connection;
                 let backlog = conn.map(|conn| self.pending_output(conn));
+                let limit = if self.output_bytes > self.config.output_budget {
+                    TIGHT_OUTBOUND_BUFFER
+                } else {
+                    self.config.max_outbound_buffer
+                };
                 match (conn, backlog) {
-                    (Some(conn), Some(backlog)) if backlog <= self.config.max_outbound_buffer => {
+                    (Some(conn), Some(backlog)) if backlog <= limit => {
                         self.write_publish(conn, &delivery, 0, false, now);
                     }
                     (Some(_), _) => {
@@ -499,6 +502,7 @@ impl Broker {
         let fits = publish
             .encoded_len(connection.version)
             .is_ok_and(|len| len <= connection.max_packet_size);
+        let before = connection.outbound.len();
         if !fits
             || connection
                 .outbound
@@ -508,11 +512,16 @@ impl Broker {
             self.stats.too_large_dropped += 1;
             return false;
         }
+        self.output_bytes += connection.outbound.len() - before;
         self.stats.publishes_sent += 1;
         self.mark_writable(conn);
         true
     }
 }
+
+/// A connection's send buffer limit for QoS 0 while all send buffers together are over
+/// `Config::output_budget`: enough for a client that keeps up to go on at full speed.
+const TIGHT_OUTBOUND_BUFFER: usize = 64 * 1024;
 
 /// What becomes of one delivery; see `Broker::admission`.
 #[derive(Debug, Clone, Copy)]

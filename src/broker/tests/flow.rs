@@ -256,3 +256,64 @@ fn a_client_ignoring_held_acknowledgements_is_to_be_paused() {
     read_and_ack(&mut sim, sub);
     assert!(!sim.shards[0].wants_pause(publisher));
 }
+
+#[test]
+fn unsent_output_counts_what_send_buffers_hold_until_taken_or_closed() {
+    let mut sim = Sim::new(1);
+    let sub = sim.client(V3, "s", true);
+    sim.subscribe(sub, "t", QoS::AtMostOnce);
+    let publisher = sim.client(V3, "p", true);
+    assert_eq!(sim.shards[0].unsent_output(), 0, "everything was taken");
+    let mut bytes = BytesMut::new();
+    publish_packet("t", "0123456789", QoS::AtMostOnce, 0)
+        .encode(V3, &mut bytes)
+        .unwrap();
+    sim.shards[0].handle_bytes(publisher, &mut bytes.clone(), sim.now);
+    let one = sim.shards[0].unsent_output();
+    assert_eq!(one, 2 + 3 + 10, "fixed header, topic, payload");
+    sim.run();
+    assert_eq!(sim.shards[0].unsent_output(), 0);
+    sim.shards[0].handle_bytes(publisher, &mut bytes, sim.now);
+    sim.shards[0].handle_closed(sub, sim.now);
+    assert_eq!(sim.shards[0].unsent_output(), 0, "gone with its connection");
+}
+
+#[test]
+fn over_the_output_budget_qos0_goes_only_to_clients_with_little_unsent() {
+    let config = Config {
+        output_budget: 100 * 1024,
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(1, config);
+    let slow = sim.client(V3, "slow", true);
+    let fast = sim.client(V3, "fast", true);
+    sim.subscribe(slow, "t", QoS::AtMostOnce);
+    sim.subscribe(fast, "t", QoS::AtMostOnce);
+    let publisher = sim.client(V3, "p", true);
+    let payload = "x".repeat(1000);
+    let mut bytes = BytesMut::new();
+    publish_packet("t", &payload, QoS::AtMostOnce, 0)
+        .encode(V3, &mut bytes)
+        .unwrap();
+    // Neither reads: both buffers grow until the budget is spent, then stop near 64 KiB.
+    for _ in 0..200 {
+        sim.shards[0].handle_bytes(publisher, &mut bytes.clone(), sim.now);
+    }
+    let dropped = sim.shards[0].stats().qos0_dropped;
+    assert!(sim.shards[0].unsent_output() <= 2 * (64 * 1024 + 1010));
+    assert_eq!(
+        dropped,
+        2 * 200 - 2 * 66,
+        "each got 66 messages of 1005 bytes"
+    );
+    // Once the buffers are written out, both are served again.
+    sim.run();
+    sim.recv_all(slow);
+    sim.recv_all(fast);
+    sim.shards[0].handle_bytes(publisher, &mut bytes, sim.now);
+    sim.run();
+    assert_eq!(
+        (sim.publishes(slow).len(), sim.publishes(fast).len()),
+        (1, 1)
+    );
+}
