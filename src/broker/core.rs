@@ -277,11 +277,18 @@ impl Broker {
 
     /// Everything waiting to be sent on `conn`, in order, as chunks for one vectored write.
     /// Output a runtime has not taken yet counts towards the connection's send buffer limit.
-    pub fn take_output(&mut self, conn: ConnId) -> Vec<Bytes> {
-        self.connections
-            .get_mut(&conn)
-            .map(|connection| connection.outbound.take())
-            .unwrap_or_default()
+    ///
+    /// Taking it makes room for retained messages still owed to the connection, which are
+    /// queued at once: a writer calls this until it comes back empty.
+    pub fn take_output(&mut self, conn: ConnId, now: Timestamp) -> Vec<Bytes> {
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return Vec::new();
+        };
+        let output = connection.outbound.take();
+        if let Some(session_id) = connection.session() {
+            self.resume_retained(session_id, now);
+        }
+        output
     }
 
     /// Bytes waiting to be sent on `conn`.
@@ -408,6 +415,7 @@ impl Broker {
             return;
         };
         let phase = std::mem::replace(&mut connection.phase, Phase::Closing);
+        connection.retained_backlog.clear();
         let Phase::Connected(session_id) = phase else {
             return;
         };
