@@ -69,8 +69,8 @@ impl Broker {
     /// for as long as there is room for the next one.
     ///
     /// A QoS 1/2 one goes to a journaled session's journal only now, as it enters the window.
-    /// Called from `take_output`, that record waits for the runtime's next drain of the
-    /// outputs; its acknowledgement, the next input, comes with one.
+    /// When this runs inside `take_output`, that record waits for the runtime's next drain of
+    /// the outputs, which the message's acknowledgement (an input) brings at the latest.
     pub(in crate::broker) fn resume_retained(&mut self, session_id: SessionId, now: Timestamp) {
         while let Some((conn, next)) = self.next_retained(session_id, now) {
             let Some(connection) = self.connections.get_mut(&conn) else {
