@@ -22,7 +22,9 @@
 #                     pairs-v5-qos1 pairs-qos1-persistent (subscribers keep their sessions,
 #                     so our brokers journal what they queue) latency-10k-qos1 connect-storm
 #                     idle (holds 2000 connections for --duration seconds; see the raw JSON
-#                     for KiB/connection)
+#                     for KiB/connection) retained-100k-qos0 retained-100k-qos1 (100,000
+#                     retained messages of 100 B, then one subscriber to #: "s to last" is
+#                     SUBSCRIBE to the last message, "lost" what never came)
 #   --ours-args ARGS  extra flags for our brokers, e.g. "--max-queued-messages 1000000"
 #   --out DIR         where results.jsonl and the logs go (default: a new directory under
 #                     $CARGO_TARGET_DIR/mqtt-bench-compare)
@@ -63,7 +65,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --glommio) FEATURES="--features glommio"; BROKERS="$BROKERS ours-glommio"; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -83,6 +85,8 @@ scenario_args() {
         latency-10k-qos1) echo "--scenario pairs --publishers 4 --subscribers 4 --qos 1 --payload 64 --rate 10000" ;;
         connect-storm) echo "--scenario connect-storm --connections 2000 --concurrency 64" ;;
         idle) echo "--scenario idle --connections 2000" ;;
+        retained-100k-qos0) echo "--scenario retained --messages 100000 --payload 100 --qos 0" ;;
+        retained-100k-qos1) echo "--scenario retained --messages 100000 --payload 100 --qos 1" ;;
         *) return 1 ;;
     esac
 }
@@ -285,15 +289,18 @@ jq -rs --arg scenarios "$SCENARIOS" --arg brokers "$BROKERS" '
           p99: ([ $ok[] | .p99_us ] | median),
           p999: ([ $ok[] | .p999_us ] | median),
           lost: ([ $ok[] | (.lost // 0) ] | median),
+          elapsed: ([ $ok[] | .elapsed_s | select(. != null) ] | median),
           undeliv: ([ $ok[] | (.undelivered // 0) ] | median),
           cpu: ([ $ok[] | .broker_cpu_pct | select(. != null) ] | median) } ] as $rows
-  | ["scenario", "broker", "msg/s", "x mosq", "p50 us", "p99 us", "p99 x mosq", "p99.9 us", "lost", "undeliv", "broker CPU %", "status"],
+  | ["scenario", "broker", "msg/s", "x mosq", "p50 us", "p99 us", "p99 x mosq", "p99.9 us", "lost", "undeliv", "s to last", "broker CPU %", "status"],
     ( $rows[] as $r
       | ([ $rows[] | select(.name == $r.name and .label == "mosquitto") ][0]) as $m
       | [ $r.name, $r.label, ($r.deliv | fmt(0)), ratio($r.deliv; $m.deliv),
           ($r.p50 | fmt(1)), ($r.p99 | fmt(1)), ratio($r.p99; $m.p99), ($r.p999 | fmt(1)),
-          ($r.lost | fmt(0)), ($r.undeliv | fmt(0)), ($r.cpu | fmt(0)), $r.status ] )
+          ($r.lost | fmt(0)), ($r.undeliv | fmt(0)), ($r.elapsed | fmt(3)), ($r.cpu | fmt(0)),
+          $r.status ] )
   | @tsv' "$RESULTS" | column -t -s $'\t' | tee "$OUT/table.txt"
 echo >&2
 echo "msg/s: deliveries per second inside the window (connects/s for connect-storm); x mosq: ratio to" >&2
-echo "mosquitto's default config in the same scenario (higher msg/s, lower p99 is better). Raw: $RESULTS" >&2
+echo "mosquitto's default config in the same scenario (higher msg/s, lower p99 is better); s to last:" >&2
+echo "the whole connect storm, or SUBSCRIBE to the last retained message. Raw: $RESULTS" >&2

@@ -529,7 +529,7 @@ fn write_loop(shared: &Shared, mut stream: TcpStream, conn: ConnId, closing: &At
         let (chunks, closing) = {
             let mut core = shared.lock();
             (
-                core.broker.take_output(conn),
+                core.broker.take_output(conn, shared.now()),
                 closing.load(Ordering::Acquire),
             )
         };

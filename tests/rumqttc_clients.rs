@@ -420,6 +420,7 @@ runtime_tests!(
     v5_qos_0_1_2_between_clients,
     v3_retained_to_late_subscriber,
     v5_retained_to_late_subscriber,
+    every_retained_message_reaches_a_late_subscriber,
     v3_will_on_dropped_socket_not_on_disconnect,
     v5_will_on_dropped_socket_not_on_disconnect,
     v3_persistent_session_gets_offline_messages_once,
@@ -858,6 +859,92 @@ async fn v5_retained_to_late_subscriber(runtime: &str) {
     let mut later = v5::Client::connect(broker.port, &unique("later")).await;
     later.subscribe(&topic, v5::QoS::AtLeastOnce).await;
     later.assert_quiet("the retained message was cleared").await;
+}
+
+/// Retained messages a new `#` subscriber is owed at once: more than the in-flight window and
+/// the session queue together hold at their defaults, and more bytes than
+/// [`RETAINED_FLOOD_BUFFER`].
+const RETAINED_FLOOD: usize = 20_000;
+
+/// A send buffer limit (`--max-outbound-buffer`) well under [`RETAINED_FLOOD`]'s 2.6 MB.
+const RETAINED_FLOOD_BUFFER: &str = "1048576";
+
+async fn every_retained_message_reaches_a_late_subscriber(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &["--max-outbound-buffer", RETAINED_FLOOD_BUFFER])
+    else {
+        return;
+    };
+    retained_flood_reaches_a_late_subscriber(&broker).await;
+}
+
+/// A fresh subscriber gets all of [`RETAINED_FLOOD`] retained messages of 100 bytes, at QoS 0
+/// and at QoS 1, each once. (It once got what the send buffer held at QoS 0, and what the
+/// in-flight window and the session queue held at QoS 1: the rest was dropped silently.) The
+/// broker runs with a send buffer limit of [`RETAINED_FLOOD_BUFFER`].
+async fn retained_flood_reaches_a_late_subscriber(broker: &Broker) {
+    for qos in [v3::QoS::AtMostOnce, v3::QoS::AtLeastOnce] {
+        let base = unique("flood-retained");
+        let mut ids = (0..).map(|n| format!("{base}-{n}"));
+        // Both on one shard: the other shard stores retained messages when its inbox gets to
+        // them, which may be after the subscribe.
+        let publisher_id = ids.next().unwrap();
+        let shard = home_shard(&publisher_id, 2);
+        let subscriber_id = ids.find(|id| home_shard(id, 2) == shard).unwrap();
+        retain_raw(broker.port, &publisher_id, &base, qos as u8);
+
+        let mut subscriber = v3::Client::connect(broker.port, &subscriber_id).await;
+        subscriber.subscribe(&format!("{base}/#"), qos).await;
+        let received = subscriber.collect(RETAINED_FLOOD).await;
+        subscriber.assert_quiet("each retained message once").await;
+        assert!(
+            received.iter().all(|p| p.retain && p.qos == qos),
+            "{qos:?}: RETAIN set, at the published QoS"
+        );
+        let topics: std::collections::BTreeSet<String> = received.iter().map(v3::topic).collect();
+        assert_eq!(topics.len(), RETAINED_FLOOD, "{qos:?}: no duplicates");
+        assert!(topics.contains(&format!("{base}/{}", RETAINED_FLOOD - 1)));
+    }
+}
+
+/// Publishes [`RETAINED_FLOOD`] retained messages on `base/0`, `base/1`… as MQTT 3.1.1 bytes
+/// in one write, and returns once the broker has handled them all (its PINGRESP follows their
+/// PUBACKs).
+fn retain_raw(port: u16, id: &str, base: &str, qos: u8) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(&connect_packet(id, 4, 0x02)).unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
+    let mut bytes = Vec::new();
+    for n in 0..RETAINED_FLOOD {
+        let topic = format!("{base}/{n}");
+        let packet_id = if qos > 0 { 2 } else { 0 };
+        // Topic length and topic, packet identifier, payload: under 16384, two bytes at most.
+        let remaining = 2 + topic.len() + packet_id + 100;
+        bytes.push(0x30 | qos << 1 | 1);
+        if remaining < 128 {
+            bytes.push(remaining as u8);
+        } else {
+            bytes.extend_from_slice(&[remaining as u8 | 0x80, (remaining >> 7) as u8]);
+        }
+        bytes.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(topic.as_bytes());
+        if qos > 0 {
+            bytes.extend_from_slice(&((n % 60_000) as u16 + 1).to_be_bytes());
+        }
+        bytes.extend_from_slice(&[b'r'; 100]);
+    }
+    bytes.extend_from_slice(&[0xC0, 0x00]);
+    stream.write_all(&bytes).unwrap();
+    let pubacks = if qos > 0 { 4 * RETAINED_FLOOD } else { 0 };
+    let mut answers = vec![0u8; pubacks + 2];
+    stream.read_exact(&mut answers).unwrap();
+    assert_eq!(
+        answers[pubacks..],
+        [0xD0, 0x00],
+        "PINGRESP after the PUBACKs"
+    );
 }
 
 async fn v3_will_on_dropped_socket_not_on_disconnect(runtime: &str) {
@@ -1362,6 +1449,18 @@ async fn v5_sigterm_sends_disconnect_0x8b_and_exits_0(runtime: &str) {
         "exit status {status} after SIGTERM; stderr:\n{}",
         broker.logs()
     );
+}
+
+/// The blocking build paces retained messages as the sharded one does: its writer, too, takes
+/// output until there is none, which is when owed retained messages are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_binary_sends_every_retained_message() {
+    let broker = Broker::try_start(
+        Binary::Sync,
+        &["--max-outbound-buffer", RETAINED_FLOOD_BUFFER],
+    )
+    .unwrap_or_else(|error| panic!("mqtt-broker-sync did not start: {error}"));
+    retained_flood_reaches_a_late_subscriber(&broker).await;
 }
 
 /// The blocking build, smoke-tested: QoS 1 between 6 v3.1.1 clients.

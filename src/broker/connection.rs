@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytestring::ByteString;
 
 use super::outbound::Outbound;
+use super::retained_backlog::RetainedBacklog;
 use super::session::SessionId;
 use super::time::Timestamp;
 use crate::protocol::{Decoder, LastWill, Packet, ProtocolVersion};
@@ -50,6 +51,9 @@ pub struct Connection {
     pub disconnected_normally: bool,
     /// Already listed for `poll_transmit`, so it is listed once however many packets queue up.
     pub announced: bool,
+    /// Retained messages its SUBSCRIBEs matched that wait for room in its send buffer or
+    /// in-flight window.
+    pub retained_backlog: RetainedBacklog,
     /// Acknowledgements waiting for their records to be durable, in the order they must be
     /// sent (MQTT-4.6.0-2): once one waits, every later one queues behind it.
     pub held_acks: VecDeque<HeldAck>,
@@ -87,6 +91,7 @@ impl Connection {
             will: None,
             disconnected_normally: false,
             announced: false,
+            retained_backlog: RetainedBacklog::default(),
             held_acks: VecDeque::new(),
         }
     }

@@ -305,12 +305,19 @@ impl Broker {
 
     /// Everything waiting to be sent on `conn`, in order, as chunks for one vectored write.
     /// Output a runtime has not taken yet counts towards the connection's send buffer limit.
-    pub fn take_output(&mut self, conn: ConnId) -> Vec<Bytes> {
+    ///
+    /// Taking it makes room for retained messages still owed to the connection, which are
+    /// queued at once: a writer calls this until it comes back empty.
+    pub fn take_output(&mut self, conn: ConnId, now: Timestamp) -> Vec<Bytes> {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return Vec::new();
         };
         self.output_bytes -= connection.outbound.len();
-        connection.outbound.take()
+        let output = connection.outbound.take();
+        if let Some(session_id) = connection.session() {
+            self.resume_retained(session_id, now);
+        }
+        output
     }
 
     /// Bytes in the send buffers of all of this shard's connections, which a runtime has not
@@ -445,6 +452,7 @@ impl Broker {
             return;
         };
         let phase = std::mem::replace(&mut connection.phase, Phase::Closing);
+        connection.retained_backlog.clear();
         let Phase::Connected(session_id) = phase else {
             return;
         };

@@ -4,7 +4,8 @@
 //! One [`Broker`] runs per shard. A runtime feeds it inputs (`handle_*`: a connection accepted,
 //! bytes read, a connection closed, a timer due, a message from another shard) with the current
 //! [`Timestamp`], and after each input drains its outputs in this order:
-//! 1. [`Broker::poll_transmit`] / [`Broker::take_output`]: bytes to send per connection;
+//! 1. [`Broker::poll_transmit`] / [`Broker::take_output`]: bytes to send per connection (a
+//!    writer takes until it gets nothing, as taking makes room for more);
 //! 2. [`Broker::poll_shard_messages`]: batches for other shards;
 //! 3. [`Broker::poll_persist`]: journal records, to append in order (with `Config::persistence`);
 //! 4. [`Broker::poll_event`]: connections to close or hand over to another shard;
@@ -32,6 +33,7 @@ mod message;
 mod outbound;
 pub mod persist;
 mod retained;
+mod retained_backlog;
 mod routing;
 mod session;
 mod time;

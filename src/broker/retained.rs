@@ -2,6 +2,8 @@
 //! and cleared by an empty payload. Every shard keeps a copy of the whole set (payloads are
 //! shared, not copied), so a subscribe is answered from local memory.
 
+use std::sync::Arc;
+
 use super::message::SharedMessage;
 use super::time::Timestamp;
 use super::topic::RetainedTree;
@@ -35,6 +37,14 @@ impl Retained {
             }
         });
         found
+    }
+
+    /// Whether `message` is still its topic's retained message: neither replaced nor cleared
+    /// since it was matched.
+    pub fn holds(&self, message: &SharedMessage) -> bool {
+        self.tree
+            .get(&message.template.topic)
+            .is_some_and(|stored| Arc::ptr_eq(stored, message))
     }
 
     /// Every retained message, expired or not, in no particular order: what a snapshot

@@ -228,7 +228,7 @@ pub(super) async fn write_loop<I: Io>(
     mut writer: I::Writer,
 ) {
     loop {
-        let chunks = shard.broker.borrow_mut().take_output(conn);
+        let chunks = shard.broker.borrow_mut().take_output(conn, shard.now());
         if chunks.is_empty() {
             break;
         }

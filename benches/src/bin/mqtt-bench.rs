@@ -7,6 +7,7 @@
 //! mqtt-bench --scenario fan-out --subscribers 16 --rate 10000 --json --plot latency.svg
 //! mqtt-bench --scenario connect-storm --connections 5000
 //! mqtt-bench --scenario idle --connections 10000 --broker-pid "$(pidof mosquitto)"
+//! mqtt-bench --scenario retained --messages 100000 --payload 100 --qos 1
 //! ```
 
 use std::process::ExitCode;

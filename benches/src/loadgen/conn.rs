@@ -112,18 +112,7 @@ impl Conn {
 
     /// Subscribes to one filter and waits for a SUBACK that grants it.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> io::Result<()> {
-        let packet_id = 1;
-        self.queue(&Packet::Subscribe(Subscribe {
-            packet_id,
-            filters: vec![(
-                ByteString::from(filter),
-                SubscriptionOptions {
-                    qos,
-                    ..SubscriptionOptions::default()
-                },
-            )],
-            properties: Default::default(),
-        }))?;
+        let packet_id = self.queue_subscribe(filter, qos)?;
         self.flush().await?;
         loop {
             match self.read_packet().await? {
@@ -139,6 +128,23 @@ impl Conn {
                 _ => continue,
             }
         }
+    }
+
+    /// Appends a SUBSCRIBE to one filter to the send buffer; returns its packet identifier.
+    pub fn queue_subscribe(&mut self, filter: &str, qos: QoS) -> io::Result<u16> {
+        let packet_id = 1;
+        self.queue(&Packet::Subscribe(Subscribe {
+            packet_id,
+            filters: vec![(
+                ByteString::from(filter),
+                SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                },
+            )],
+            properties: Default::default(),
+        }))?;
+        Ok(packet_id)
     }
 
     /// Appends `packet` to the send buffer.

@@ -7,7 +7,8 @@
 //! [`publisher`]s and [`subscriber`]s on one [`clock::Timeline`]; publishers stamp each payload
 //! ([`stamp`]) and, in open loop, follow the [`pacer`]'s schedule; subscribers account every
 //! delivery ([`accounting`]) and latency; [`report`] renders the sums and [`plot`] the latency
-//! curve. [`connect_storm`] and [`idle`] are the two connection-only scenarios.
+//! curve. [`connect_storm`] and [`idle`] are the two connection-only scenarios, and
+//! [`retained`] the one of a subscriber owed a large retained set.
 
 pub mod accounting;
 pub mod clock;
@@ -23,6 +24,7 @@ pub mod progress;
 pub mod publisher;
 pub mod pubsub;
 pub mod report;
+pub mod retained;
 pub mod rlimit;
 pub mod stamp;
 pub mod subscriber;
@@ -35,7 +37,7 @@ use hdrhistogram::Histogram;
 use serde_json::Value;
 
 use options::{Plan, Scenario};
-use report::{IdleSummary, PubSubSummary, StormSummary};
+use report::{IdleSummary, PubSubSummary, RetainedSummary, StormSummary};
 
 /// What a run produced.
 pub enum Outcome {
@@ -43,6 +45,7 @@ pub enum Outcome {
     PubSub(Box<PubSubSummary>, Box<Histogram<u64>>),
     Storm(StormSummary),
     Idle(IdleSummary),
+    Retained(RetainedSummary),
 }
 
 impl Outcome {
@@ -51,6 +54,7 @@ impl Outcome {
             Outcome::PubSub(summary, _) => summary.json(),
             Outcome::Storm(summary) => summary.json(),
             Outcome::Idle(summary) => summary.json(),
+            Outcome::Retained(summary) => summary.json(),
         }
     }
 
@@ -59,6 +63,7 @@ impl Outcome {
             Outcome::PubSub(summary, _) => summary.table(),
             Outcome::Storm(summary) => summary.table(),
             Outcome::Idle(summary) => summary.table(),
+            Outcome::Retained(summary) => summary.table(),
         }
     }
 }
@@ -72,5 +77,6 @@ pub async fn run(plan: &Plan) -> io::Result<Outcome> {
         }
         Scenario::ConnectStorm => Ok(Outcome::Storm(connect_storm::run(plan).await?)),
         Scenario::Idle => Ok(Outcome::Idle(idle::run(plan).await?)),
+        Scenario::Retained => Ok(Outcome::Retained(retained::run(plan).await?)),
     }
 }

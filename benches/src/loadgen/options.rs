@@ -17,10 +17,11 @@ use super::stamp::STAMP_LEN;
 
 /// mqtt-bench: MQTT broker load generator. Pub/sub scenarios measure delivered throughput,
 /// losses, duplicates and end-to-end latency; connect-storm measures connects/s; idle measures
-/// the broker's memory per idle connection.
+/// the broker's memory per idle connection; retained measures how a subscriber to `#` is sent
+/// a large retained set.
 #[derive(FromArgs, Debug)]
 pub struct Options {
-    /// pairs | fan-in | fan-out | shared | connect-storm | idle (default pairs)
+    /// pairs | fan-in | fan-out | shared | connect-storm | idle | retained (default pairs)
     #[argh(option, default = "Scenario::Pairs")]
     pub scenario: Scenario,
     /// broker host (default 127.0.0.1)
@@ -35,7 +36,8 @@ pub struct Options {
     /// subscribers (default: pairs as many as publishers, fan-in 1, fan-out 16, shared 4)
     #[argh(option)]
     pub subscribers: Option<u32>,
-    /// quality of service of publishes and subscriptions: 0, 1 or 2 (default 0)
+    /// quality of service of publishes and subscriptions: 0, 1 or 2 (retained: 0 or 1;
+    /// default 0)
     #[argh(option, default = "0")]
     pub qos: u8,
     /// payload bytes, 16 to 65536 (default 64)
@@ -70,6 +72,10 @@ pub struct Options {
     /// write the latency percentile curve to this SVG file
     #[argh(option)]
     pub plot: Option<PathBuf>,
+    /// retained messages the retained scenario stores before its subscriber subscribes to `#`
+    /// (default 100000)
+    #[argh(option, default = "100_000")]
+    pub messages: usize,
     /// connections for connect-storm and idle (default 1000)
     #[argh(option, default = "1000")]
     pub connections: usize,
@@ -92,6 +98,7 @@ pub enum Scenario {
     Shared,
     ConnectStorm,
     Idle,
+    Retained,
 }
 
 impl Scenario {
@@ -103,6 +110,7 @@ impl Scenario {
             Scenario::Shared => "shared",
             Scenario::ConnectStorm => "connect-storm",
             Scenario::Idle => "idle",
+            Scenario::Retained => "retained",
         }
     }
 }
@@ -118,10 +126,12 @@ impl FromStr for Scenario {
             "shared" => Scenario::Shared,
             "connect-storm" => Scenario::ConnectStorm,
             "idle" => Scenario::Idle,
+            "retained" => Scenario::Retained,
             other => {
                 return Err(format!(
-                "unknown scenario {other:?}: pairs, fan-in, fan-out, shared, connect-storm, idle"
-            ))
+                    "unknown scenario {other:?}: pairs, fan-in, fan-out, shared, connect-storm, \
+                     idle, retained"
+                ))
             }
         })
     }
@@ -170,6 +180,8 @@ pub struct Plan {
     pub version: ProtocolVersion,
     /// Subscribers have persistent sessions.
     pub persistent: bool,
+    /// Retained messages stored by the retained scenario.
+    pub messages: usize,
     pub connections: usize,
     pub concurrency: usize,
     pub broker_pid: Option<u32>,
@@ -209,6 +221,7 @@ impl Options {
             Scenario::FanIn => (self.publishers.unwrap_or(4), self.subscribers.unwrap_or(1)),
             Scenario::FanOut => (self.publishers.unwrap_or(1), self.subscribers.unwrap_or(16)),
             Scenario::Shared => (self.publishers.unwrap_or(4), self.subscribers.unwrap_or(4)),
+            Scenario::Retained => (1, 1),
             Scenario::ConnectStorm | Scenario::Idle => (0, 0),
         };
         match self.scenario {
@@ -241,6 +254,12 @@ impl Options {
                 return fail(format!("--rate {rate}: must be positive"));
             }
         }
+        if self.scenario == Scenario::Retained && qos == QoS::ExactlyOnce {
+            return fail("retained runs at --qos 0 or 1".into());
+        }
+        if self.messages == 0 {
+            return fail("--messages must be at least 1".into());
+        }
         if self.scenario == Scenario::Idle && self.broker_pid.is_none() {
             return fail("idle needs --broker-pid to read the broker's memory".into());
         }
@@ -266,6 +285,7 @@ impl Options {
             rate: self.rate,
             version: self.mqtt_version.0,
             persistent: self.persistent,
+            messages: self.messages,
             connections: self.connections,
             concurrency: self.concurrency.max(1),
             broker_pid: self.broker_pid,
@@ -296,6 +316,8 @@ mod tests {
         assert_eq!((p.version, p.qos), (ProtocolVersion::V5, QoS::ExactlyOnce));
         assert!(!p.persistent);
         assert!(plan(&["--persistent"]).unwrap().persistent);
+        let p = plan(&["--scenario", "retained", "--qos", "1"]).unwrap();
+        assert_eq!((p.publishers, p.subscribers, p.messages), (1, 1, 100_000));
     }
 
     #[test]
@@ -314,6 +336,8 @@ mod tests {
         .is_err());
         assert!(plan(&["--scenario", "fan-out", "--publishers", "2"]).is_err());
         assert!(plan(&["--scenario", "idle"]).is_err());
+        assert!(plan(&["--scenario", "retained", "--qos", "2"]).is_err());
+        assert!(plan(&["--scenario", "retained", "--messages", "0"]).is_err());
         assert!(plan(&["--rate", "0"]).is_err());
         assert!(plan(&["--duration", "0"]).is_err());
         assert!(Options::from_args(&["mqtt-bench"], &["--scenario", "nope"]).is_err());

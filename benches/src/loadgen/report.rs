@@ -331,6 +331,98 @@ impl IdleSummary {
     }
 }
 
+/// Result of the retained scenario.
+#[derive(Debug, Clone)]
+pub struct RetainedSummary {
+    pub label: Option<String>,
+    pub version: &'static str,
+    pub qos: u8,
+    pub payload: usize,
+    /// Retained messages stored, all matching the subscriber's `#`.
+    pub messages: usize,
+    /// Of those, how many the subscriber got (each counted once).
+    pub received: usize,
+    pub dup: usize,
+    pub unexpected: usize,
+    pub malformed: usize,
+    /// Seconds the publisher took to store them all.
+    pub store_s: f64,
+    /// Seconds from SUBSCRIBE to SUBACK.
+    pub suback_s: Option<f64>,
+    /// Seconds from SUBSCRIBE to the last message received.
+    pub elapsed_s: f64,
+}
+
+impl RetainedSummary {
+    pub fn lost(&self) -> usize {
+        self.messages - self.received
+    }
+
+    pub fn delivered_per_s(&self) -> f64 {
+        if self.elapsed_s > 0.0 {
+            self.received as f64 / self.elapsed_s
+        } else {
+            0.0
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "label": self.label,
+            "scenario": "retained",
+            "mqtt_version": self.version,
+            "qos": self.qos,
+            "payload": self.payload,
+            "messages": self.messages,
+            "received": self.received,
+            "lost": self.lost(),
+            "dup": self.dup,
+            "unexpected": self.unexpected,
+            "malformed": self.malformed,
+            "store_s": (self.store_s * 1000.0).round() / 1000.0,
+            "suback_s": self.suback_s.map(|s| (s * 1e6).round() / 1e6),
+            "elapsed_s": (self.elapsed_s * 1000.0).round() / 1000.0,
+            "delivered_per_s": self.delivered_per_s().round(),
+        })
+    }
+
+    pub fn table(&self) -> String {
+        format!(
+            "{:<8} {:<5} {:>3} {:>7} {:>9} {:>9} {:>7} {:>5} {:>10} {:>12} {:>10}\n\
+             {:<8} {:<5} {:>3} {:>7} {:>9} {:>9} {:>7} {:>5} {:>10.3} {:>12.3} {:>10.0}\n\
+             {}malformed {}, unexpected {}; stored in {:.3} s\n",
+            "scenario",
+            "mqtt",
+            "qos",
+            "payload",
+            "messages",
+            "received",
+            "lost",
+            "dup",
+            "SUBACK s",
+            "to last s",
+            "msg/s",
+            "retained",
+            self.version,
+            self.qos,
+            self.payload,
+            self.messages,
+            self.received,
+            self.lost(),
+            self.dup,
+            self.suback_s.unwrap_or(f64::NAN),
+            self.elapsed_s,
+            self.delivered_per_s(),
+            self.label
+                .as_ref()
+                .map_or(String::new(), |label| format!("[{label}] ")),
+            self.malformed,
+            self.unexpected,
+            self.store_s,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

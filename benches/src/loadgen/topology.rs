@@ -39,7 +39,7 @@ impl Topology {
                     prefix: format!("mqtt-bench/{run_id}"),
                 })
             }
-            Scenario::ConnectStorm | Scenario::Idle => None,
+            Scenario::ConnectStorm | Scenario::Idle | Scenario::Retained => None,
         }
     }
 

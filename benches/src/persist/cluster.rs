@@ -117,7 +117,7 @@ impl Cluster {
             let mut mail = Vec::new();
             for (shard, broker) in self.brokers.iter_mut().enumerate() {
                 while let Some(conn) = broker.poll_transmit() {
-                    broker.take_output(conn);
+                    broker.take_output(conn, now);
                 }
                 while let Some((to, batch)) = broker.poll_shard_messages() {
                     mail.push((shard, to, batch));

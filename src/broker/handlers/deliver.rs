@@ -331,7 +331,8 @@ impl Broker {
         self.deliver_all(&message, vec![(session_id, delivery)], None, now);
     }
 
-    /// Moves queued messages into the in-flight window while it has room.
+    /// Moves queued messages into the in-flight window while it has room, then owed retained
+    /// messages.
     pub(in crate::broker) fn fill_window(&mut self, session_id: SessionId, now: Timestamp) {
         loop {
             let Some(session) = self.sessions.get(&session_id) else {
@@ -344,11 +345,12 @@ impl Broker {
                 return;
             };
             let Some((delivery, released)) = session.outbound.pop_queued() else {
-                return;
+                break;
             };
             self.release_holds(released);
             self.start_inflight(session_id, delivery, now);
         }
+        self.resume_retained(session_id, now);
     }
 
     /// The stall check of a session that holds publishers back: if it acknowledged nothing
@@ -381,7 +383,7 @@ impl Broker {
 
     /// A QoS 1/2 delivery to the session would go straight into its in-flight window: it is
     /// connected, the window has room and nothing is queued ahead.
-    fn sends_now(&self, session: &Session) -> bool {
+    pub(in crate::broker) fn sends_now(&self, session: &Session) -> bool {
         session.outbound.queued_len() == 0 && self.window_has_room(session)
     }
 

@@ -5,4 +5,5 @@ mod connect;
 mod deliver;
 mod dispatch;
 mod publish;
+mod retained;
 mod subscribe;

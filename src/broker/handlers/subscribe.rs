@@ -1,13 +1,10 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the session's subscription set, this shard's subscription trie,
-//! the interest other shards are told about, and retained messages sent on subscribe.
-
-use std::sync::Arc;
+//! the interest other shards are told about, and which retained messages a subscribe is owed.
 
 use bytestring::ByteString;
 
 use crate::broker::core::Broker;
 use crate::broker::io::{ConnId, ShardMessage};
-use crate::broker::message::Delivery;
 use crate::broker::persist::{stored_subscription, PersistRecord};
 use crate::broker::routing::Subscriber;
 use crate::broker::session::{SessionId, Subscription};
@@ -28,7 +25,6 @@ impl Broker {
         let mark = self.journal_mark();
         let identifier = subscribe.properties.subscription_identifier;
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
-        let mut retained_to_send = Vec::new();
         for (filter, mut options) in subscribe.filters {
             options.qos = options.qos.min(self.config.maximum_qos);
             let subscription = Subscription {
@@ -48,7 +44,7 @@ impl Broker {
                         RetainHandling::DoNotSend => false,
                     };
                     if send_retained {
-                        retained_to_send.push((filter, subscription));
+                        self.owe_retained(conn, &filter, subscription, now);
                     }
                 }
                 Err(reason) => reason_codes.push(reason),
@@ -60,9 +56,7 @@ impl Broker {
             ..SubAck::default()
         };
         self.send_ack(conn, Packet::SubAck(suback), mark, None);
-        for (filter, subscription) in retained_to_send {
-            self.send_retained(session_id, &filter, subscription, now);
-        }
+        self.resume_retained(session_id, now);
     }
 
     pub(in crate::broker) fn handle_unsubscribe(
@@ -83,6 +77,9 @@ impl Broker {
                     .is_some();
                 if existed {
                     self.remove_subscription_entry(session_id, filter);
+                    if let Some(connection) = self.connections.get_mut(&conn) {
+                        connection.retained_backlog.forget(filter);
+                    }
                     self.journal_session(session_id, |client_id| PersistRecord::Unsubscribed {
                         client_id,
                         filter: filter.to_string(),
@@ -178,33 +175,6 @@ impl Broker {
                 added,
             };
             self.send_to_shard(shard, change);
-        }
-    }
-
-    /// Sends the retained messages matching a new subscription, with RETAIN set
-    /// (MQTT-3.3.1-9). Shared subscriptions get none (§4.8.2).
-    fn send_retained(
-        &mut self,
-        session_id: SessionId,
-        filter: &ByteString,
-        subscription: Subscription,
-        now: Timestamp,
-    ) {
-        let Ok(FilterKind::Plain(filter)) = parse_filter(filter) else {
-            return;
-        };
-        let messages = self
-            .retained
-            .matching(filter, now, self.config.max_retained_per_subscribe);
-        for message in messages {
-            let delivery = Delivery {
-                id: 0,
-                qos: message.template.qos.min(subscription.options.qos),
-                retain: true,
-                subscription_ids: subscription.identifier.into_iter().collect(),
-                message: Arc::clone(&message),
-            };
-            self.deliver_one(session_id, delivery, now);
         }
     }
 }

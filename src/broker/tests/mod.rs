@@ -6,6 +6,7 @@ mod flow;
 mod limits;
 mod persist;
 mod qos;
+mod retained;
 mod shards;
 mod subscribe;
 mod v5;
@@ -34,6 +35,8 @@ struct SimConn {
     unread: BytesMut,
     received: VecDeque<Packet>,
     closed: bool,
+    /// The client does not read: what the broker sends stays in its send buffer.
+    stalled: bool,
 }
 
 /// The wall clock at the simulation's start, in unix milliseconds.
@@ -104,6 +107,7 @@ impl Sim {
                 unread: BytesMut::new(),
                 received: VecDeque::new(),
                 closed: false,
+                stalled: false,
             },
         );
         conn
@@ -168,6 +172,26 @@ impl Sim {
         }
     }
 
+    /// The client stops reading until [`Sim::unstall`].
+    pub fn stall(&mut self, conn: ConnId) {
+        self.conns.get_mut(&conn).expect("known connection").stalled = true;
+    }
+
+    /// The client reads again: like a runtime's writer, takes what waited until nothing is left.
+    pub fn unstall(&mut self, conn: ConnId) {
+        let sim_conn = self.conns.get_mut(&conn).expect("known connection");
+        sim_conn.stalled = false;
+        let shard = sim_conn.shard;
+        loop {
+            let chunks = self.shards[shard].take_output(conn, self.now);
+            if chunks.is_empty() {
+                break;
+            }
+            self.deliver_to_client(conn, chunks);
+        }
+        self.run();
+    }
+
     /// Reports `shard`'s records up to `seq` durable and carries out what that releases.
     pub fn persist_up_to(&mut self, shard: usize, seq: u64) {
         self.shards[shard].handle_persisted(seq);
@@ -198,8 +222,15 @@ impl Sim {
             let mut progressed = false;
             for index in 0..self.shards.len() {
                 while let Some(conn) = self.shards[index].poll_transmit() {
+                    if self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|sim_conn| sim_conn.stalled)
+                    {
+                        continue;
+                    }
                     progressed = true;
-                    let chunks = self.shards[index].take_output(conn);
+                    let chunks = self.shards[index].take_output(conn, self.now);
                     self.deliver_to_client(conn, chunks);
                 }
                 while let Some((to, batch)) = self.shards[index].poll_shard_messages() {
@@ -221,7 +252,7 @@ impl Sim {
                     progressed = true;
                     match event {
                         Event::Close(conn) => {
-                            let chunks = self.shards[index].take_output(conn);
+                            let chunks = self.shards[index].take_output(conn, self.now);
                             self.deliver_to_client(conn, chunks);
                             if let Some(sim_conn) = self.conns.get_mut(&conn) {
                                 sim_conn.closed = true;

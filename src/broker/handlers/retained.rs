@@ -1,0 +1,120 @@
+//! The retained messages a SUBSCRIBE matched (MQTT-3.3.1-9), sent as the subscriber has room.
+//!
+//! A SUBSCRIBE only notes what its filters matched, in the connection's `RetainedBacklog`; the
+//! messages go out in that order as room opens: at QoS 0 while the connection's unsent output
+//! is under [`RETAINED_OUTPUT_CHUNK`], at QoS 1 and 2 while the in-flight window has room and
+//! nothing is queued ahead. So a `#` over 100,000 retained messages overflows neither the send
+//! buffer (past `max_outbound_buffer` QoS 0 is dropped) nor the session queue (past its limits
+//! QoS 1/2 is dropped), and live messages keep their room in both. Room is looked for again
+//! wherever it opens: when the runtime takes the connection's output (`Broker::take_output`)
+//! and when the in-flight window moves (`Broker::fill_window`).
+//!
+//! The subscription is in place from the SUBSCRIBE on, so a live publish on a topic whose
+//! retained message is still owed reaches the subscriber first. The owed copy is then older
+//! than what the subscriber has, and the retained set no longer holds it: it is skipped, so
+//! the last message a subscriber gets on a topic is the newest, as when everything was sent at
+//! once.
+
+use bytestring::ByteString;
+
+use crate::broker::core::Broker;
+use crate::broker::io::ConnId;
+use crate::broker::message::Delivery;
+use crate::broker::session::{SessionId, Subscription};
+use crate::broker::time::Timestamp;
+use crate::protocol::topic::{parse_filter, FilterKind};
+use crate::protocol::QoS;
+
+/// Unsent output under which owed QoS 0 retained messages are encoded: enough for writes that
+/// keep the socket busy, small next to `max_outbound_buffer` so live QoS 0 messages still fit.
+const RETAINED_OUTPUT_CHUNK: usize = 64 * 1024;
+
+/// What becomes of the next owed retained message.
+enum Next {
+    /// There is room for it: send it, at this QoS.
+    Send(QoS),
+    /// It expired while owed.
+    Expired,
+    /// Replaced or cleared since it was matched; the subscriber got what replaced it live.
+    Superseded,
+}
+
+impl Broker {
+    /// Owes the subscriber on `conn` the retained messages matching `filter`, at most
+    /// `max_retained_per_subscribe`; [`Broker::resume_retained`] sends them. Shared
+    /// subscriptions get none (§4.8.2).
+    pub(in crate::broker) fn owe_retained(
+        &mut self,
+        conn: ConnId,
+        filter: &ByteString,
+        subscription: Subscription,
+        now: Timestamp,
+    ) {
+        let Ok(FilterKind::Plain(plain)) = parse_filter(filter) else {
+            return;
+        };
+        let messages = self
+            .retained
+            .matching(plain, now, self.config.max_retained_per_subscribe);
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            connection
+                .retained_backlog
+                .push(filter.clone(), subscription, messages);
+        }
+    }
+
+    /// Sends the retained messages owed to the session's connection, with RETAIN set, in order,
+    /// for as long as there is room for the next one.
+    ///
+    /// A QoS 1/2 one goes to a journaled session's journal only now, as it enters the window.
+    /// When this runs inside `take_output`, that record waits for the runtime's next drain of
+    /// the outputs, which the message's acknowledgement (an input) brings at the latest.
+    pub(in crate::broker) fn resume_retained(&mut self, session_id: SessionId, now: Timestamp) {
+        while let Some((conn, next)) = self.next_retained(session_id, now) {
+            let Some(connection) = self.connections.get_mut(&conn) else {
+                return;
+            };
+            let Some((message, subscription)) = connection.retained_backlog.pop() else {
+                return;
+            };
+            match next {
+                Next::Expired => self.stats.expired_dropped += 1,
+                Next::Superseded => {}
+                Next::Send(qos) => {
+                    let delivery = Delivery {
+                        id: 0,
+                        qos,
+                        retain: true,
+                        subscription_ids: subscription.identifier.into_iter().collect(),
+                        message,
+                    };
+                    self.deliver_one(session_id, delivery, now);
+                }
+            }
+        }
+    }
+
+    /// The session's connection and what to do with the next message owed to it; `None` when
+    /// nothing is owed or there is no room for it yet.
+    fn next_retained(&self, session_id: SessionId, now: Timestamp) -> Option<(ConnId, Next)> {
+        let session = self.sessions.get(&session_id)?;
+        let conn = session.connection?;
+        let (message, subscription) = self.connections.get(&conn)?.retained_backlog.next()?;
+        if message.is_expired(now) {
+            return Some((conn, Next::Expired));
+        }
+        if !self.retained.holds(message) {
+            return Some((conn, Next::Superseded));
+        }
+        let qos = message.template.qos.min(subscription.options.qos);
+        let has_room = if qos == QoS::AtMostOnce {
+            // At least one message when nothing is waiting, however small the limit.
+            let budget = RETAINED_OUTPUT_CHUNK.min(self.config.max_outbound_buffer);
+            let pending = self.pending_output(conn);
+            pending == 0 || pending < budget
+        } else {
+            self.sends_now(session)
+        };
+        has_room.then_some((conn, Next::Send(qos)))
+    }
+}
