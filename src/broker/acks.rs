@@ -6,10 +6,16 @@
 //!
 //! 1. **Durability** (`Config::ack_after_durable`, `--fsync always`): the journal records its
 //!    handling wrote must be durable (`HeldAck::seq`, released by `Broker::handle_persisted`).
-//! 2. **Other shards.** A QoS 1/2 message routed to other shards is acknowledged only once each
-//!    of them has taken it in: queued it for its subscribers, journaled it where needed, and made
-//!    room for it (below). The origin puts a token in every `ShardMessage::Publish` it sends and
-//!    counts the `ShardMessage::Accepted` replies.
+//! 2. **Other shards**, while they ask for it. A QoS 1/2 message routed to another shard is then
+//!    acknowledged only once that shard has taken it in: queued it for its subscribers,
+//!    journaled it where needed, and made room for it (below). The origin puts a token in the
+//!    `ShardMessage::Publish` and counts the `ShardMessage::Accepted` replies. A round trip
+//!    between shards for every message would add its latency to every acknowledgement, so it is
+//!    paid only where needed: always when acknowledgements wait for durability (the other
+//!    shard's records must be durable too), and otherwise for `PACED_FOR` after the other shard
+//!    asked for it (`ShardMessage::Pace`) because a message that came without a token found a
+//!    full queue. Such a message is queued beyond the limit all the same: what is in flight
+//!    between two shards is bounded by the mesh, so the overshoot is too.
 //! 3. **Room.** A delivery that finds a subscriber's queue at its limit while that subscriber is
 //!    still reading (see `Broker::park`) is queued beyond the limit and holds the publisher's
 //!    acknowledgement until the queue moves on by one message.
@@ -24,17 +30,39 @@
 //! has made no progress for `Config::stall_timeout`, its holds are released and further messages
 //! beyond its queue limit are dropped for it alone, counted and logged (`handlers/deliver.rs`).
 
+use std::time::Duration;
+
 use ahash::{AHashMap, AHashSet};
 
 use super::connection::HeldAck;
 use super::core::Broker;
 use super::io::{ConnId, ShardId, ShardMessage};
+use super::time::Timestamp;
 use crate::protocol::Packet;
 
 /// Held acknowledgements on one connection above which a runtime stops reading it. Honest
 /// clients stay far below (rumqttc keeps 100 in flight, paho and mosquitto_pub 20); a client
 /// that ignores acknowledgements altogether would otherwise make the broker buffer without end.
 pub const MAX_HELD_ACKS: usize = 1024;
+
+/// How long a shard sends tokens to another after it asked to be paced.
+const PACED_FOR: Duration = Duration::from_millis(100);
+
+/// How often a shard asks another to pace it while its queues stay full.
+const PACE_REQUEST_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How a full queue may push back on the publisher of a message it cannot take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushBack {
+    /// Hold its acknowledgement until the queue moves.
+    Hold(Hold),
+    /// Its shard acknowledged it already: queue it beyond the limit and ask that shard to send
+    /// tokens from now on.
+    Pace(ShardId),
+    /// Nobody to push back on (a will on its own shard, a retained message sent on subscribe):
+    /// a full queue drops it.
+    Nobody,
+}
 
 /// One publisher acknowledgement that a delivery queued beyond a subscriber's limit holds: the
 /// token of the PUBLISH and the shard that handed it out.
@@ -68,6 +96,10 @@ pub struct AckHolds {
     remote: AHashMap<(ShardId, u64), RemoteHold>,
     /// Connections with held acknowledgements.
     held_conns: AHashSet<ConnId>,
+    /// Until when each other shard asked for tokens.
+    paced_until: AHashMap<ShardId, Timestamp>,
+    /// When this shard last asked each other shard for them.
+    pace_requested: AHashMap<ShardId, Timestamp>,
 }
 
 impl Broker {
@@ -84,6 +116,42 @@ impl Broker {
             },
         );
         acks.next_token
+    }
+
+    /// The token to send with a message for `shard`: only while acknowledgements wait for that
+    /// shard's durability, or it asked to be paced.
+    pub(in crate::broker) fn token_for(
+        &self,
+        shard: ShardId,
+        token: Option<u64>,
+        now: Timestamp,
+    ) -> Option<u64> {
+        let paced = self
+            .acks
+            .paced_until
+            .get(&shard)
+            .is_some_and(|until| now < *until);
+        token.filter(|_| self.persist.hold_acks || paced)
+    }
+
+    /// `from` found full queues for messages this shard acknowledged at once: send it tokens
+    /// for a while.
+    pub(in crate::broker) fn handle_pace(&mut self, from: ShardId, now: Timestamp) {
+        self.acks.paced_until.insert(from, now + PACED_FOR);
+    }
+
+    /// A delivery from `origin` went beyond a full queue: asks it to send tokens (again), at
+    /// most every `PACE_REQUEST_INTERVAL`.
+    pub(in crate::broker) fn request_pacing(&mut self, origin: ShardId, now: Timestamp) {
+        if origin == self.shard {
+            return;
+        }
+        let last = self.acks.pace_requested.get(&origin);
+        if last.is_some_and(|at| now - *at < PACE_REQUEST_INTERVAL) {
+            return;
+        }
+        self.acks.pace_requested.insert(origin, now);
+        self.send_to_shard(origin, ShardMessage::Pace);
     }
 
     /// `token` went to `shards` other shards: its acknowledgement waits for that many replies.

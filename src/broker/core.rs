@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tracing::{debug, info, warn};
 
-use super::acks::{AckHolds, Hold};
+use super::acks::{AckHolds, Hold, PushBack};
 use super::config::Config;
 use super::connection::{Connection, Phase};
 use super::io::{ConnId, Event, ShardId, ShardMessage};
@@ -27,7 +27,7 @@ use super::time::Timestamp;
 use super::timers::{Timer, Timers};
 use super::topic::SubscriptionTrie;
 use crate::protocol::{
-    DecodeError, Disconnect, LastWill, Packet, ProtocolVersion, Publish, PublishProperties,
+    DecodeError, Disconnect, LastWill, Packet, ProtocolVersion, Publish, PublishProperties, QoS,
     ReasonCode,
 };
 
@@ -258,16 +258,21 @@ impl Broker {
                 if store_retained {
                     self.store_retained(&message);
                 }
-                let hold = ack.map(|token| Hold {
-                    origin: from,
-                    token,
-                });
-                self.deliver_local(&message, deliver, Some(&groups), hold, now);
+                let push_back = match ack {
+                    Some(token) => PushBack::Hold(Hold {
+                        origin: from,
+                        token,
+                    }),
+                    None if message.template.qos != QoS::AtMostOnce => PushBack::Pace(from),
+                    None => PushBack::Nobody,
+                };
+                self.deliver_local(&message, deliver, Some(&groups), push_back, now);
                 if let Some(token) = ack {
                     self.reply_when_accepted(from, token, mark);
                 }
             }
             ShardMessage::Accepted { token } => self.handle_accepted_remotely(token),
+            ShardMessage::Pace => self.handle_pace(from, now),
             ShardMessage::Interest {
                 filter,
                 share,

@@ -41,14 +41,18 @@ pub enum ShardMessage {
         groups: Vec<ByteString>,
         /// Replace the receiver's copy of the retained message for this topic.
         store_retained: bool,
-        /// Set for a QoS 1/2 PUBLISH, whose acknowledgement waits until the receiver has taken
+        /// Set for a QoS 1/2 PUBLISH whose acknowledgement waits until the receiver has taken
         /// the message in: it answers [`ShardMessage::Accepted`] with this token once its
         /// deliveries hold nothing back for lack of room and, when acknowledgements wait for
-        /// durability, the records they wrote are durable.
+        /// durability, the records they wrote are durable. Unset for a message acknowledged
+        /// already, or that has no acknowledgement.
         ack: Option<u64>,
     },
     /// The sending shard has taken in the [`ShardMessage::Publish`] with this `ack` token.
     Accepted { token: u64 },
+    /// A message the receiver acknowledged at once found a full queue on the sending shard:
+    /// put tokens in the messages for it for a while (see `acks.rs`).
+    Pace,
     /// The sending shard gained its first (`added`) or lost its last local subscriber for a
     /// filter; `share` is the full shared filter for shared subscriptions.
     Interest {

@@ -8,10 +8,10 @@ use bytestring::ByteString;
 
 use tracing::warn;
 
-use crate::broker::acks::Hold;
+use crate::broker::acks::{Hold, PushBack};
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
-use crate::broker::io::{ConnId, ShardMessage};
+use crate::broker::io::{ConnId, ShardId, ShardMessage};
 use crate::broker::message::{Delivery, SharedMessage};
 use crate::broker::persist::{stored_subscription_ids, PersistRecord, QueuedFor};
 use crate::broker::session::{Session, SessionId, Subscription};
@@ -21,8 +21,9 @@ use crate::protocol::QoS;
 
 impl Broker {
     /// Publishes a message that entered the broker on this shard (a client's PUBLISH or a will).
-    /// `ack` (see `Broker::ack_token`) goes with every copy sent to another shard, so the
-    /// publisher's acknowledgement waits until each of them has taken the message in.
+    /// `ack` (see `Broker::ack_token`) goes with the copies sent to shards that need it
+    /// (`Broker::token_for`), so the publisher's acknowledgement waits until they have taken the
+    /// message in.
     pub(in crate::broker) fn route(
         &mut self,
         message: SharedMessage,
@@ -39,12 +40,14 @@ impl Broker {
         } else {
             message
         };
-        let hold = ack.map(|token| Hold {
-            origin: self.shard,
-            token,
+        let push_back = ack.map_or(PushBack::Nobody, |token| {
+            PushBack::Hold(Hold {
+                origin: self.shard,
+                token,
+            })
         });
         if self.shard_count == 1 {
-            self.deliver_local(&message, true, None, hold, now);
+            self.deliver_local(&message, true, None, push_back, now);
             return self.await_replies(ack, 0);
         }
         let routes = self
@@ -53,8 +56,9 @@ impl Broker {
         let mut sent = 0;
         for (shard, route) in routes.into_iter().enumerate() {
             if shard == self.shard {
-                self.deliver_local(&message, route.deliver, Some(&route.groups), hold, now);
+                self.deliver_local(&message, route.deliver, Some(&route.groups), push_back, now);
             } else if route.deliver || !route.groups.is_empty() || retain {
+                let ack = self.token_for(shard, ack, now);
                 let batch_item = ShardMessage::Publish {
                     message: message.clone(),
                     deliver: route.deliver,
@@ -63,7 +67,7 @@ impl Broker {
                     ack,
                 };
                 self.send_to_shard(shard, batch_item);
-                sent += 1;
+                sent += usize::from(ack.is_some());
             }
         }
         self.await_replies(ack, sent);
@@ -71,13 +75,13 @@ impl Broker {
 
     /// Delivers to this shard's sessions: ordinary subscribers when `deliver`, and one member of
     /// each shared subscription in `groups` (`None`: every shared subscription, when this is the
-    /// only shard). `hold` is the publisher's acknowledgement, which a full queue may hold.
+    /// only shard). `push_back` says how a full queue may slow the publisher down.
     pub(in crate::broker) fn deliver_local(
         &mut self,
         message: &SharedMessage,
         deliver: bool,
         groups: Option<&[ByteString]>,
-        hold: Option<Hold>,
+        push_back: PushBack,
         now: Timestamp,
     ) {
         let matches = self.subscriptions.matches(&message.template.topic);
@@ -107,7 +111,7 @@ impl Broker {
             let (session, subscription) = self.pick_member(share, &members);
             grants.add(session, subscription);
         }
-        self.deliver_all(message, grants.deliveries, hold, now);
+        self.deliver_all(message, grants.deliveries, push_back, now);
     }
 
     /// Hands each delivery of one message to its session: decides where each goes, journals
@@ -116,7 +120,7 @@ impl Broker {
         &mut self,
         message: &SharedMessage,
         deliveries: Vec<(SessionId, Delivery)>,
-        hold: Option<Hold>,
+        push_back: PushBack,
         now: Timestamp,
     ) {
         let mut admitted: Vec<(SessionId, Delivery, Admission)> =
@@ -128,20 +132,20 @@ impl Broker {
             let Some(session) = self.sessions.get(&session_id) else {
                 continue;
             };
-            let admission = self.admission(session, &delivery, hold);
+            let admission = self.admission(session, &delivery, push_back);
             peer_keeps_up |= match admission {
                 Admission::Send => delivery.qos != QoS::AtMostOnce,
                 Admission::Queue => session.outbound.keeps_up(
                     self.config.max_queued_messages,
                     self.config.max_queued_bytes,
                 ),
-                Admission::QueueHeld(_) | Admission::Drop => false,
+                Admission::QueueHeld(_) | Admission::QueueBeyond(_) | Admission::Drop => false,
             };
             admitted.push((session_id, delivery, admission));
         }
         if peer_keeps_up {
             for (_, _, admission) in &mut admitted {
-                if let Admission::QueueHeld(_) = admission {
+                if let Admission::QueueHeld(_) | Admission::QueueBeyond(_) = admission {
                     *admission = Admission::Drop;
                 }
             }
@@ -161,8 +165,12 @@ impl Broker {
         message: &SharedMessage,
         admitted: &mut [(SessionId, Delivery, Admission)],
     ) {
-        let waits =
-            |admission: &Admission| matches!(admission, Admission::Queue | Admission::QueueHeld(_));
+        let waits = |admission: &Admission| {
+            matches!(
+                admission,
+                Admission::Queue | Admission::QueueHeld(_) | Admission::QueueBeyond(_)
+            )
+        };
         if message.template.retain || !admitted.iter().any(|(_, _, admission)| waits(admission)) {
             return;
         }
@@ -210,12 +218,12 @@ impl Broker {
     }
 
     /// Where a delivery to `session` goes. A QoS 1/2 message that finds the queue full is
-    /// queued beyond the limits, holding its publisher's acknowledgement, while the subscriber
-    /// is connected and still acknowledging: the broker is behind, not the subscriber, and the
+    /// queued beyond the limits, pushing back on its publisher, while the subscriber is
+    /// connected and still acknowledging: the broker is behind, not the subscriber, and the
     /// publisher must slow down rather than lose it. A subscriber that is offline or has
     /// stopped acknowledging (`stalled`) is slow on its own account: the message is dropped for
     /// it, as the spec allows.
-    fn admission(&self, session: &Session, delivery: &Delivery, hold: Option<Hold>) -> Admission {
+    fn admission(&self, session: &Session, delivery: &Delivery, push_back: PushBack) -> Admission {
         if delivery.qos == QoS::AtMostOnce || self.sends_now(session) {
             return Admission::Send;
         }
@@ -229,14 +237,12 @@ impl Broker {
         {
             return Admission::Queue;
         }
-        match hold {
-            Some(hold)
-                if session.is_connected()
-                    && !session.outbound.stalled
-                    && !self.config.stall_timeout.is_zero() =>
-            {
-                Admission::QueueHeld(hold)
-            }
+        let subscriber_reads = session.is_connected()
+            && !session.outbound.stalled
+            && !self.config.stall_timeout.is_zero();
+        match push_back {
+            PushBack::Hold(hold) if subscriber_reads => Admission::QueueHeld(hold),
+            PushBack::Pace(origin) if subscriber_reads => Admission::QueueBeyond(origin),
             _ => Admission::Drop,
         }
     }
@@ -295,6 +301,11 @@ impl Broker {
                     self.timers.schedule(at, Timer::StallCheck(session_id));
                 }
                 self.take_hold(hold);
+                self.request_pacing(hold.origin, now);
+            }
+            Admission::QueueBeyond(origin) => {
+                session.outbound.enqueue(delivery, None);
+                self.request_pacing(origin, now);
             }
             Admission::Drop => {
                 session.outbound.dropped.queue_full += 1;
@@ -328,7 +339,12 @@ impl Broker {
         now: Timestamp,
     ) {
         let message = delivery.message.clone();
-        self.deliver_all(&message, vec![(session_id, delivery)], None, now);
+        self.deliver_all(
+            &message,
+            vec![(session_id, delivery)],
+            PushBack::Nobody,
+            now,
+        );
     }
 
     /// Moves queued messages into the in-flight window while it has room, then owed retained
@@ -534,6 +550,9 @@ enum Admission {
     Queue,
     /// Beyond the queue's limits, holding its publisher's acknowledgement.
     QueueHeld(Hold),
+    /// Beyond the queue's limits, its publisher acknowledged already by the shard it came
+    /// from, which is asked to pace.
+    QueueBeyond(ShardId),
     /// Dropped for a full queue.
     Drop,
 }
