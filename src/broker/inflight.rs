@@ -64,8 +64,10 @@ pub struct OutboundQueue {
     queued_bytes: usize,
     /// Publisher acknowledgements held by messages queued beyond the limits, oldest first. Each
     /// message leaving the queue releases one: the queue has then moved on by a message, which
-    /// is all the held one waited for. Never more than there are queued messages.
-    holds: VecDeque<Hold>,
+    /// is all the held one waited for. Never more than there are queued messages. Boxed, and
+    /// only while there are some: most sessions never hold anything, and idle ones are many.
+    #[allow(clippy::box_collection)] // one pointer in every session instead of four
+    holds: Option<Box<VecDeque<Hold>>>,
     /// Acknowledgements received (PUBACK, PUBREC, PUBCOMP): whether the subscriber still reads.
     progress: u64,
     /// `progress` when the running stall check was armed.
@@ -175,7 +177,9 @@ impl OutboundQueue {
     pub fn enqueue(&mut self, delivery: Delivery, hold: Option<Hold>) {
         self.queued_bytes += delivery.message.weight();
         self.queued.push_back(delivery);
-        self.holds.extend(hold);
+        if let Some(hold) = hold {
+            self.holds.get_or_insert_default().push_back(hold);
+        }
     }
 
     /// Whether a message of `weight` would fit in the queue.
@@ -192,7 +196,11 @@ impl OutboundQueue {
     pub fn pop_queued(&mut self) -> Option<(Delivery, Option<Hold>)> {
         let delivery = self.queued.pop_front()?;
         self.queued_bytes -= delivery.message.weight();
-        Some((delivery, self.holds.pop_front()))
+        let released = self.holds.as_mut().and_then(|holds| holds.pop_front());
+        if self.holds.as_ref().is_some_and(|holds| holds.is_empty()) {
+            self.holds = None;
+        }
+        Some((delivery, released))
     }
 
     /// Drops queued messages for which `keep` is false (expiry sweeps), and hands back the
@@ -208,20 +216,25 @@ impl OutboundQueue {
             kept
         });
         self.queued_bytes = bytes;
-        let excess = self.holds.len().saturating_sub(self.queued.len());
-        (
-            before - self.queued.len(),
-            self.holds.drain(..excess).collect(),
-        )
+        let dropped = before - self.queued.len();
+        let Some(holds) = self.holds.as_mut() else {
+            return (dropped, Vec::new());
+        };
+        let excess = holds.len().saturating_sub(self.queued.len());
+        let released = holds.drain(..excess).collect();
+        if holds.is_empty() {
+            self.holds = None;
+        }
+        (dropped, released)
     }
 
     pub fn has_holds(&self) -> bool {
-        !self.holds.is_empty()
+        self.holds.is_some()
     }
 
     /// Every hold, for release: the subscriber went away or stopped reading. Its messages stay.
     pub fn take_holds(&mut self) -> VecDeque<Hold> {
-        std::mem::take(&mut self.holds)
+        self.holds.take().map(|holds| *holds).unwrap_or_default()
     }
 
     /// Acknowledgements received so far.

@@ -22,8 +22,10 @@ use super::session::Subscription;
 
 #[derive(Debug, Default)]
 pub struct RetainedBacklog {
-    /// One batch per SUBSCRIBE filter, oldest first, none of them empty.
-    batches: VecDeque<Batch>,
+    /// One batch per SUBSCRIBE filter, oldest first, none of them empty. Boxed, and only while
+    /// something is owed: idle connections are many and owe nothing.
+    #[allow(clippy::box_collection)] // one pointer in every connection instead of four
+    batches: Option<Box<VecDeque<Batch>>>,
 }
 
 #[derive(Debug)]
@@ -47,7 +49,7 @@ impl RetainedBacklog {
     ) {
         self.forget(&filter);
         if !messages.is_empty() {
-            self.batches.push_back(Batch {
+            self.batches.get_or_insert_default().push_back(Batch {
                 filter,
                 subscription,
                 messages: messages.into(),
@@ -58,28 +60,37 @@ impl RetainedBacklog {
     /// Drops what is still owed for `filter`: after an UNSUBSCRIBE no new message matching it
     /// may be sent (MQTT-3.10.4-2).
     pub fn forget(&mut self, filter: &str) {
-        self.batches.retain(|batch| batch.filter != filter);
+        if let Some(batches) = &mut self.batches {
+            batches.retain(|batch| batch.filter != filter);
+            if batches.is_empty() {
+                self.batches = None;
+            }
+        }
     }
 
     /// The next message owed and the subscription it goes out under.
     pub fn next(&self) -> Option<(&SharedMessage, Subscription)> {
-        let batch = self.batches.front()?;
+        let batch = self.batches.as_ref()?.front()?;
         Some((batch.messages.front()?, batch.subscription))
     }
 
     /// Takes the message [`RetainedBacklog::next`] returned.
     pub fn pop(&mut self) -> Option<(SharedMessage, Subscription)> {
-        let batch = self.batches.front_mut()?;
+        let batches = self.batches.as_mut()?;
+        let batch = batches.front_mut()?;
         let message = batch.messages.pop_front()?;
         let subscription = batch.subscription;
         if batch.messages.is_empty() {
-            self.batches.pop_front();
+            batches.pop_front();
+            if batches.is_empty() {
+                self.batches = None;
+            }
         }
         Some((message, subscription))
     }
 
     pub fn clear(&mut self) {
-        self.batches.clear();
+        self.batches = None;
     }
 }
 
