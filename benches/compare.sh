@@ -9,6 +9,9 @@
 #   ours-RUNTIME        target/release/mqtt-broker --runtime RUNTIME (io-uring, epoll, tokio;
 #                       glommio with --glommio)
 #   ours-sync           target/release/mqtt-broker-sync, the blocking build
+#   ours-default        target/release/mqtt-broker with default flags (one shard per core)
+#   ours-1shard         the same with --shards 1 (these two are not in the default list: name
+#                       them with --brokers to check that the default delivers no less)
 # A broker whose binary is missing or that does not start is reported as such and skipped.
 #
 # Usage: benches/compare.sh [options]
@@ -20,7 +23,9 @@
 #   --scenarios LIST  space-separated scenario names (default: pairs-qos0 fanout-qos0
 #                     pairs-qos1 latency-10k); also: fanin-qos0 shared-qos1 pairs-qos2
 #                     pairs-v5-qos1 pairs-qos1-persistent (subscribers keep their sessions,
-#                     so our brokers journal what they queue) latency-10k-qos1 connect-storm
+#                     so our brokers journal what they queue) pairs-qos2-persistent
+#                     fanin16-qos0 fanin16-qos1 (16 publishers, 1 subscriber)
+#                     latency-10k-qos1 connect-storm
 #                     idle (holds 2000 connections for --duration seconds; see the raw JSON
 #                     for KiB/connection) retained-100k-qos0 retained-100k-qos1 (100,000
 #                     retained messages of 100 B, then one subscriber to #: "s to last" is
@@ -65,7 +70,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --glommio) FEATURES="--features glommio"; BROKERS="$BROKERS ours-glommio"; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -81,6 +86,9 @@ scenario_args() {
         fanin-qos0) echo "--scenario fan-in --publishers 4 --subscribers 1 --qos 0 --payload 64" ;;
         shared-qos1) echo "--scenario shared --publishers 4 --subscribers 4 --qos 1 --payload 64 --mqtt-version 5" ;;
         pairs-qos2) echo "--scenario pairs --publishers 4 --subscribers 4 --qos 2 --payload 64 --window 64" ;;
+        pairs-qos2-persistent) echo "--scenario pairs --publishers 4 --subscribers 4 --qos 2 --payload 64 --window 64 --persistent" ;;
+        fanin16-qos0) echo "--scenario fan-in --publishers 16 --subscribers 1 --qos 0 --payload 64" ;;
+        fanin16-qos1) echo "--scenario fan-in --publishers 16 --subscribers 1 --qos 1 --payload 64 --window 64" ;;
         pairs-v5-qos1) echo "--scenario pairs --publishers 4 --subscribers 4 --qos 1 --payload 64 --mqtt-version 5" ;;
         latency-10k-qos1) echo "--scenario pairs --publishers 4 --subscribers 4 --qos 1 --payload 64 --rate 10000" ;;
         connect-storm) echo "--scenario connect-storm --connections 2000 --concurrency 64" ;;
@@ -146,6 +154,14 @@ broker_command() {
             [ -x "$RELEASE/mqtt-broker-sync" ] || return 1
             printf '%s\n' "$RELEASE/mqtt-broker-sync" --listen "127.0.0.1:$port" \
                 --data-dir "$dir/data" --log-level warn
+            # shellcheck disable=SC2086
+            [ -z "$OURS_ARGS" ] || printf '%s\n' $OURS_ARGS
+            ;;
+        ours-default|ours-1shard)
+            [ -x "$RELEASE/mqtt-broker" ] || return 1
+            printf '%s\n' "$RELEASE/mqtt-broker" --listen "127.0.0.1:$port" \
+                --data-dir "$dir/data" --log-level warn
+            if [ "$broker" = ours-1shard ]; then printf '%s\n' --shards 1; fi
             # shellcheck disable=SC2086
             [ -z "$OURS_ARGS" ] || printf '%s\n' $OURS_ARGS
             ;;
