@@ -125,8 +125,8 @@ impl Broker {
     ) {
         let mut admitted: Vec<(SessionId, Delivery, Admission)> =
             Vec::with_capacity(deliveries.len());
-        // Whether another subscriber of this message keeps up: then one whose queue is full is
-        // slow on its own account, and is dropped for rather than allowed to slow the publisher.
+        // Whether another subscriber of this message keeps up: then one that would slow the
+        // publisher down is slow on its own account, and gets only what its queue holds.
         let mut peer_keeps_up = false;
         for (session_id, delivery) in deliveries {
             let Some(session) = self.sessions.get(&session_id) else {
@@ -139,14 +139,20 @@ impl Broker {
                     self.config.max_queued_messages,
                     self.config.max_queued_bytes,
                 ),
-                Admission::QueueHeld(_) | Admission::QueueBeyond(_) | Admission::Drop => false,
+                Admission::Keep
+                | Admission::QueueHeld(_)
+                | Admission::QueueBeyond(_)
+                | Admission::Drop => false,
             };
             admitted.push((session_id, delivery, admission));
         }
         if peer_keeps_up {
-            for (_, _, admission) in &mut admitted {
+            for (session_id, delivery, admission) in &mut admitted {
                 if let Admission::QueueHeld(_) | Admission::QueueBeyond(_) = admission {
-                    *admission = Admission::Drop;
+                    *admission = match self.sessions.get(session_id) {
+                        Some(session) if self.queue_has_room(session, delivery) => Admission::Queue,
+                        _ => Admission::Drop,
+                    };
                 }
             }
         }
@@ -157,20 +163,17 @@ impl Broker {
         }
     }
 
-    /// Gives the deliveries that will wait in a queue one copy of the message that shares no
-    /// memory with the receive buffer it came in: a queued 64-byte payload would otherwise keep
-    /// that whole buffer alive for as long as it waits. Retained messages are apart already.
+    /// Gives the deliveries that will wait in the queue of an offline session one copy of the
+    /// message that shares no memory with the receive buffer it came in: a queued 64-byte
+    /// payload would otherwise keep that whole buffer alive for as long as it waits, which may
+    /// be hours. (A connected subscriber's queue is a window long at most while it holds its
+    /// publishers back, and moves.) Retained messages are apart already.
     fn keep_queued_apart(
         &self,
         message: &SharedMessage,
         admitted: &mut [(SessionId, Delivery, Admission)],
     ) {
-        let waits = |admission: &Admission| {
-            matches!(
-                admission,
-                Admission::Queue | Admission::QueueHeld(_) | Admission::QueueBeyond(_)
-            )
-        };
+        let waits = |admission: &Admission| matches!(admission, Admission::Keep);
         if message.template.retain || !admitted.iter().any(|(_, _, admission)| waits(admission)) {
             return;
         }
@@ -217,34 +220,41 @@ impl Broker {
             .unwrap_or(members[start % members.len()])
     }
 
-    /// Where a delivery to `session` goes. A QoS 1/2 message that finds the queue full is
-    /// queued beyond the limits, pushing back on its publisher, while the subscriber is
-    /// connected and still acknowledging: the broker is behind, not the subscriber, and the
-    /// publisher must slow down rather than lose it. A subscriber that is offline or has
-    /// stopped acknowledging (`stalled`) is slow on its own account: the message is dropped for
-    /// it, as the spec allows.
+    /// Where a delivery to `session` goes.
+    ///
+    /// While the subscriber is connected and acknowledging, its queue needs no more than one
+    /// in-flight window of messages to keep that window full; a QoS 1/2 message that finds that
+    /// much queued (or the queue at its limits) is queued all the same, pushing back on its
+    /// publisher: the broker is behind, not the subscriber, and the publisher must slow down
+    /// rather than lose it. Pacing that early keeps the queues of a broker under overload short,
+    /// and so its latency and memory low. A subscriber that is offline or has stopped
+    /// acknowledging (`stalled`) is slow on its own account: it gets what its queue's limits
+    /// hold, and beyond them the message is dropped for it, as the spec allows.
     fn admission(&self, session: &Session, delivery: &Delivery, push_back: PushBack) -> Admission {
         if delivery.qos == QoS::AtMostOnce || self.sends_now(session) {
             return Admission::Send;
         }
-        let (max_messages, max_bytes) = (
-            self.config.max_queued_messages,
-            self.config.max_queued_bytes,
-        );
-        if session
-            .outbound
-            .has_room(delivery.message.weight(), max_messages, max_bytes)
-        {
-            return Admission::Queue;
-        }
+        let has_room = self.queue_has_room(session, delivery);
         let subscriber_reads = session.is_connected()
             && !session.outbound.stalled
             && !self.config.stall_timeout.is_zero();
+        let pace = subscriber_reads
+            && (!has_room || session.outbound.queued_len() >= self.window(session));
         match push_back {
-            PushBack::Hold(hold) if subscriber_reads => Admission::QueueHeld(hold),
-            PushBack::Pace(origin) if subscriber_reads => Admission::QueueBeyond(origin),
+            PushBack::Hold(hold) if pace => Admission::QueueHeld(hold),
+            PushBack::Pace(origin) if pace => Admission::QueueBeyond(origin),
+            _ if has_room && session.is_connected() => Admission::Queue,
+            _ if has_room => Admission::Keep,
             _ => Admission::Drop,
         }
+    }
+
+    fn queue_has_room(&self, session: &Session, delivery: &Delivery) -> bool {
+        session.outbound.has_room(
+            delivery.message.weight(),
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        )
     }
 
     /// Carries out the admission of one delivery: QoS 0 straight to the send buffer (or dropped
@@ -292,7 +302,7 @@ impl Broker {
                 }
             }
             Admission::Send => self.start_inflight(session_id, delivery, now),
-            Admission::Queue => session.outbound.enqueue(delivery, None),
+            Admission::Queue | Admission::Keep => session.outbound.enqueue(delivery, None),
             Admission::QueueHeld(hold) => {
                 session.outbound.enqueue(delivery, Some(hold));
                 if session.outbound.stall_check.is_none() {
@@ -406,13 +416,18 @@ impl Broker {
     /// The session is connected and its in-flight window (ours and the client's Receive
     /// Maximum, whichever is smaller) has room.
     fn window_has_room(&self, session: &Session) -> bool {
-        let window = session
+        session.outbound.inflight_len() < self.window(session)
+    }
+
+    /// The session's in-flight window: ours or the client's Receive Maximum, whichever is
+    /// smaller; 0 while it is offline.
+    fn window(&self, session: &Session) -> usize {
+        session
             .connection
             .and_then(|conn| self.connections.get(&conn))
             .map_or(0, |connection| {
-                connection.receive_maximum.min(self.config.max_inflight)
-            });
-        session.outbound.inflight_len() < usize::from(window)
+                usize::from(connection.receive_maximum.min(self.config.max_inflight))
+            })
     }
 
     /// Gives a QoS 1/2 delivery a packet identifier and sends it, unless it has expired or is
@@ -546,8 +561,10 @@ const TIGHT_OUTBOUND_BUFFER: usize = 64 * 1024;
 enum Admission {
     /// QoS 0 to the send buffer, or QoS 1/2 into the in-flight window.
     Send,
-    /// Behind the window, within the queue's limits.
+    /// Behind the window of a connected session, within the queue's limits.
     Queue,
+    /// In the queue of an offline session, within its limits, until it comes back.
+    Keep,
     /// Beyond the queue's limits, holding its publisher's acknowledgement.
     QueueHeld(Hold),
     /// Beyond the queue's limits, its publisher acknowledged already by the shard it came

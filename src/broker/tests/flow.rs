@@ -328,3 +328,40 @@ fn over_the_output_budget_qos0_goes_only_to_clients_with_little_unsent() {
         (1, 1)
     );
 }
+
+#[test]
+fn publishers_are_paced_once_a_window_is_queued_not_at_the_queue_limit() {
+    let config = Config {
+        max_inflight: 2,
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(1, config);
+    let sub = sim.client(V3, "s", true);
+    sim.subscribe(sub, "t", QoS::AtLeastOnce);
+    let publisher = sim.client(V3, "p", true);
+    assert_eq!(
+        publish_all(&mut sim, publisher, "t", 6),
+        [1, 2, 3, 4],
+        "two in flight, two queued: enough to keep the window full, far below 10,000"
+    );
+    assert_eq!(
+        read_everything(&mut sim, sub),
+        ["0", "1", "2", "3", "4", "5"]
+    );
+    assert_eq!(acked(&mut sim, publisher), [5, 6]);
+}
+
+#[test]
+fn an_offline_session_queues_up_to_its_limit_without_holding_anyone() {
+    let config = Config {
+        max_queued_messages: 3,
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(1, config);
+    let sub = sim.client(V3, "s", false);
+    sim.subscribe(sub, "t", QoS::AtLeastOnce);
+    sim.drop_connection(sub);
+    let publisher = sim.client(V3, "p", true);
+    assert_eq!(publish_all(&mut sim, publisher, "t", 5), [1, 2, 3, 4, 5]);
+    assert_eq!(sim.shards[0].stats().queue_full_dropped, 2);
+}
