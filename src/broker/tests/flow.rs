@@ -16,6 +16,13 @@ fn tight_queues() -> Config {
     }
 }
 
+/// A subscriber "s" to "t" at QoS 1, with a clean or a persistent session, and a publisher "p".
+fn subscriber_and_publisher(sim: &mut Sim, clean: bool) -> (ConnId, ConnId) {
+    let sub = sim.client(V3, "s", clean);
+    sim.subscribe(sub, "t", QoS::AtLeastOnce);
+    (sub, sim.client(V3, "p", true))
+}
+
 /// A client id homed on `shard` of `count`.
 fn id_on(shard: usize, count: usize, prefix: &str) -> String {
     (0..)
@@ -71,9 +78,7 @@ fn read_everything(sim: &mut Sim, subscriber: ConnId) -> Vec<String> {
 #[test]
 fn a_full_queue_holds_the_publishers_ack_until_the_subscriber_moves_it() {
     let mut sim = Sim::with_config(1, tight_queues());
-    let sub = sim.client(V3, "s", true);
-    sim.subscribe(sub, "t", QoS::AtLeastOnce);
-    let publisher = sim.client(V3, "p", true);
+    let (sub, publisher) = subscriber_and_publisher(&mut sim, true);
     assert_eq!(
         publish_all(&mut sim, publisher, "t", 3),
         [1, 2],
@@ -133,9 +138,7 @@ fn acknowledgements_stay_in_order_behind_a_held_one() {
 fn a_subscriber_that_stops_acknowledging_stops_holding_publishers_back() {
     let mut sim = Sim::with_config(1, tight_queues());
     let stall_timeout = Config::default().stall_timeout;
-    let sub = sim.client(V3, "s", true);
-    sim.subscribe(sub, "t", QoS::AtLeastOnce);
-    let publisher = sim.client(V3, "p", true);
+    let (sub, publisher) = subscriber_and_publisher(&mut sim, true);
     assert_eq!(publish_all(&mut sim, publisher, "t", 3), [1, 2]);
     sim.advance(stall_timeout / 2);
     assert_eq!(acked(&mut sim, publisher), Vec::<u16>::new());
@@ -161,9 +164,7 @@ fn a_subscriber_that_stops_acknowledging_stops_holding_publishers_back() {
 fn a_subscriber_that_keeps_acknowledging_is_never_dropped_for() {
     let mut sim = Sim::with_config(1, tight_queues());
     let stall_timeout = Config::default().stall_timeout;
-    let sub = sim.client(V3, "s", true);
-    sim.subscribe(sub, "t", QoS::AtLeastOnce);
-    let publisher = sim.client(V3, "p", true);
+    let (sub, publisher) = subscriber_and_publisher(&mut sim, true);
     assert_eq!(publish_all(&mut sim, publisher, "t", 3), [1, 2]);
     let mut received = Vec::new();
     // A slow reader: one message per 0.9 stall timeouts, for several timeouts; the publisher
@@ -218,9 +219,7 @@ fn a_subscriber_lagging_behind_its_peers_is_dropped_for_not_the_publisher() {
 #[test]
 fn a_subscriber_that_goes_away_releases_what_it_held() {
     let mut sim = Sim::with_config(1, tight_queues());
-    let sub = sim.client(V3, "s", false);
-    sim.subscribe(sub, "t", QoS::AtLeastOnce);
-    let publisher = sim.client(V3, "p", true);
+    let (sub, publisher) = subscriber_and_publisher(&mut sim, false);
     assert_eq!(publish_all(&mut sim, publisher, "t", 3), [1, 2]);
     sim.drop_connection(sub);
     assert_eq!(acked(&mut sim, publisher), [3]);
@@ -239,9 +238,7 @@ fn a_zero_stall_timeout_drops_at_the_limit_as_mosquitto_does() {
         ..tight_queues()
     };
     let mut sim = Sim::with_config(1, config);
-    let sub = sim.client(V3, "s", true);
-    sim.subscribe(sub, "t", QoS::AtLeastOnce);
-    let publisher = sim.client(V3, "p", true);
+    let (sub, publisher) = subscriber_and_publisher(&mut sim, true);
     assert_eq!(publish_all(&mut sim, publisher, "t", 3), [1, 2, 3]);
     assert_eq!(sim.shards[0].stats().queue_full_dropped, 1);
 }
@@ -253,9 +250,7 @@ fn a_client_ignoring_held_acknowledgements_is_to_be_paused() {
         ..tight_queues()
     };
     let mut sim = Sim::with_config(1, config);
-    let sub = sim.client(V3, "s", true);
-    sim.subscribe(sub, "t", QoS::AtLeastOnce);
-    let publisher = sim.client(V3, "p", true);
+    let (sub, publisher) = subscriber_and_publisher(&mut sim, true);
     let limit = u16::try_from(crate::broker::acks::MAX_HELD_ACKS).unwrap();
     publish_all(&mut sim, publisher, "t", limit);
     assert!(!sim.shards[0].wants_pause(publisher), "one went in flight");
@@ -336,9 +331,7 @@ fn publishers_are_paced_once_a_window_is_queued_not_at_the_queue_limit() {
         ..Config::default()
     };
     let mut sim = Sim::with_config(1, config);
-    let sub = sim.client(V3, "s", true);
-    sim.subscribe(sub, "t", QoS::AtLeastOnce);
-    let publisher = sim.client(V3, "p", true);
+    let (sub, publisher) = subscriber_and_publisher(&mut sim, true);
     assert_eq!(
         publish_all(&mut sim, publisher, "t", 6),
         [1, 2, 3, 4],
@@ -358,10 +351,8 @@ fn an_offline_session_queues_up_to_its_limit_without_holding_anyone() {
         ..Config::default()
     };
     let mut sim = Sim::with_config(1, config);
-    let sub = sim.client(V3, "s", false);
-    sim.subscribe(sub, "t", QoS::AtLeastOnce);
+    let (sub, publisher) = subscriber_and_publisher(&mut sim, false);
     sim.drop_connection(sub);
-    let publisher = sim.client(V3, "p", true);
     assert_eq!(publish_all(&mut sim, publisher, "t", 5), [1, 2, 3, 4, 5]);
     assert_eq!(sim.shards[0].stats().queue_full_dropped, 2);
 }
