@@ -238,7 +238,7 @@ fn a_zero_stall_timeout_drops_at_the_limit_as_mosquitto_does() {
         ..tight_queues()
     };
     let mut sim = Sim::with_config(1, config);
-    let (sub, publisher) = subscriber_and_publisher(&mut sim, true);
+    let (_subscriber, publisher) = subscriber_and_publisher(&mut sim, true);
     assert_eq!(publish_all(&mut sim, publisher, "t", 3), [1, 2, 3]);
     assert_eq!(sim.shards[0].stats().queue_full_dropped, 1);
 }
