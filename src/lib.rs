@@ -8,10 +8,11 @@
 //! - [`server`]: the thin adapter that runs one broker core per shard on the thread-per-core
 //!   runtime of `mqtt_broker_shards`, with real sockets.
 //! - [`settings`] and [`app`]: the command line and config file, and the `mqtt-broker` program
-//!   built from them.
+//!   built from them; [`allocator`] the memory allocator the programs run on.
 //! - [`sync_server`]: the blocking comparison build: the same core with one shard behind a
 //!   mutex, one `std::net` thread per connection, for benchmarks against the sharded server.
 
+pub mod allocator;
 pub mod app;
 pub mod broker;
 pub mod protocol;

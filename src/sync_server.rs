@@ -41,6 +41,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
 use crate::broker::{self, Broker, ConnId, Event, Timestamp};
+use crate::protocol::decoder::reserve_for_read;
 use crate::server::journal::ShardJournal;
 use crate::server::recovery::{self, ShardStart};
 use crate::server::{PersistenceOptions, ServerOptions};
@@ -467,9 +468,7 @@ fn read_loop(shared: &Arc<Shared>, mut stream: TcpStream, conn: ConnId, peer: Op
     let size = shared.read_buffer_size;
     let mut buf = BytesMut::with_capacity(size);
     loop {
-        if buf.capacity() - buf.len() < size / 4 {
-            buf.reserve(size);
-        }
+        reserve_for_read(&mut buf, size);
         // `Read` needs initialised memory. Zeroing at most one read's worth keeps that cheap
         // even while a large packet makes the buffer grow.
         let filled = buf.len();

@@ -121,6 +121,34 @@ impl Decoder {
     }
 }
 
+/// Makes room in `buf` for a receive loop's next read of up to `read_size` bytes, once less than
+/// a quarter of that is left. Call it after decoding, so a packet over the size limit was
+/// already refused.
+///
+/// While a packet larger than a read arrives, the buffer grows by what has arrived so far, so a
+/// peer that claims a huge length but sends little gets little room, and never past the
+/// packet's end: left to `BytesMut`'s doubling, a 64 MiB PUBLISH would sit in 128 MiB until its
+/// payload has been delivered.
+pub fn reserve_for_read(buf: &mut BytesMut, read_size: usize) {
+    if buf.capacity() - buf.len() >= read_size / 4 {
+        return;
+    }
+    let packet_len = match FixedHeader::parse(buf) {
+        Ok(Some(header)) => header.packet_len(),
+        _ => 0,
+    };
+    let missing = packet_len.saturating_sub(buf.len());
+    if packet_len <= read_size || missing == 0 {
+        buf.reserve(read_size);
+        return;
+    }
+    // `reserve_exact` on the vector underneath, as `BytesMut::reserve` rounds up to a doubling.
+    // Back through `Bytes`, which keeps the vector's spare capacity, so nothing is copied.
+    let mut vec = Vec::from(std::mem::take(buf));
+    vec.reserve_exact(missing.min(vec.len().max(read_size)));
+    *buf = BytesMut::from(Bytes::from(vec));
+}
+
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroU16;
@@ -498,5 +526,52 @@ mod tests {
             decoder.bytes_needed(&[0x00]),
             Err(DecodeError::ReservedPacketType(0))
         );
+    }
+
+    #[test]
+    fn room_for_a_large_packet_grows_with_what_arrived_and_ends_at_its_end() {
+        const READ: usize = 8 * 1024;
+        let publish = Packet::Publish(Publish {
+            topic: ByteString::from_static("big"),
+            payload: Bytes::from(vec![7; 3 * 1024 * 1024]),
+            ..Publish::default()
+        });
+        let bytes = encode(&publish, ProtocolVersion::V3_1_1);
+        let mut decoder = Decoder::client(ProtocolVersion::V3_1_1, MAX_PACKET_SIZE);
+        let mut buf = BytesMut::with_capacity(READ);
+        let mut fed = 0;
+        let decoded = loop {
+            reserve_for_read(&mut buf, READ);
+            let room = buf.capacity() - buf.len();
+            assert!(room >= (READ / 4).min(bytes.len() - fed), "room for a read");
+            assert!(
+                buf.capacity() <= (2 * fed).max(READ) + READ,
+                "{} bytes of room for {fed} bytes received",
+                buf.capacity()
+            );
+            // A read takes what fits, as a socket read would.
+            let read = (buf.capacity() - buf.len())
+                .min(READ)
+                .min(bytes.len() - fed);
+            buf.extend_from_slice(&bytes[fed..fed + read]);
+            fed += read;
+            if let Some(packet) = decoder.decode(&mut buf).unwrap() {
+                break packet;
+            }
+        };
+        assert_eq!(decoded, publish);
+        assert_eq!(fed, bytes.len());
+        // What is left of the allocation behind the packet, which its payload keeps alive.
+        assert!(buf.capacity() < READ, "{} bytes left over", buf.capacity());
+    }
+
+    #[test]
+    fn room_for_small_packets_is_one_read() {
+        let mut buf = BytesMut::from(&[0x30, 0x07, 0x00][..]);
+        reserve_for_read(&mut buf, 1024);
+        assert!(buf.capacity() - buf.len() >= 1024);
+        let capacity = buf.capacity();
+        reserve_for_read(&mut buf, 1024);
+        assert_eq!(buf.capacity(), capacity, "enough room already");
     }
 }

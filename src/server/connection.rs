@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use super::shard::{ConnHandle, Envelope, Shard, TICK};
 use crate::broker::ConnId;
+use crate::protocol::decoder::reserve_for_read;
 use crate::protocol::Connect;
 
 enum ReadOutcome {
@@ -96,8 +97,8 @@ pub(super) async fn read_loop<I: Io>(
             }
             waited = waited_for_data;
             buf = shard.take_buffer();
-        } else if buf.capacity() - buf.len() < read_buffer_size / 4 {
-            buf.reserve(read_buffer_size);
+        } else {
+            reserve_for_read(&mut buf, read_buffer_size);
         }
         let spare = buf.capacity() - buf.len();
         let reading = std::mem::take(&mut buf);

@@ -188,11 +188,12 @@ impl<I: Io> Shard<I> {
 
     /// Returns an emptied buffer to the pool if its whole allocation can be reused. Payloads
     /// decoded from it may still share its memory; then it is dropped and they keep it alive.
+    /// One grown for a large packet is dropped too: pooled, it would keep that memory for good.
     pub fn return_buffer(&self, mut buf: BytesMut) {
         let size = self.shared.options.read_buffer_size;
         buf.clear();
         let mut pool = self.buffers.borrow_mut();
-        if pool.len() < self.pool_limit && buf.try_reclaim(size) {
+        if pool.len() < self.pool_limit && buf.try_reclaim(size) && buf.capacity() == size {
             pool.push(buf);
         }
     }

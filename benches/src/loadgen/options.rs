@@ -61,6 +61,10 @@ pub struct Options {
     /// protocol version: 3.1.1 or 5 (default 3.1.1)
     #[argh(option, default = "VersionArg(ProtocolVersion::V3_1_1)")]
     pub mqtt_version: VersionArg,
+    /// extra subscribers, subscribed to every filter of the others at the same QoS, that never
+    /// read their socket, so the broker's send buffers for them only fill (default 0)
+    #[argh(option, default = "0")]
+    pub stalled_subscribers: u32,
     /// subscribers keep their session when they disconnect (3.x clean session 0, v5 a session
     /// expiry of an hour), so a broker with storage journals what it queues for them; each
     /// session is ended by a clean reconnect after the run
@@ -170,6 +174,8 @@ pub struct Plan {
     pub addr: SocketAddr,
     pub publishers: u32,
     pub subscribers: u32,
+    /// Subscribers that never read.
+    pub stalled_subscribers: u32,
     pub qos: QoS,
     pub payload: usize,
     pub duration: Duration,
@@ -231,6 +237,9 @@ impl Options {
             Scenario::FanOut if publishers != 1 => {
                 return fail(format!("fan-out has 1 publisher, not {publishers}"))
             }
+            Scenario::ConnectStorm | Scenario::Idle if self.stalled_subscribers > 0 => {
+                return fail("--stalled-subscribers needs a pub/sub scenario".into())
+            }
             Scenario::ConnectStorm | Scenario::Idle => {}
             _ if publishers == 0 || subscribers == 0 => {
                 return fail("at least one publisher and one subscriber".into())
@@ -276,6 +285,7 @@ impl Options {
             addr,
             publishers,
             subscribers,
+            stalled_subscribers: self.stalled_subscribers,
             qos,
             payload: self.payload,
             duration: seconds("duration", self.duration, false)?,
@@ -338,6 +348,7 @@ mod tests {
         assert!(plan(&["--scenario", "idle"]).is_err());
         assert!(plan(&["--scenario", "retained", "--qos", "2"]).is_err());
         assert!(plan(&["--scenario", "retained", "--messages", "0"]).is_err());
+        assert!(plan(&["--scenario", "connect-storm", "--stalled-subscribers", "1"]).is_err());
         assert!(plan(&["--rate", "0"]).is_err());
         assert!(plan(&["--duration", "0"]).is_err());
         assert!(Options::from_args(&["mqtt-bench"], &["--scenario", "nope"]).is_err());

@@ -71,6 +71,32 @@ pub async fn run(plan: &Plan) -> io::Result<(PubSubSummary, Histogram<u64>)> {
         .await
     };
     let subscribers = all_ok(subscribers, "subscriber connections")?;
+    // Held, unread, until the run is over.
+    let stalled = {
+        let (run_id, addr, version, qos) = (run_id.clone(), plan.addr, plan.version, plan.qos);
+        let mut filters: Vec<String> = (0..plan.subscribers)
+            .map(|index| topology.subscription(index))
+            .collect();
+        filters.dedup();
+        let filters = Arc::new(filters);
+        open_many(
+            plan.stalled_subscribers as usize,
+            SETUP_CONCURRENCY,
+            move |index| {
+                let client_id = format!("mb-{run_id}-stalled{index}");
+                let filters = filters.clone();
+                async move {
+                    let mut conn = Conn::connect(addr, &client_id, version).await?;
+                    for filter in filters.iter() {
+                        conn.subscribe(filter, qos).await?;
+                    }
+                    Ok(conn)
+                }
+            },
+        )
+        .await
+    };
+    let stalled = all_ok(stalled, "stalled subscriber connections")?;
     let publishers = {
         let (run_id, addr, version) = (run_id.clone(), plan.addr, plan.version);
         open_many(plan.publishers as usize, SETUP_CONCURRENCY, move |index| {
@@ -84,8 +110,8 @@ pub async fn run(plan: &Plan) -> io::Result<(PubSubSummary, Histogram<u64>)> {
     let start = clock.now_ns() + START_DELAY.as_nanos() as u64;
     let timeline = Timeline::new(start, plan.warmup, plan.duration, plan.drain);
     eprintln!(
-        "mqtt-bench: {} publishers and {} subscribers connected (run {run_id}); warm-up {:?}, measuring {:?}",
-        plan.publishers, plan.subscribers, plan.warmup, plan.duration
+        "mqtt-bench: {} publishers, {} subscribers and {} stalled subscribers connected (run {run_id}); warm-up {:?}, measuring {:?}",
+        plan.publishers, plan.subscribers, plan.stalled_subscribers, plan.warmup, plan.duration
     );
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -182,6 +208,7 @@ pub async fn run(plan: &Plan) -> io::Result<(PubSubSummary, Histogram<u64>)> {
     }
     let _ = progress.await;
     let (broker_cpu_pct, bench_cpu_pct) = cpu.await.unwrap_or((None, None));
+    drop(stalled);
     if plan.persistent {
         end_sessions(plan, &run_id).await;
     }
@@ -335,6 +362,7 @@ fn summarize(
         payload: plan.payload,
         publishers: plan.publishers,
         subscribers: plan.subscribers,
+        stalled_subscribers: plan.stalled_subscribers,
         rate: plan.rate,
         window: plan.window,
         duration_s: timeline.window_secs(),

@@ -67,6 +67,8 @@ pub struct PubSubSummary {
     pub payload: usize,
     pub publishers: u32,
     pub subscribers: u32,
+    /// Subscribers that never read, on top of `subscribers`.
+    pub stalled_subscribers: u32,
     /// Open-loop total rate, or `None` for closed loop.
     pub rate: Option<f64>,
     pub window: usize,
@@ -124,6 +126,7 @@ impl PubSubSummary {
         put("payload", json!(self.payload));
         put("publishers", json!(self.publishers));
         put("subscribers", json!(self.subscribers));
+        put("stalled_subscribers", json!(self.stalled_subscribers));
         put(
             "mode",
             json!(if self.rate.is_some() {
@@ -192,6 +195,10 @@ impl PubSubSummary {
             format!("{mode}, persistent subscribers")
         } else {
             mode
+        };
+        let mode = match self.stalled_subscribers {
+            0 => mode,
+            stalled => format!("{mode}, {stalled} stalled subscribers"),
         };
         let cpu = |value: Option<f64>| value.map_or("n/a".to_string(), |v| format!("{v:.0} %"));
         let mut notes = format!(
@@ -452,6 +459,7 @@ mod tests {
             payload: 64,
             publishers: 4,
             subscribers: 4,
+            stalled_subscribers: 0,
             rate: None,
             window: 64,
             duration_s: 2.0,
