@@ -144,11 +144,11 @@ pub struct Args {
     #[argh(option, arg_name = "MS")]
     pub subscriber_stall_timeout_ms: Option<u64>,
 
-    /// bytes all send buffers together may hold; beyond it QoS 0 messages go only to clients
-    /// with less than 64 KiB unsent, so slow readers are dropped for first, at least 1048576
-    /// (default: 268435456)
+    /// bytes all send buffers and partly received large packets together may hold; beyond it
+    /// QoS 0 messages go only to clients with less than 64 KiB unsent and large packets wait
+    /// before they grow their buffer, at least 1048576 (default: 268435456)
     #[argh(option, arg_name = "BYTES")]
-    pub output_budget: Option<usize>,
+    pub buffer_budget: Option<usize>,
 
     /// unacknowledged QoS 1/2 publishes an MQTT 5 client may send the broker, 1 to 65535
     /// (default: 65535)
@@ -218,7 +218,7 @@ pub struct Settings {
     pub max_queued_bytes: usize,
     pub max_outbound_buffer: usize,
     pub subscriber_stall_timeout: Duration,
-    pub output_budget: usize,
+    pub buffer_budget: usize,
     pub receive_maximum: u16,
     pub topic_alias_maximum: u16,
     pub max_subscriptions_per_client: usize,
@@ -306,8 +306,8 @@ struct FileSettings {
     max_outbound_buffer: Option<i64>,
     #[serde(alias = "subscriber_stall_timeout_ms")]
     subscriber_stall_timeout_ms: Option<i64>,
-    #[serde(alias = "output_budget")]
-    output_budget: Option<i64>,
+    #[serde(alias = "buffer_budget")]
+    buffer_budget: Option<i64>,
     #[serde(alias = "receive_maximum")]
     receive_maximum: Option<i64>,
     #[serde(alias = "topic_alias_maximum")]
@@ -354,7 +354,7 @@ const KNOWN_KEYS: &[&str] = &[
     "max-queued-bytes",
     "max-outbound-buffer",
     "subscriber-stall-timeout-ms",
-    "output-budget",
+    "buffer-budget",
     "receive-maximum",
     "topic-alias-maximum",
     "max-subscriptions-per-client",
@@ -653,11 +653,11 @@ impl Settings {
                 u64::try_from(defaults.stall_timeout.as_millis()).unwrap_or(u64::MAX),
                 Bound::Between(0, 3_600_000),
             )?),
-            output_budget: layers.int(
-                "output-budget",
-                args.output_budget,
-                f.output_budget,
-                defaults.output_budget,
+            buffer_budget: layers.int(
+                "buffer-budget",
+                args.buffer_budget,
+                f.buffer_budget,
+                defaults.buffer_budget,
                 Bound::AtLeast(1 << 20),
             )?,
             // MQTT 5 makes a Receive Maximum of 0 a protocol error.
@@ -725,7 +725,7 @@ impl Settings {
             max_queued_bytes: self.max_queued_bytes,
             max_outbound_buffer: self.max_outbound_buffer,
             stall_timeout: self.subscriber_stall_timeout,
-            output_budget: self.output_budget,
+            buffer_budget: self.buffer_budget,
             topic_alias_maximum: self.topic_alias_maximum,
             max_subscriptions_per_client: self.max_subscriptions_per_client,
             max_topic_levels: self.max_topic_levels,
@@ -1009,7 +1009,7 @@ mod tests {
         assert_eq!(settings.connect_timeout, Duration::from_secs(20));
         assert_eq!(settings.max_outbound_buffer, 4_194_304);
         assert_eq!(settings.subscriber_stall_timeout, Duration::from_secs(1));
-        assert_eq!(settings.output_budget, 268_435_456);
+        assert_eq!(settings.buffer_budget, 268_435_456);
         assert_eq!(settings.max_retained_per_subscribe, 0);
         assert_eq!(settings.expiry_sweep_interval, Duration::from_secs(10));
     }

@@ -436,6 +436,7 @@ runtime_tests!(
     cross_shard_qos1_flood_keeps_a_persistent_subscriber_served,
     closed_loop_across_shards_loses_no_acknowledged_message,
     a_subscriber_that_never_reads_holds_no_publisher_back,
+    large_packets_past_the_buffer_budget_all_arrive,
 );
 
 /// Messages each flow-control case publishes.
@@ -528,6 +529,73 @@ async fn a_subscriber_that_never_reads_holds_no_publisher_back(runtime: &str) {
         .publish_window(&lonely_topic, v3::QoS::AtLeastOnce, FLOW_MESSAGES)
         .await;
     drop(stalled);
+}
+
+/// Bytes of each publish in `large_packets_past_the_buffer_budget_all_arrive`: 256 reads of the
+/// default size.
+const LARGE_PAYLOAD: usize = 2 << 20;
+
+/// Four 2 MiB publishes arriving at once, past a buffer budget of 1 MiB (512 KiB per shard):
+/// every reader but the one whose packet started first waits before it grows its buffer, and
+/// each packet still gets in whole, is acknowledged and delivered.
+async fn large_packets_past_the_buffer_budget_all_arrive(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &["--buffer-budget", "1048576"]) else {
+        return;
+    };
+    let port = broker.port;
+    let base = unique("large");
+    let topic = format!("{base}/t");
+    let large_options = |id: String| {
+        let mut options = v3::options(port, &id);
+        options.set_max_packet_size(2 * LARGE_PAYLOAD, 2 * LARGE_PAYLOAD);
+        options
+    };
+    let (mut subscriber, _) =
+        v3::Client::connect_with(large_options(format!("{base}-subscriber"))).await;
+    subscriber.subscribe(&topic, v3::QoS::AtLeastOnce).await;
+    let publishers: Vec<_> = (0..4u8)
+        .map(|marker| {
+            let options = large_options(format!("{base}-publisher-{marker}"));
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                let (mut publisher, _) = v3::Client::connect_with(options).await;
+                publisher
+                    .publish(
+                        &topic,
+                        v3::QoS::AtLeastOnce,
+                        false,
+                        vec![marker; LARGE_PAYLOAD],
+                    )
+                    .await;
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher
+            .await
+            .expect("every large publish is acknowledged");
+    }
+    let mut markers: Vec<u8> = subscriber
+        .collect(4)
+        .await
+        .iter()
+        .map(|publish| {
+            assert_eq!(
+                publish.payload.len(),
+                LARGE_PAYLOAD,
+                "{runtime}: whole payload"
+            );
+            let marker = publish.payload[0];
+            assert!(
+                publish.payload.iter().all(|&byte| byte == marker),
+                "{runtime}: payload {marker} arrived unmixed"
+            );
+            marker
+        })
+        .collect();
+    markers.sort_unstable();
+    assert_eq!(markers, [0, 1, 2, 3], "{runtime}: each publish once");
+    subscriber.assert_quiet("no more than was published").await;
 }
 
 /// Messages the subscriber must get while the flood is still going.

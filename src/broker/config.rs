@@ -40,10 +40,11 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// Bytes waiting in a connection's send buffer above which QoS 0 messages to it are dropped.
     pub max_outbound_buffer: usize,
-    /// Bytes all of this core's send buffers together may hold before QoS 0 messages go only
-    /// to clients with less than `TIGHT_OUTBOUND_BUFFER` unsent: under memory pressure the slow
-    /// readers are dropped for first, and the ones that keep up go on being served.
-    pub output_budget: usize,
+    /// Bytes this core's send buffers (and, in the runtime, its partly received large packets)
+    /// together may hold before QoS 0 messages go only to clients with less than
+    /// `TIGHT_OUTBOUND_BUFFER` unsent: under memory pressure the slow readers are dropped for
+    /// first, and the ones that keep up go on being served.
+    pub buffer_budget: usize,
     /// Topic aliases a v5 client may use towards the broker (CONNACK Topic Alias Maximum).
     pub topic_alias_maximum: u16,
     /// Subscriptions one session may hold; 0 means no limit.
@@ -84,7 +85,7 @@ impl Default for Config {
             max_queued_bytes: 64 * 1024 * 1024,
             stall_timeout: Duration::from_secs(1),
             max_outbound_buffer: 4 * 1024 * 1024,
-            output_budget: 256 * 1024 * 1024,
+            buffer_budget: 256 * 1024 * 1024,
             topic_alias_maximum: 10,
             max_subscriptions_per_client: 0,
             max_topic_levels: 0,

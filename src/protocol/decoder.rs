@@ -130,8 +130,28 @@ impl Decoder {
 /// packet's end: left to `BytesMut`'s doubling, a 64 MiB PUBLISH would sit in 128 MiB until its
 /// payload has been delivered.
 pub fn reserve_for_read(buf: &mut BytesMut, read_size: usize) {
-    if buf.capacity() - buf.len() >= read_size / 4 {
-        return;
+    if let Some(growth) = large_packet_growth(buf, read_size) {
+        // `reserve_exact` on the vector underneath, as `BytesMut::reserve` rounds up to a
+        // doubling. Back through `Bytes`, which keeps the vector's spare capacity, so nothing
+        // is copied.
+        let mut vec = Vec::from(std::mem::take(buf));
+        vec.reserve_exact(growth);
+        *buf = BytesMut::from(Bytes::from(vec));
+    } else if needs_room(buf, read_size) {
+        buf.reserve(read_size);
+    }
+}
+
+fn needs_room(buf: &BytesMut, read_size: usize) -> bool {
+    buf.capacity() - buf.len() < read_size / 4
+}
+
+/// The bytes `reserve_for_read` is about to add to `buf` for a packet larger than a read (what
+/// the runtime weighs against its memory budget first), or `None` when it adds at most one
+/// read's worth.
+pub fn large_packet_growth(buf: &BytesMut, read_size: usize) -> Option<usize> {
+    if !needs_room(buf, read_size) {
+        return None;
     }
     let packet_len = match FixedHeader::parse(buf) {
         Ok(Some(header)) => header.packet_len(),
@@ -139,14 +159,9 @@ pub fn reserve_for_read(buf: &mut BytesMut, read_size: usize) {
     };
     let missing = packet_len.saturating_sub(buf.len());
     if packet_len <= read_size || missing == 0 {
-        buf.reserve(read_size);
-        return;
+        return None;
     }
-    // `reserve_exact` on the vector underneath, as `BytesMut::reserve` rounds up to a doubling.
-    // Back through `Bytes`, which keeps the vector's spare capacity, so nothing is copied.
-    let mut vec = Vec::from(std::mem::take(buf));
-    vec.reserve_exact(missing.min(vec.len().max(read_size)));
-    *buf = BytesMut::from(Bytes::from(vec));
+    Some(missing.min(buf.len().max(read_size)))
 }
 
 #[cfg(test)]

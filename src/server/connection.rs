@@ -13,9 +13,10 @@ use futures_lite::future;
 use mqtt_broker_shards::Io;
 use tracing::{debug, warn};
 
+use super::large_packets::LargePacketTicket;
 use super::shard::{ConnHandle, Envelope, Shard, TICK};
 use crate::broker::ConnId;
-use crate::protocol::decoder::reserve_for_read;
+use crate::protocol::decoder::{large_packet_growth, reserve_for_read};
 use crate::protocol::Connect;
 
 enum ReadOutcome {
@@ -55,6 +56,7 @@ pub(super) async fn read_loop<I: Io>(
     let read_buffer_size = shard.shared.options.read_buffer_size;
     // The last read filled the buffer, so more is waiting: read again without asking first.
     let mut more_waiting = false;
+    let mut large_packet = LargePacketTicket::new(&shard.large_packets);
     loop {
         if let Some((to, connect)) = handle.hand_over.borrow_mut().take() {
             return hand_over(&shard, conn, &handle, reader, to, connect, buf);
@@ -98,7 +100,14 @@ pub(super) async fn read_loop<I: Io>(
             waited = waited_for_data;
             buf = shard.take_buffer();
         } else {
+            if let Some(growth) = large_packet_growth(&buf, read_buffer_size) {
+                let capacity = buf.capacity();
+                if !wait_to_grow(&shard, &handle, &mut large_packet, capacity, growth).await {
+                    break;
+                }
+            }
             reserve_for_read(&mut buf, read_buffer_size);
+            large_packet.update(buf.capacity(), read_buffer_size);
         }
         let spare = buf.capacity() - buf.len();
         let reading = std::mem::take(&mut buf);
@@ -126,6 +135,7 @@ pub(super) async fn read_loop<I: Io>(
                 more_waiting = filled;
                 let now = shard.now();
                 publishing = shard.broker.borrow_mut().handle_bytes(conn, &mut buf, now);
+                large_packet.update(buf.capacity(), read_buffer_size);
                 shard.pump();
                 // On a readiness backend a read of a busy socket completes without waiting, so
                 // a flooding client would keep this task running and starve the writers and
@@ -150,6 +160,36 @@ pub(super) async fn read_loop<I: Io>(
     shard.start_writer(conn, &handle);
     shard.pump();
     shard.return_buffer(buf);
+}
+
+/// Waits until the shard's buffer budget lets this reader grow its buffer by `growth` bytes
+/// for a packet larger than a read; false when the connection must stop reading meanwhile.
+async fn wait_to_grow<I: Io>(
+    shard: &Shard<I>,
+    handle: &ConnHandle<I>,
+    ticket: &mut LargePacketTicket<'_>,
+    capacity: usize,
+    growth: usize,
+) -> bool {
+    let budget = shard.shared.options.broker.buffer_budget;
+    loop {
+        let unsent = shard.broker.borrow().unsent_output();
+        if ticket.may_grow(capacity, growth, unsent, budget) {
+            return true;
+        }
+        // Rare (large packets past the budget), so polled rather than woken.
+        let wait = async {
+            Box::pin(I::sleep(TICK)).await;
+            true
+        };
+        let stop = async {
+            handle.stop_reading.notified().await;
+            false
+        };
+        if !future::or(wait, stop).await {
+            return false;
+        }
+    }
 }
 
 pin_project_lite::pin_project! {

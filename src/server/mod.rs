@@ -15,6 +15,7 @@
 
 mod connection;
 pub(crate) mod journal;
+mod large_packets;
 mod listen;
 pub(crate) mod recovery;
 mod shard;
@@ -139,7 +140,7 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     let shard_count = options.shards.max(1);
     options.persistence.configure(&mut options.broker);
     // Each shard's core spends its share of the send buffer budget.
-    options.broker.output_budget /= shard_count;
+    options.broker.buffer_budget /= shard_count;
     let (store, starts) = recovery::open(&options.data_dir, &options.persistence, shard_count)?;
     let listeners = listen::bind_all(&options.listen, shard_count)?;
     // Installed before announcing the address, so a signal sent as soon as a supervisor sees

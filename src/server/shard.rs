@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use super::connection;
 use super::journal::ShardJournal;
+use super::large_packets::LargePackets;
 use super::recovery::{self, ShardStart};
 use super::Shared;
 use crate::broker::{Broker, ConnId, Event, ShardMessage, Timestamp};
@@ -94,6 +95,8 @@ pub(super) struct Shard<I: Io> {
     pub resume: Notify,
     /// How many are waiting; the pacer runs while there are some.
     pub paused: Cell<usize>,
+    /// Packets larger than a read being received, which share the buffer budget.
+    pub large_packets: RefCell<LargePackets>,
 }
 
 impl Envelope {
@@ -293,6 +296,7 @@ pub(super) async fn run<I: Io>(
         journal: ShardJournal::new(start.writer),
         resume: Notify::new(),
         paused: Cell::new(0),
+        large_packets: RefCell::new(LargePackets::default()),
     });
     // Tell the other shards about the restored subscriptions, wait until they have all done
     // the same, and take in what they said before any client is served.

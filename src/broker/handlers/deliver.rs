@@ -274,7 +274,7 @@ impl Broker {
             Admission::Send if delivery.qos == QoS::AtMostOnce => {
                 let conn = session.connection;
                 let backlog = conn.map(|conn| self.pending_output(conn));
-                let limit = if self.output_bytes > self.config.output_budget {
+                let limit = if self.output_bytes > self.config.buffer_budget {
                     TIGHT_OUTBOUND_BUFFER
                 } else {
                     self.config.max_outbound_buffer
@@ -553,7 +553,7 @@ impl Broker {
 }
 
 /// A connection's send buffer limit for QoS 0 while all send buffers together are over
-/// `Config::output_budget`: enough for a client that keeps up to go on at full speed.
+/// `Config::buffer_budget`: enough for a client that keeps up to go on at full speed.
 const TIGHT_OUTBOUND_BUFFER: usize = 64 * 1024;
 
 /// What becomes of one delivery; see `Broker::admission`.

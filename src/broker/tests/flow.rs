@@ -285,9 +285,9 @@ fn unsent_output_counts_what_send_buffers_hold_until_taken_or_closed() {
 }
 
 #[test]
-fn over_the_output_budget_qos0_goes_only_to_clients_with_little_unsent() {
+fn over_the_buffer_budget_qos0_goes_only_to_clients_with_little_unsent() {
     let config = Config {
-        output_budget: 100 * 1024,
+        buffer_budget: 100 * 1024,
         ..Config::default()
     };
     let mut sim = Sim::with_config(1, config);
