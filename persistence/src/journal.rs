@@ -19,6 +19,11 @@
 //! Segments are created complete (header written to a `.tmp`, fsynced, renamed, directory
 //! fsynced), so a segment's header is never torn: a bad header is always corruption.
 //!
+//! Every format version keeps the magic, the version field and the checksum of bytes 0..32 at
+//! 32..36 where they are (a newer version may change the rest, and add to the header after byte
+//! 36). So the checksum is verified before the version is believed: a flipped bit in the
+//! version field is damage, set aside like any other, not a file from a newer build.
+//!
 //! It must never open a segment for anything but appending or reading whole, and never map one
 //! into memory (a journal that is truncated under a mapping raises SIGBUS).
 
@@ -74,24 +79,21 @@ impl SegmentHeader {
         out
     }
 
-    /// Reads a header. The version is checked before the checksum, so a file from a newer
-    /// format (whose header may differ) is reported as such rather than as damage.
+    /// Reads a header. The checksum, which every format version keeps in place, is checked
+    /// before the version: only an intact header from another version is reported as such.
     pub(crate) fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderProblem> {
-        if bytes.len() < 12 {
+        if bytes.len() < HEADER_LEN {
             return Err(HeaderProblem::Corrupt("file shorter than a segment header"));
         }
         if bytes[0..8] != MAGIC {
             return Err(HeaderProblem::Corrupt("bad magic: not a journal segment"));
         }
+        if crc32c::crc32c(&bytes[0..32]) != u32_at(bytes, 32) {
+            return Err(HeaderProblem::Corrupt("segment header checksum mismatch"));
+        }
         let version = u32_at(bytes, 8);
         if version != JOURNAL_VERSION {
             return Err(HeaderProblem::Version(version));
-        }
-        if bytes.len() < HEADER_LEN {
-            return Err(HeaderProblem::Corrupt("file shorter than a segment header"));
-        }
-        if crc32c::crc32c(&bytes[0..32]) != u32_at(bytes, 32) {
-            return Err(HeaderProblem::Corrupt("segment header checksum mismatch"));
         }
         Ok(SegmentHeader {
             stream: u32_at(bytes, 12),
@@ -252,22 +254,33 @@ mod tests {
     }
 
     #[test]
-    fn header_round_trip_and_version_first() {
+    fn header_round_trip_and_checksum_before_version() {
         let header = SegmentHeader {
             stream: 3,
             start: Lsn(10),
             base: Lsn(4),
         };
-        let mut bytes = header.encode();
+        let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
-        bytes[33] ^= 1;
-        assert!(matches!(
-            SegmentHeader::decode(&bytes),
-            Err(HeaderProblem::Corrupt(_))
-        ));
-        bytes[8] = 2;
+        // Any flipped bit is damage, the version field's included.
+        for bit in 0..HEADER_LEN * 8 {
+            let mut damaged = bytes;
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                matches!(
+                    SegmentHeader::decode(&damaged),
+                    Err(HeaderProblem::Corrupt(_))
+                ),
+                "bit {bit}"
+            );
+        }
+        // An intact header of another version is that version.
+        let mut newer = bytes;
+        newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c(&newer[0..32]);
+        newer[32..36].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
-            SegmentHeader::decode(&bytes),
+            SegmentHeader::decode(&newer),
             Err(HeaderProblem::Version(2))
         );
     }

@@ -16,6 +16,10 @@
 //! sections: each starts at an 8-byte aligned offset, zero padding between them
 //! ```
 //!
+//! Every format version keeps the magic, the version field and the checksum of bytes 0..44 at
+//! 44..48 where they are, so the checksum is verified before the version is believed: a flipped
+//! bit in the version field is damage, not a file from a newer build.
+//!
 //! Writing: `snap-<lsn>.snap.tmp`, fsync, rename to `snap-<lsn>.snap`, fsync the directory. A
 //! renamed snapshot is never written again, so mapping it is sound; deleting a mapped snapshot is
 //! harmless on Unix (the mapping keeps the inode).
@@ -127,10 +131,10 @@ pub(crate) enum SnapshotProblem {
     Io(StoreError),
 }
 
-/// Reads only the format version of a snapshot file, if it has a recognisable header.
+/// Reads only the format version of a snapshot file, if it has an intact header.
 pub(crate) fn peek_version(path: &Path) -> Result<Option<u32>, StoreError> {
     use std::io::Read;
-    let mut head = [0u8; 12];
+    let mut head = [0u8; HEADER_LEN];
     let mut file = File::open(path).map_err(io_err("open", path))?;
     let mut got = 0;
     while got < head.len() {
@@ -139,12 +143,10 @@ pub(crate) fn peek_version(path: &Path) -> Result<Option<u32>, StoreError> {
             n => got += n,
         }
     }
-    if head[0..8] != MAGIC {
+    if head[0..8] != MAGIC || crc32c::crc32c(&head[0..44]) != u32_at(&head, 44) {
         return Ok(None);
     }
-    Ok(Some(u32::from_le_bytes(
-        head[8..12].try_into().expect("4 bytes"),
-    )))
+    Ok(Some(u32_at(&head, 8)))
 }
 
 /// A verified snapshot, mapped read-only. Sections borrow from the mapping: deserialize them
@@ -213,7 +215,7 @@ impl MappedSnapshot {
             .metadata()
             .map_err(|e| SnapshotProblem::Io(io_err("stat", path)(e)))?
             .len();
-        if file_len < 12 {
+        if file_len < HEADER_LEN as u64 {
             return corrupt(format!(
                 "file of {file_len} bytes is shorter than a snapshot header"
             ));
@@ -228,15 +230,12 @@ impl MappedSnapshot {
         if bytes[0..8] != MAGIC {
             return corrupt("bad magic: not a snapshot".into());
         }
+        if crc32c::crc32c(&bytes[0..44]) != u32_at(bytes, 44) {
+            return corrupt("snapshot header checksum mismatch".into());
+        }
         let version = u32_at(bytes, 8);
         if version != SNAPSHOT_VERSION {
             return Err(SnapshotProblem::Version(version));
-        }
-        if bytes.len() < HEADER_LEN {
-            return corrupt("file is shorter than a snapshot header".into());
-        }
-        if crc32c::crc32c(&bytes[0..44]) != u32_at(bytes, 44) {
-            return corrupt("snapshot header checksum mismatch".into());
         }
         let header_stream = u32_at(bytes, 12) as usize;
         if header_stream != stream {
