@@ -622,3 +622,99 @@ fn a_second_broker_on_the_same_data_directory_is_refused() {
     );
     first.stop();
 }
+
+/// A broker restarted the moment the last one was killed starts (on io_uring the dead one's
+/// listening sockets outlive it by some milliseconds, which once failed the start with "address
+/// in use"), and a client that connects as soon as the port accepts is served: every connection
+/// the port accepts gets a CONNACK. (The probe that checks the port is free once listened for a
+/// moment and reset whoever connected to it.)
+#[test]
+fn restarts_right_after_kill_9_start_and_serve_the_first_connections() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::atomic::AtomicBool;
+
+    /// 3.1.1 CONNECT, clean session, empty client id.
+    const CONNECT: [u8; 14] = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 0];
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    // The client holds off while a broker is killed: a reset then is the kill's doing.
+    let hold = Arc::new(AtomicBool::new(true));
+    let holding = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let (hold, holding, served) = (hold.clone(), holding.clone(), served.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            loop {
+                while hold.load(Ordering::SeqCst) {
+                    holding.store(true, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                holding.store(false, Ordering::SeqCst);
+                let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                };
+                stream.set_read_timeout(Some(WAIT)).unwrap();
+                let mut connack = [0u8; 4];
+                let answered = stream
+                    .write_all(&CONNECT)
+                    .and_then(|()| stream.read_exact(&mut connack));
+                match answered {
+                    Ok(()) if connack == [0x20, 2, 0, 0] => {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(()) => return Err(format!("answered {connack:02x?}")),
+                    Err(error) => {
+                        return Err(format!("accepted, then not served: {error}"));
+                    }
+                }
+            }
+        })
+    };
+    // Whether the killed broker's listening sockets are gone: connections that reach them
+    // before are reset with them, whatever the next broker does.
+    let refused = || TcpStream::connect(("127.0.0.1", port)).is_err();
+    for round in 0..6 {
+        // Even rounds: the client is already knocking when the broker starts. Odd ones: the
+        // broker starts at once after the kill, and the client once it listens.
+        let knocking = round % 2 == 0;
+        if knocking {
+            let deadline = Instant::now() + WAIT;
+            while !refused() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the killed broker's port stays open"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            hold.store(false, Ordering::SeqCst);
+        }
+        let broker = Broker::start(dir.path(), &["--listen", &listen]);
+        hold.store(false, Ordering::SeqCst);
+        let before = served.load(Ordering::SeqCst);
+        let deadline = Instant::now() + WAIT;
+        while served.load(Ordering::SeqCst) < before + 20 && !client.is_finished() {
+            assert!(Instant::now() < deadline, "round {round}: no client served");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        hold.store(true, Ordering::SeqCst);
+        while !holding.load(Ordering::SeqCst) && !client.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        broker.crash();
+        if client.is_finished() {
+            break;
+        }
+    }
+    if client.is_finished() {
+        let outcome = client.join().expect("client thread");
+        panic!("a connection was reset right after a start: {outcome:?}");
+    }
+    assert!(served.load(Ordering::SeqCst) >= 100);
+}

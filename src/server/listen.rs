@@ -3,11 +3,19 @@
 //! queue. Elsewhere one listener per address serves, on shard 0, and connections reach their
 //! shards by hand-over.
 
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tracing::info;
 
 use super::ServerError;
+
+/// How long an address found in use is tried again at start. A broker killed a moment ago
+/// keeps its listening sockets until the kernel has torn down its io_uring ring, some tens of
+/// milliseconds after the process is gone, and a supervisor restarts it sooner than that.
+const IN_USE_RETRY: Duration = Duration::from_secs(2);
 
 /// Listeners per address: one per shard where SO_REUSEPORT is available, else one.
 pub(super) fn bind_all(
@@ -18,12 +26,17 @@ pub(super) fn bind_all(
         .iter()
         .map(|&requested| {
             // SO_REUSEPORT would let this bind share a port with another broker of the same
-            // user; bind once without it first, so a port in use fails as it should.
-            let probe = bind_exclusive(requested)?;
-            let free = probe.local_addr().map_err(|source| ServerError::Listen {
-                addr: requested,
-                source,
-            })?;
+            // user; bind once without it first, so a port in use fails as it should. The probe
+            // never listens: a client that connected to it would be reset when it is dropped.
+            let probe = bind_exclusive_retrying(requested)?;
+            let free = probe
+                .local_addr()
+                .ok()
+                .and_then(|addr| addr.as_socket())
+                .ok_or_else(|| ServerError::Listen {
+                    addr: requested,
+                    source: std::io::Error::other("no local address after bind"),
+                })?;
             drop(probe);
             let first = bind_one(free)?;
             // Port 0 picks a free port once; the other shards share that port.
@@ -60,21 +73,50 @@ pub(super) fn distribute(listeners: Vec<Vec<TcpListener>>, shards: usize) -> Vec
     per_shard
 }
 
-fn bind_exclusive(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr).map_err(|source| ServerError::Listen { addr, source })
+/// `bind_exclusive`, tried again for `IN_USE_RETRY` while the address is in use.
+fn bind_exclusive_retrying(addr: SocketAddr) -> Result<Socket, ServerError> {
+    let deadline = Instant::now() + IN_USE_RETRY;
+    let mut said = false;
+    loop {
+        match bind_exclusive(addr) {
+            Err(ServerError::Listen { source, .. })
+                if source.kind() == ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                if !said {
+                    info!(%addr, "address in use; trying again for {IN_USE_RETRY:?} in case a broker that just stopped still holds it");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            bound => return bound,
+        }
+    }
+}
+
+/// A socket bound to `addr` without SO_REUSEPORT and not listening: it takes no connections.
+fn bind_exclusive(addr: SocketAddr) -> Result<Socket, ServerError> {
+    let error = |source| ServerError::Listen { addr, source };
+    let socket = new_socket(addr).map_err(error)?;
+    socket.set_reuse_address(true).map_err(error)?;
+    socket.bind(&addr.into()).map_err(error)?;
+    Ok(socket)
+}
+
+fn new_socket(addr: SocketAddr) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // Let "[::]" and "0.0.0.0" be given together, as separate listeners.
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
 }
 
 fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     let error = |source| ServerError::Listen { addr, source };
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(error)?;
+    let socket = new_socket(addr).map_err(error)?;
     socket.set_reuse_address(true).map_err(error)?;
     #[cfg(target_os = "linux")]
     socket.set_reuse_port(true).map_err(error)?;
-    if addr.is_ipv6() {
-        // Let "[::]" and "0.0.0.0" be given together, as separate listeners.
-        socket.set_only_v6(true).map_err(error)?;
-    }
     socket.set_nonblocking(true).map_err(error)?;
     socket.bind(&addr.into()).map_err(error)?;
     socket.listen(1024).map_err(error)?;
