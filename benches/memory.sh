@@ -125,8 +125,10 @@ broker_command() {
             printf '%s\n' mosquitto -c "$dir/mosquitto.conf"
             ;;
         ours)
+            # The protocol's packet limit, as mosquitto's, for the big messages.
             printf '%s\n' "$OURS_BINARY" --listen "127.0.0.1:$port" --shards "$SHARDS" \
-                --runtime "$RUNTIME" --data-dir "$dir/data" --log-level warn
+                --runtime "$RUNTIME" --data-dir "$dir/data" --log-level warn \
+                --max-packet-size 268435460
             # shellcheck disable=SC2086
             [ -z "$OURS_ARGS" ] || printf '%s\n' $OURS_ARGS
             ;;

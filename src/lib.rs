@@ -15,6 +15,7 @@
 pub mod allocator;
 pub mod app;
 pub mod broker;
+pub mod connection_rate;
 pub mod protocol;
 pub mod server;
 pub mod settings;

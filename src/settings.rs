@@ -84,6 +84,11 @@ pub struct Args {
     #[argh(option, arg_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// new connections per second from one source address (a burst of as many is allowed);
+    /// more are closed before anything is read from them, 0 = no limit (default: 0)
+    #[argh(option, arg_name = "N")]
+    pub max_connection_rate: Option<u32>,
+
     /// bytes each connection reads from its socket at a time; at least 512 (default: 8192)
     #[argh(option, arg_name = "BYTES")]
     pub read_buffer_size: Option<usize>,
@@ -115,7 +120,8 @@ pub struct Args {
     #[argh(option, arg_name = "SECONDS")]
     pub expiry_sweep_interval: Option<u64>,
 
-    /// largest packet accepted, in bytes, 64 to 268435460 (default: 268435460)
+    /// largest packet accepted, in bytes, 64 to 268435460 (the protocol's limit); announced
+    /// to MQTT 5 clients (default: 33554432)
     #[argh(option, arg_name = "BYTES")]
     pub max_packet_size: Option<usize>,
 
@@ -208,6 +214,7 @@ pub struct Settings {
     /// A level or an `EnvFilter` directive, already checked to parse.
     pub log_level: String,
     pub max_connections: usize,
+    pub max_connection_rate: u32,
     pub session_expiry: u32,
     pub max_session_expiry: Option<u32>,
     pub max_keepalive: u16,
@@ -280,6 +287,8 @@ struct FileSettings {
     runtime: Option<String>,
     #[serde(alias = "max_connections")]
     max_connections: Option<i64>,
+    #[serde(alias = "max_connection_rate")]
+    max_connection_rate: Option<i64>,
     #[serde(alias = "read_buffer_size")]
     read_buffer_size: Option<i64>,
     #[serde(alias = "initial_pool_size")]
@@ -341,6 +350,7 @@ const KNOWN_KEYS: &[&str] = &[
     "shards",
     "runtime",
     "max-connections",
+    "max-connection-rate",
     "read-buffer-size",
     "initial-pool-size",
     "connect-timeout",
@@ -587,6 +597,13 @@ impl Settings {
                 defaults.max_connections,
                 Bound::AtLeast(1),
             )?,
+            max_connection_rate: layers.int(
+                "max-connection-rate",
+                args.max_connection_rate,
+                f.max_connection_rate,
+                0u32,
+                Bound::U32,
+            )?,
             session_expiry: layers.int(
                 "session-expiry",
                 args.session_expiry,
@@ -746,6 +763,7 @@ impl Settings {
             pin_cores: self.pin_cores,
             read_buffer_size: self.read_buffer_size,
             initial_pool_size: self.initial_pool_size,
+            max_connection_rate: self.max_connection_rate,
             broker: self.broker_config(),
             data_dir: self.data_dir.clone(),
             persistence: self.persistence.clone(),
@@ -995,7 +1013,7 @@ mod tests {
         assert_eq!(settings.session_expiry, 3600);
         assert_eq!(settings.max_session_expiry, None);
         assert_eq!(settings.max_keepalive, 65_535);
-        assert_eq!(settings.max_packet_size, 268_435_460);
+        assert_eq!(settings.max_packet_size, 33_554_432);
         assert_eq!(settings.log_level, "info");
         assert_eq!(settings.max_inflight, 1024);
         assert_eq!(settings.max_queued_messages, 10_000);

@@ -41,6 +41,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
 use crate::broker::{self, Broker, ConnId, Event, Timestamp};
+use crate::connection_rate::ConnectionRate;
 use crate::protocol::decoder::reserve_for_read;
 use crate::server::journal::ShardJournal;
 use crate::server::recovery::{self, ShardStart};
@@ -106,6 +107,7 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     serve(
         listeners,
         options.read_buffer_size,
+        ConnectionRate::new(options.max_connection_rate),
         config,
         storage,
         stop_rx,
@@ -154,6 +156,7 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SyncServerError> 
 fn serve(
     listeners: Vec<(TcpListener, SocketAddr)>,
     read_buffer_size: usize,
+    connection_rate: ConnectionRate,
     config: broker::Config,
     storage: Storage,
     stop: mpsc::Receiver<()>,
@@ -173,6 +176,7 @@ fn serve(
         next_conn: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
         read_buffer_size: read_buffer_size.max(64),
+        connection_rate,
     });
     {
         let mut core = shared.lock();
@@ -279,6 +283,7 @@ struct Shared {
     /// Set at shutdown: acceptors drop new connections, the timer stops.
     stopping: AtomicBool,
     read_buffer_size: usize,
+    connection_rate: ConnectionRate,
 }
 
 impl Shared {
@@ -400,7 +405,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             return;
         }
         match stream {
-            Ok(stream) => start_connection(shared, stream),
+            Ok(stream) => {
+                let admitted = stream
+                    .peer_addr()
+                    .is_ok_and(|peer| shared.connection_rate.admit(peer.ip(), Instant::now()));
+                if admitted {
+                    start_connection(shared, stream);
+                }
+            }
             Err(error) => {
                 // Out of file descriptors or a transient network error: back off briefly
                 // instead of spinning.
@@ -608,7 +620,16 @@ mod tests {
         let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).expect("bind");
         let (stop_tx, stop_rx) = mpsc::channel();
         let server = thread::spawn(move || {
-            serve(vec![(listener, addr)], 4096, config, storage, stop_rx).expect("serve");
+            let unlimited = ConnectionRate::new(0);
+            serve(
+                vec![(listener, addr)],
+                4096,
+                unlimited,
+                config,
+                storage,
+                stop_rx,
+            )
+            .expect("serve");
         });
         (addr, stop_tx, server)
     }

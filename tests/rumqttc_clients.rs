@@ -437,6 +437,8 @@ runtime_tests!(
     closed_loop_across_shards_loses_no_acknowledged_message,
     a_subscriber_that_never_reads_holds_no_publisher_back,
     large_packets_past_the_buffer_budget_all_arrive,
+    connections_over_the_rate_limit_are_closed_unread,
+    the_final_disconnect_reaches_a_client_that_is_still_sending,
 );
 
 /// Messages each flow-control case publishes.
@@ -1372,6 +1374,103 @@ fn raw(port: u16, connect: bool) -> TcpStream {
         assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
     }
     stream
+}
+
+/// `--max-connection-rate 5`: of 20 connections opened at once from one address, the first 5
+/// (and whatever the bucket refills meanwhile) are served, the rest closed without a CONNACK;
+/// once a second has passed, the next is served again.
+async fn connections_over_the_rate_limit_are_closed_unread(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &["--max-connection-rate", "5"]) else {
+        return;
+    };
+    let port = broker.port;
+    let started = Instant::now();
+    let served = (0..20)
+        .filter(|n| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let id = format!("{}-{n}", unique("rate"));
+            // A refused connection may be closed before the CONNECT is written.
+            let _ = stream.write_all(&connect_packet(&id, 4, 0x02));
+            let answer = read_until_closed_or(&mut stream, 4);
+            match answer.as_slice() {
+                [0x20, 0x02, 0x00, 0x00] => true,
+                [] => false,
+                other => panic!("{runtime}: connection {n} got {other:02x?}"),
+            }
+        })
+        .count();
+    let refill = (started.elapsed().as_secs_f64() * 5.0).ceil() as usize;
+    assert!(
+        (5..=5 + refill).contains(&served),
+        "{runtime}: {served} of 20 served in {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut stream = raw(port, true);
+    stream.write_all(&[0xe0, 0x00]).unwrap();
+    assert!(
+        broker.logs().contains("--max-connection-rate"),
+        "{runtime}: the refusals are logged"
+    );
+}
+
+/// A v5 client over Receive Maximum (2 here) with QoS 2 is told DISCONNECT 0x93 while it is still
+/// sending (256 KiB of PINGREQs right behind the publish that broke the limit, and more once it
+/// has read the reason). The broker must not close with that input unread, which makes the
+/// kernel reset the connection: a client's writes then fail, and one that meets the failure
+/// before it reads never learns the reason (Paho's `test_flow_control2`). The broker reads and
+/// discards it instead, and closes only once the client does or a moment has passed.
+async fn the_final_disconnect_reaches_a_client_that_is_still_sending(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &["--receive-maximum", "2"]) else {
+        return;
+    };
+    for round in 0..3 {
+        let id = unique("over");
+        let case = format!("{runtime}, round {round}");
+        let mut stream = raw_v5(broker.port, &id);
+        let mut burst = Vec::new();
+        for packet_id in 1..=3u8 {
+            // PUBLISH QoS 2, topic "t", packet id, no properties, payload "x".
+            burst.extend_from_slice(&[0x34, 7, 0, 1, b't', 0, packet_id, 0, b'x']);
+        }
+        let pingreqs: Vec<u8> = std::iter::repeat_n([0xC0u8, 0x00], 128 * 1024)
+            .flatten()
+            .collect();
+        burst.extend_from_slice(&pingreqs);
+        stream.write_all(&burst).unwrap();
+        // Two PUBRECs, then DISCONNECT 0x93 with an empty property list.
+        let expected = [
+            0x50, 0x02, 0x00, 0x01, 0x50, 0x02, 0x00, 0x02, 0xE0, 0x02, 0x93, 0x00,
+        ];
+        let mut got = vec![0u8; expected.len()];
+        if let Err(error) = stream.read_exact(&mut got) {
+            panic!("{case}: reset before the DISCONNECT was read: {error}");
+        }
+        assert_eq!(got, expected, "{case}");
+        if let Err(error) = stream.write_all(&pingreqs) {
+            panic!("{case}: the broker reset the connection it closed: {error}");
+        }
+        let rest = read_until_closed(&mut stream, &case);
+        assert!(
+            rest.is_empty(),
+            "{case}: nothing after the DISCONNECT: {rest:02x?}"
+        );
+    }
+}
+
+/// The first `want` bytes the broker sends, or fewer if it closes the connection first.
+fn read_until_closed_or(stream: &mut TcpStream, want: usize) -> Vec<u8> {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut received = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match stream.read(&mut received[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    received.truncate(got);
+    received
 }
 
 fn malformed_cases(port: u16) {

@@ -73,7 +73,10 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_connections: 10_000,
-            max_packet_size: 268_435_460,
+            // 32 MiB: room for the 16 MB messages browsers and dashboards send over WebSocket
+            // and for firmware images, while a handful of clients sending the protocol's 256 MiB
+            // at once can no longer claim gigabytes (Mosquitto allows 256 MiB, EMQX 1 MiB).
+            max_packet_size: 32 * 1024 * 1024,
             max_connect_packet_size: 512 * 1024,
             connect_timeout: Duration::from_secs(20),
             session_expiry: 3600,

@@ -37,6 +37,9 @@ pub struct Connection {
     /// Effective keepalive (after Server Keep Alive); zero disables the check.
     pub keep_alive: Duration,
     pub last_received: Timestamp,
+    /// When the CONNECT was read, on whichever shard read it: of two connections of one
+    /// client, the later one stays.
+    pub connect_arrived: Timestamp,
     /// The client's Maximum Packet Size: larger messages are skipped for it.
     pub max_packet_size: usize,
     /// The client's Receive Maximum: outbound QoS 1/2 in flight to it.
@@ -84,6 +87,7 @@ impl Connection {
             client_id: ByteString::new(),
             keep_alive: Duration::ZERO,
             last_received: now,
+            connect_arrived: now,
             max_packet_size: usize::MAX,
             receive_maximum: u16::MAX,
             topic_aliases: Vec::new(),

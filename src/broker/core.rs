@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::acks::{AckHolds, Hold, PushBack};
 use super::config::Config;
 use super::connection::{Connection, Phase};
-use super::io::{ConnId, Event, ShardId, ShardMessage};
+use super::io::{ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 use super::limited_log::LimitedLog;
 use super::message::Message;
 use super::persist::{Journal, PersistRecord};
@@ -44,6 +44,8 @@ pub struct Stats {
     /// Messages skipped because they exceed the subscriber's Maximum Packet Size.
     pub too_large_dropped: u64,
     pub protocol_errors: u64,
+    /// Client publishes not routed: to `$SYS` topics.
+    pub publishes_refused: u64,
     pub wills_published: u64,
     pub sessions_expired: u64,
 }
@@ -88,6 +90,7 @@ pub struct Broker {
     /// rate.
     pub(super) queue_drop_log: LimitedLog,
     pub(super) qos0_drop_log: LimitedLog,
+    pub(super) refused_publish_log: LimitedLog,
 }
 
 impl Broker {
@@ -124,6 +127,7 @@ impl Broker {
             acks: AckHolds::default(),
             queue_drop_log: LimitedLog::default(),
             qos0_drop_log: LimitedLog::default(),
+            refused_publish_log: LimitedLog::default(),
             config,
         }
     }
@@ -165,19 +169,20 @@ impl Broker {
     }
 
     /// A connection another shard accepted and handed over because its client lives here. The
-    /// connection is already counted; `connect` is processed as if it had just been read.
+    /// connection is already counted; its CONNECT is processed as if it had just been read.
     pub fn handle_handed_over(
         &mut self,
         conn: ConnId,
         peer: Option<SocketAddr>,
-        connect: Box<crate::protocol::Connect>,
+        handed_over: HandedOverConnect,
         now: Timestamp,
     ) {
+        let HandedOverConnect { connect, arrived } = handed_over;
         let mut connection = Connection::new(self.config.max_connect_packet_size, peer, now);
         connection.decoder =
             crate::protocol::Decoder::client(connect.protocol, self.config.max_packet_size);
         self.connections.insert(conn, Box::new(connection));
-        self.handle_connect(conn, connect, now);
+        self.handle_connect(conn, connect, arrived, now);
     }
 
     /// Bytes read from a connection. Whole packets are taken off the front of `buf`; a partial
@@ -418,12 +423,13 @@ impl Broker {
         conn: ConnId,
         shard: ShardId,
         connect: Box<crate::protocol::Connect>,
+        arrived: Timestamp,
     ) {
         self.forget_connection(conn);
         self.events.push_back(Event::HandOver {
             conn,
             shard,
-            connect,
+            connect: HandedOverConnect { connect, arrived },
         });
     }
 

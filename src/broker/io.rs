@@ -4,6 +4,7 @@
 use bytestring::ByteString;
 
 use super::message::SharedMessage;
+use super::time::Timestamp;
 use crate::protocol::Connect;
 
 /// A connection, named by the runtime. Unique across all shards for the life of the process
@@ -24,8 +25,17 @@ pub enum Event {
     HandOver {
         conn: ConnId,
         shard: ShardId,
-        connect: Box<Connect>,
+        connect: HandedOverConnect,
     },
+}
+
+/// A CONNECT on its way to the shard its client lives on, with the time it was read. Of two
+/// connections with one client id, the one whose CONNECT was read last must stay, however long
+/// each took to reach the client's shard.
+#[derive(Debug)]
+pub struct HandedOverConnect {
+    pub connect: Box<Connect>,
+    pub arrived: Timestamp,
 }
 
 /// Work one shard sends another. The payloads inside are shared, never copied.

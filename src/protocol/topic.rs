@@ -155,6 +155,14 @@ pub fn is_dollar_topic(topic: &str) -> bool {
     topic.starts_with('$')
 }
 
+/// Topics of the broker's own: `$SYS` and everything under it. Clients may subscribe to them
+/// but not publish there.
+pub fn is_broker_topic(topic: &str) -> bool {
+    topic
+        .strip_prefix("$SYS")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Whether `filter` contains '+' or '#' anywhere. For a shared filter the share name cannot
 /// contain either, so this is also the answer for its inner filter.
 ///
@@ -532,6 +540,11 @@ mod tests {
         assert!(is_dollar_topic("$"));
         assert!(!is_dollar_topic("a/$SYS"));
         assert!(!is_dollar_topic("/$SYS"));
+        assert!(is_broker_topic("$SYS"));
+        assert!(is_broker_topic("$SYS/broker/uptime"));
+        assert!(!is_broker_topic("$SYSTEM/x"));
+        assert!(!is_broker_topic("$share/g/$SYS"));
+        assert!(!is_broker_topic("a/$SYS"));
         assert!(has_wildcards("a/+"));
         assert!(has_wildcards("#"));
         assert!(!has_wildcards("a/b"));

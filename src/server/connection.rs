@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::future;
@@ -15,9 +16,8 @@ use tracing::{debug, warn};
 
 use super::large_packets::LargePacketTicket;
 use super::shard::{ConnHandle, Envelope, Shard, TICK};
-use crate::broker::ConnId;
+use crate::broker::{ConnId, HandedOverConnect};
 use crate::protocol::decoder::{large_packet_growth, reserve_for_read};
-use crate::protocol::Connect;
 
 enum ReadOutcome {
     /// Bytes arrived; the flag says they filled the buffer.
@@ -33,7 +33,7 @@ pub(super) async fn read_loop<I: Io>(
     conn: ConnId,
     peer: Option<SocketAddr>,
     mut buf: BytesMut,
-    handed_over: Option<Box<Connect>>,
+    handed_over: Option<HandedOverConnect>,
 ) {
     let (mut reader, writer) = I::split(stream);
     // The last read carried a PUBLISH: this connection adds load, so it is the one to slow down
@@ -64,6 +64,7 @@ pub(super) async fn read_loop<I: Io>(
         if handle.closing.get() {
             // The writer flushes and closes; wait for it so the socket outlives the flush.
             handle.stop_reading.notified().await;
+            drain(&shard, &mut reader).await;
             break;
         }
         // Backpressure: while other shards or the journal cannot keep up, or the client
@@ -149,8 +150,11 @@ pub(super) async fn read_loop<I: Io>(
                 buf = data;
                 break;
             }
-            // The buffer went with the cancelled read.
-            ReadOutcome::Stopped => break,
+            // The writer flushed and closed (the buffer went with the cancelled read).
+            ReadOutcome::Stopped => {
+                drain(&shard, &mut reader).await;
+                break;
+            }
         }
     }
     let now = shard.now();
@@ -159,6 +163,37 @@ pub(super) async fn read_loop<I: Io>(
     handle.closing.set(true);
     shard.start_writer(conn, &handle);
     shard.pump();
+    shard.return_buffer(buf);
+}
+
+/// How long a connection the broker closed goes on being read, at most.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Reads and discards what the client still sends once the broker has closed the connection
+/// and shut down its sending side, until the client closes too or `LINGER` has passed. Closing a
+/// socket with unread input makes the kernel send a reset, which can destroy the final
+/// DISCONNECT before the client has read it (a client still sending PUBRELs when it is told
+/// 0x93, say).
+async fn drain<I: Io>(shard: &Shard<I>, reader: &mut I::Reader) {
+    let deadline = Instant::now() + LINGER;
+    let mut buf = shard.take_buffer();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        buf.clear();
+        let read = async { Some(Box::pin(I::read(reader, buf)).await) };
+        let linger = async {
+            Box::pin(I::sleep(left)).await;
+            None
+        };
+        match future::or(read, linger).await {
+            Some((Ok(read), back)) if read > 0 => buf = back,
+            Some((_, back)) => {
+                buf = back;
+                break;
+            }
+            // The buffer went with the cancelled read.
+            None => return,
+        }
+    }
     shard.return_buffer(buf);
 }
 
@@ -231,7 +266,7 @@ fn hand_over<I: Io>(
     handle: &ConnHandle<I>,
     reader: I::Reader,
     to: usize,
-    connect: Box<Connect>,
+    connect: HandedOverConnect,
     buffered: BytesMut,
 ) {
     shard.conns.borrow_mut().remove(&conn);

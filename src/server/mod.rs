@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use crate::connection_rate::ConnectionRate;
+
 use mqtt_broker_persistence::{Store, StreamWriter};
 use mqtt_broker_shards::{mesh, start_shards, Backend, TokioIo};
 use tracing::info;
@@ -46,6 +48,8 @@ pub struct ServerOptions {
     pub read_buffer_size: usize,
     /// Read buffers allocated at start, spread over the shards.
     pub initial_pool_size: usize,
+    /// New connections per second per source address; 0 = no limit.
+    pub max_connection_rate: u32,
     pub broker: Config,
     /// Where sessions and retained messages are kept across restarts.
     pub data_dir: PathBuf,
@@ -132,6 +136,8 @@ pub(crate) struct Shared {
     /// Every shard has restored its state and told the others its subscriptions: only then
     /// do shards accept clients, so no publish misses a restored subscriber.
     pub restored: Barrier,
+    /// `--max-connection-rate`, checked by every shard's acceptor.
+    pub connection_rate: ConnectionRate,
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts down gracefully.
@@ -154,6 +160,7 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
         info!("listening on {addr}");
     }
     let shared = Arc::new(Shared {
+        connection_rate: ConnectionRate::new(options.max_connection_rate),
         options,
         connections: Arc::new(AtomicUsize::new(0)),
         next_conn: AtomicU64::new(1),

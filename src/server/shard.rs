@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use bytes::BytesMut;
@@ -18,8 +18,7 @@ use super::journal::ShardJournal;
 use super::large_packets::LargePackets;
 use super::recovery::{self, ShardStart};
 use super::Shared;
-use crate::broker::{Broker, ConnId, Event, ShardMessage, Timestamp};
-use crate::protocol::Connect;
+use crate::broker::{Broker, ConnId, Event, HandedOverConnect, ShardMessage, Timestamp};
 
 /// What shards send each other.
 pub enum Envelope {
@@ -30,7 +29,7 @@ pub enum Envelope {
     HandOver {
         conn: ConnId,
         stream: std::net::TcpStream,
-        connect: Box<Connect>,
+        connect: HandedOverConnect,
         buffered: BytesMut,
     },
 }
@@ -66,7 +65,7 @@ pub(super) struct ConnHandle<I: Io> {
     /// Wakes the reader when the connection must stop reading.
     pub stop_reading: Notify,
     /// Set when the broker moves the client to another shard.
-    pub hand_over: RefCell<Option<(ShardId, Box<Connect>)>>,
+    pub hand_over: RefCell<Option<(ShardId, HandedOverConnect)>>,
 }
 
 impl<I: Io> ConnHandle<I> {
@@ -320,6 +319,13 @@ async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener) {
     loop {
         match I::accept(&listener).await {
             Ok((stream, peer)) => {
+                if !shard
+                    .shared
+                    .connection_rate
+                    .admit(peer.ip(), Instant::now())
+                {
+                    continue;
+                }
                 if let Err(error) = I::set_nodelay(&stream) {
                     debug!(%peer, %error, "cannot set TCP_NODELAY");
                 }

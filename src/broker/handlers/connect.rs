@@ -18,18 +18,22 @@ use crate::broker::routing::home_shard;
 use crate::broker::session::{Session, SessionId};
 use crate::broker::time::Timestamp;
 use crate::broker::timers::Timer;
+use crate::protocol::topic::is_broker_topic;
 use crate::protocol::{
-    Ack, ConnAck, ConnAckProperties, Connect, Packet, ProtocolVersion, QoS, ReasonCode,
+    Ack, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode,
 };
 
 /// The protocol's largest packet: a Maximum Packet Size at or above it need not be announced.
 const PROTOCOL_MAX_PACKET_SIZE: usize = 268_435_460;
 
 impl Broker {
+    /// A CONNECT read at `arrived`: on this shard just now, or earlier on the shard that
+    /// handed the connection over.
     pub(in crate::broker) fn handle_connect(
         &mut self,
         conn: ConnId,
         mut connect: Box<Connect>,
+        arrived: Timestamp,
         now: Timestamp,
     ) {
         let version = connect.protocol;
@@ -48,7 +52,10 @@ impl Broker {
         }
         let home = home_shard(&connect.client_id, self.shard_count);
         if home != self.shard {
-            return self.hand_over(conn, home, connect);
+            return self.hand_over(conn, home, connect, arrived);
+        }
+        if self.superseded(&connect.client_id, arrived) {
+            return self.superseded_on_arrival(conn, &connect, now);
         }
 
         let (session_id, resumed) = self.attach_session(conn, &connect, now);
@@ -70,6 +77,7 @@ impl Broker {
         connection.client_id = connect.client_id.clone();
         connection.keep_alive = Duration::from_secs(keep_alive.into());
         connection.last_received = now;
+        connection.connect_arrived = arrived;
         connection.decoder.set_max_packet_size(max_packet_size);
         let props = &connect.properties;
         connection.max_packet_size = props
@@ -127,8 +135,42 @@ impl Broker {
             if will.retain && !self.config.retain_available {
                 return Err(ReasonCode::RETAIN_NOT_SUPPORTED);
             }
+            // A will is a publish the client asks for in advance: not to the broker's topics.
+            if is_broker_topic(&will.topic) {
+                return Err(ReasonCode::NOT_AUTHORIZED);
+            }
         }
         Ok(())
+    }
+
+    /// Whether the client's current connection sent its CONNECT after one read at `arrived`.
+    /// Two connections of one client can reach its shard in the other order: one read here,
+    /// one handed over from another shard a moment later.
+    fn superseded(&self, client_id: &ByteString, arrived: Timestamp) -> bool {
+        self.client_ids
+            .get(client_id)
+            .and_then(|id| self.sessions.get(id))
+            .and_then(|session| session.connection)
+            .and_then(|current| self.connections.get(&current))
+            .is_some_and(|current| current.connect_arrived > arrived)
+    }
+
+    /// Answers a CONNECT that a newer connection of the same client overtook as if it had come
+    /// first and then been taken over (MQTT-3.1.4-3): accepted, then DISCONNECT 0x8E in v5 or
+    /// a close in 3.x. The session, the newer connection and its will are left alone, and this
+    /// connection's will is not published, as it never was the session's connection.
+    fn superseded_on_arrival(&mut self, conn: ConnId, connect: &Connect, now: Timestamp) {
+        info!(?conn, client_id = %connect.client_id, "session already taken over by a newer connection");
+        let connack = ConnAck {
+            session_present: !connect.clean_start,
+            ..ConnAck::default()
+        };
+        self.send(conn, Packet::ConnAck(Box::new(connack)));
+        if connect.protocol.is_v5() {
+            let disconnect = Disconnect::with_reason(ReasonCode::SESSION_TAKEN_OVER);
+            self.send(conn, Packet::Disconnect(Box::new(disconnect)));
+        }
+        self.close(conn, now);
     }
 
     fn refuse(&mut self, conn: ConnId, client_id: &ByteString, reason: ReasonCode, now: Timestamp) {

@@ -21,7 +21,7 @@ impl Broker {
         };
         let session = match (connection.phase, packet) {
             (Phase::AwaitingConnect, Packet::Connect(connect)) => {
-                return self.handle_connect(conn, connect, now)
+                return self.handle_connect(conn, connect, now, now)
             }
             (Phase::Connected(session), packet) => (session, packet),
             // The decoder admits only CONNECT before the version is known, and a closing

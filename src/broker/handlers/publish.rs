@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::broker::core::Broker;
 use crate::broker::inflight::{AckMismatch, Awaiting};
@@ -15,7 +15,7 @@ use crate::broker::message::Message;
 use crate::broker::persist::PersistRecord;
 use crate::broker::session::SessionId;
 use crate::broker::time::Timestamp;
-use crate::protocol::topic::levels;
+use crate::protocol::topic::{is_broker_topic, levels};
 use crate::protocol::{Ack, Disconnect, Packet, Publish, QoS, ReasonCode};
 
 impl Broker {
@@ -65,21 +65,29 @@ impl Broker {
             && std::str::from_utf8(&publish.payload).is_err()
         {
             let reason = ReasonCode::PAYLOAD_FORMAT_INVALID;
-            return match qos {
-                QoS::AtMostOnce => self.reject(conn, reason, "payload is not UTF-8", now),
-                QoS::AtLeastOnce => self.send_ack(
-                    conn,
-                    Packet::PubAck(Ack::with_reason(packet_id, reason)),
-                    mark,
-                    None,
-                ),
-                QoS::ExactlyOnce => self.send_ack(
-                    conn,
-                    Packet::PubRec(Ack::with_reason(packet_id, reason)),
-                    mark,
-                    None,
-                ),
-            };
+            if qos == QoS::AtMostOnce {
+                return self.reject(conn, reason, "payload is not UTF-8", now);
+            }
+            return self.refuse_publish(conn, qos, packet_id, reason, mark);
+        }
+        // `$SYS/...` is the broker's own (§4.7.2): a client may not publish there, nor have
+        // the topic's subscribers believe the broker said it. As for an unauthorized publish,
+        // the acknowledgement carries 0x87 in v5; 3.x acknowledgements have no reason code,
+        // and MQTT-3.3.5-2 lets a server acknowledge what it does not accept, as Mosquitto
+        // does. QoS 0 is dropped without a word.
+        if is_broker_topic(&publish.topic) {
+            self.stats.publishes_refused += 1;
+            if let Some(unreported) = self.refused_publish_log.note(now) {
+                let client_id = self.connections.get(&conn).map(|c| &c.client_id);
+                warn!(
+                    ?client_id,
+                    topic = %publish.topic,
+                    refused = unreported,
+                    "refusing client publishes to $SYS topics, which belong to the broker \
+                     (count since the last such line, all clients)"
+                );
+            }
+            return self.refuse_publish(conn, qos, packet_id, ReasonCode::NOT_AUTHORIZED, mark);
         }
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
@@ -132,6 +140,25 @@ impl Broker {
                 self.send_ack(conn, Packet::PubRec(Ack::new(packet_id)), mark, token)
             }
         }
+    }
+
+    /// Acknowledges a QoS 1/2 PUBLISH that is not routed with `reason` (v5; a 3.x client
+    /// sees a plain acknowledgement). QoS 0 has nothing to answer.
+    fn refuse_publish(
+        &mut self,
+        conn: ConnId,
+        qos: QoS,
+        packet_id: u16,
+        reason: ReasonCode,
+        mark: u64,
+    ) {
+        let ack = Ack::with_reason(packet_id, reason);
+        let packet = match qos {
+            QoS::AtMostOnce => return,
+            QoS::AtLeastOnce => Packet::PubAck(ack),
+            QoS::ExactlyOnce => Packet::PubRec(ack),
+        };
+        self.send_ack(conn, packet, mark, None);
     }
 
     /// Applies the v5 topic alias rules (§3.3.2.3.4) and rejects client-sent subscription

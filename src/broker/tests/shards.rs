@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::broker::home_shard;
+use crate::protocol::ReasonCode;
 
 /// A client id homed on `shard` of `count`.
 fn id_on(shard: usize, count: usize, prefix: &str) -> String {
@@ -133,6 +134,39 @@ fn retained_messages_reach_subscribers_on_every_shard() {
     }
     sim.publish(publisher, "state", "", QoS::AtLeastOnce, true);
     assert!(sim.shards.iter().all(|shard| shard.retained_count() == 0));
+}
+
+/// Two connections of one client: the first is read on the other shard and is still on its
+/// way home when the second, read later on the home shard, connects. The later one keeps the
+/// session; the earlier one is answered as if it had been taken over at once.
+#[test]
+fn the_connect_read_last_keeps_the_session_whichever_shard_read_it() {
+    let mut sim = Sim::new(2);
+    let id = id_on(1, 2, "late");
+    let earlier = sim.open(V5);
+    let later = sim.open(V5);
+    assert_eq!((sim.shard_of(earlier), sim.shard_of(later)), (0, 1));
+    let mut bytes = BytesMut::new();
+    Packet::Connect(Box::new(connect(V5, &id, false)))
+        .encode(V5, &mut bytes)
+        .unwrap();
+    // Read on shard 0, which hands it over; the runtime has not carried that out yet.
+    let now = sim.now;
+    sim.shards[0].handle_bytes(earlier, &mut bytes.clone(), now);
+    sim.now = now + Duration::from_millis(1);
+    // Read a millisecond later on the home shard, which connects it; then the hand-over lands.
+    sim.send(later, Packet::Connect(Box::new(connect(V5, &id, false))));
+    assert!(matches!(sim.recv(later), Some(Packet::ConnAck(ack)) if !ack.reason_code.is_error()));
+    assert!(!sim.is_closed(later), "the connection read last stays");
+    assert!(matches!(sim.recv(earlier), Some(Packet::ConnAck(ack)) if !ack.reason_code.is_error()));
+    assert!(
+        matches!(sim.recv(earlier), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::SESSION_TAKEN_OVER)
+    );
+    assert!(sim.is_closed(earlier));
+    sim.subscribe(later, "t", QoS::AtLeastOnce);
+    let publisher = sim.client(V3, &id_on(0, 2, "p"), true);
+    sim.publish(publisher, "t", "to the later one", QoS::AtLeastOnce, false);
+    assert_eq!(payloads(&sim.publishes(later)), ["to the later one"]);
 }
 
 #[test]

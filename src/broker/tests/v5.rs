@@ -106,6 +106,25 @@ fn connack_announces_the_server_limits() {
 }
 
 #[test]
+fn the_default_packet_limit_is_announced_and_the_protocols_own_is_not() {
+    for (max_packet_size, announced) in [
+        (Config::default().max_packet_size, NonZeroU32::new(32 << 20)),
+        (268_435_460, None),
+    ] {
+        let config = Config {
+            max_packet_size,
+            ..Config::default()
+        };
+        let mut sim = Sim::with_config(1, config);
+        let (_, ack) = sim.connect(connect(V5, "c", true));
+        let Packet::ConnAck(ack) = ack else {
+            panic!("{ack:?}")
+        };
+        assert_eq!(ack.properties.maximum_packet_size, announced);
+    }
+}
+
+#[test]
 fn message_expiry_counts_down_while_queued_and_expired_messages_are_dropped() {
     let mut sim = Sim::new(1);
     let mut persistent = connect(V5, "s", false);
@@ -374,4 +393,58 @@ fn an_invalid_utf8_payload_marked_as_utf8_is_refused() {
     );
     assert!(sim.publishes(sub).is_empty());
     assert!(!sim.is_closed(c));
+}
+
+#[test]
+fn clients_cannot_publish_to_the_brokers_sys_topics() {
+    let mut sim = Sim::new(2);
+    let watcher = sim.client(V5, "watcher", true);
+    sim.subscribe(watcher, "$SYS/#", QoS::ExactlyOnce);
+    let five = sim.client(V5, "five", true);
+    let three = sim.client(V3, "three", true);
+    for (qos, packet_id) in [(QoS::AtLeastOnce, 1), (QoS::ExactlyOnce, 2)] {
+        sim.send(
+            five,
+            publish_packet("$SYS/broker/uptime", "0", qos, packet_id),
+        );
+        let ack = match sim.recv(five) {
+            Some(Packet::PubAck(ack) | Packet::PubRec(ack)) => ack,
+            other => panic!("{qos:?}: expected an acknowledgement, got {other:?}"),
+        };
+        assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED, "{qos:?}");
+    }
+    sim.send(five, publish_packet("$SYS", "0", QoS::AtMostOnce, 0));
+    // A 3.x acknowledgement has no reason code: a plain one, and the message goes nowhere.
+    sim.publish(three, "$SYS/x", "retained?", QoS::ExactlyOnce, true);
+    sim.publish(three, "$SYS/x", "1", QoS::AtLeastOnce, false);
+    sim.run();
+    assert!(sim.publishes(watcher).is_empty());
+    assert!(!sim.is_closed(five) && !sim.is_closed(three));
+    let late = sim.client(V5, "late", true);
+    sim.subscribe(late, "$SYS/#", QoS::AtLeastOnce);
+    assert!(sim.publishes(late).is_empty(), "nothing was retained");
+    let refused: u64 = sim.shards.iter().map(|s| s.stats().publishes_refused).sum();
+    assert_eq!(refused, 5);
+    // Topics that only look alike are the clients' own.
+    sim.subscribe(watcher, "$SYSTEM/#", QoS::AtMostOnce);
+    sim.publish(five, "$SYSTEM/x", "mine", QoS::AtLeastOnce, false);
+    assert_eq!(payloads(&sim.publishes(watcher)), ["mine"]);
+}
+
+#[test]
+fn a_will_to_a_sys_topic_is_refused_at_connect() {
+    let mut sim = Sim::new(1);
+    for version in [V5, V3] {
+        let mut connect = connect(version, "w", true);
+        connect.will = Some(will("$SYS/broker/gone", "bye", QoS::AtMostOnce));
+        let (conn, connack) = sim.connect(connect);
+        match connack {
+            // 3.1.1's return code 5, "not authorized", reads back as 0x87.
+            Packet::ConnAck(ack) => {
+                assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED, "{version:?}")
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        assert!(sim.is_closed(conn));
+    }
 }
