@@ -439,6 +439,7 @@ runtime_tests!(
     large_packets_past_the_buffer_budget_all_arrive,
     connections_over_the_rate_limit_are_closed_unread,
     the_final_disconnect_reaches_a_client_that_is_still_sending,
+    the_connection_opened_last_keeps_the_session,
 );
 
 /// Messages each flow-control case publishes.
@@ -1456,6 +1457,78 @@ async fn the_final_disconnect_reaches_a_client_that_is_still_sending(runtime: &s
             "{case}: nothing after the DISCONNECT: {rest:02x?}"
         );
     }
+}
+
+/// Forty MQTT 5 connections with one client id, opened one after another as fast as they go,
+/// each sending CONNECT and a QoS 1 PUBLISH without waiting. SO_REUSEPORT spreads them over both
+/// shards, and those accepted away from the client's home shard reach it later, by hand-over.
+/// The connection opened last must be the one that stays; every earlier one gets its CONNACK and
+/// then DISCONNECT 0x8E.
+async fn the_connection_opened_last_keeps_the_session(runtime: &str) {
+    let Some(mut broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let port = broker.port;
+    let case = runtime.to_string();
+    tokio::task::spawn_blocking(move || {
+        let id = unique("newest");
+        let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
+        connect.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        connect.extend_from_slice(id.as_bytes());
+        let mut opening = vec![0x10, connect.len() as u8];
+        opening.extend(connect);
+        // PUBLISH QoS 1, topic "t", packet id 1, no properties, payload "x".
+        opening.extend_from_slice(&[0x32, 7, 0, 1, b't', 0, 1, 0, b'x']);
+        let mut streams: Vec<TcpStream> = (0..40)
+            .map(|_| {
+                let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                stream.write_all(&opening).unwrap();
+                stream
+            })
+            .collect();
+        let mut newest = streams.pop().unwrap();
+        for (n, stream) in streams.iter_mut().enumerate() {
+            let kinds = packet_kinds(&read_until_closed(stream, &format!("{case}, #{n}")));
+            assert!(
+                kinds.first() == Some(&(0x20, 0x00)) && kinds.last() == Some(&(0xE0, 0x8E)),
+                "{case}: connection #{n} of 40: CONNACK, then DISCONNECT 0x8E; got {kinds:02x?}"
+            );
+        }
+        newest.set_read_timeout(Some(QUIET)).unwrap();
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 256];
+        while let Ok(read) = newest.read(&mut buffer) {
+            assert!(read > 0, "{case}: the connection opened last was closed");
+            received.extend_from_slice(&buffer[..read]);
+        }
+        assert_eq!(
+            packet_kinds(&received),
+            [(0x20, 0x00), (0x40, 0x00)],
+            "{case}: the connection opened last: CONNACK, PUBACK, and it stays"
+        );
+    })
+    .await
+    .unwrap();
+    broker.assert_healthy();
+}
+
+/// Each packet's first byte and the first byte of its variable header (a reason code for
+/// CONNACK's second byte, PUBACK's third when present, DISCONNECT's first), for packets whose
+/// remaining length fits one byte.
+fn packet_kinds(mut bytes: &[u8]) -> Vec<(u8, u8)> {
+    let mut kinds = Vec::new();
+    while bytes.len() >= 2 {
+        let (kind, len) = (bytes[0], bytes[1] as usize);
+        let body = &bytes[2..(2 + len).min(bytes.len())];
+        let reason = match kind {
+            0x20 => body.get(1),
+            0x40 => body.get(2),
+            _ => body.first(),
+        };
+        kinds.push((kind, reason.copied().unwrap_or(0)));
+        bytes = &bytes[(2 + len).min(bytes.len())..];
+    }
+    kinds
 }
 
 /// The first `want` bytes the broker sends, or fewer if it closes the connection first.

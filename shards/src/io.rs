@@ -33,6 +33,10 @@ pub trait Io: 'static {
     /// Sends small packets at once instead of waiting to coalesce them (Nagle off): the broker
     /// batches its own writes per loop turn.
     fn set_nodelay(stream: &Self::Stream) -> io::Result<()>;
+    /// The socket's descriptor, for options and peeks the backend has no call for. It stays
+    /// the stream's: never closed or read from through it.
+    #[cfg(target_os = "linux")]
+    fn raw_fd(stream: &Self::Stream) -> std::os::fd::RawFd;
     fn split(stream: Self::Stream) -> (Self::Reader, Self::Writer);
     fn reunite(reader: Self::Reader, writer: Self::Writer) -> io::Result<Self::Stream>;
     /// Waits until a read would find data or the end of the stream, without holding a buffer,
@@ -100,6 +104,10 @@ mod monoio_io {
 
         fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
             stream.set_nodelay(true)
+        }
+
+        fn raw_fd(stream: &TcpStream) -> std::os::fd::RawFd {
+            std::os::fd::AsRawFd::as_raw_fd(stream)
         }
 
         fn split(stream: TcpStream) -> (Self::Reader, Self::Writer) {
@@ -312,6 +320,11 @@ impl Io for TokioIo {
         stream.set_nodelay(true)
     }
 
+    #[cfg(target_os = "linux")]
+    fn raw_fd(stream: &Self::Stream) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(stream)
+    }
+
     fn split(stream: Self::Stream) -> (Self::Reader, Self::Writer) {
         stream.into_split()
     }
@@ -403,6 +416,10 @@ mod glommio_io {
 
         fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
             stream.set_nodelay(true).map_err(io::Error::from)
+        }
+
+        fn raw_fd(stream: &TcpStream) -> std::os::fd::RawFd {
+            stream.as_raw_fd()
         }
 
         fn split(stream: TcpStream) -> (Self::Reader, Self::Writer) {

@@ -9,8 +9,12 @@
 //! - [`Io`]: the handful of socket, task and timer operations the broker needs, implemented by
 //!   each backend, so the code above is written once;
 //! - [`start_shards`]: spawns the shard threads and runs one future on each;
-//! - [`mesh`]: the flume channels shards use to hand each other work, bounded in bytes.
+//! - [`mesh`]: the flume channels shards use to hand each other work, bounded in bytes;
+//! - [`arrival`] (Linux): when a connection's first bytes reached the host, by the kernel's
+//!   clock, to order connections that different shards accepted.
 
+#[cfg(target_os = "linux")]
+pub mod arrival;
 mod backend;
 mod io;
 mod mesh;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 
+use super::io::Arrival;
 use super::outbound::Outbound;
 use super::retained_backlog::RetainedBacklog;
 use super::session::SessionId;
@@ -37,9 +38,9 @@ pub struct Connection {
     /// Effective keepalive (after Server Keep Alive); zero disables the check.
     pub keep_alive: Duration,
     pub last_received: Timestamp,
-    /// When the CONNECT was read, on whichever shard read it: of two connections of one
-    /// client, the later one stays.
-    pub connect_arrived: Timestamp,
+    /// When the CONNECT arrived, if the runtime noted it: of two connections of one client,
+    /// the later one stays.
+    pub arrival: Option<Arrival>,
     /// The client's Maximum Packet Size: larger messages are skipped for it.
     pub max_packet_size: usize,
     /// The client's Receive Maximum: outbound QoS 1/2 in flight to it.
@@ -87,7 +88,7 @@ impl Connection {
             client_id: ByteString::new(),
             keep_alive: Duration::ZERO,
             last_received: now,
-            connect_arrived: now,
+            arrival: None,
             max_packet_size: usize::MAX,
             receive_maximum: u16::MAX,
             topic_aliases: Vec::new(),

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::acks::{AckHolds, Hold, PushBack};
 use super::config::Config;
 use super::connection::{Connection, Phase};
-use super::io::{ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
+use super::io::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 use super::limited_log::LimitedLog;
 use super::message::Message;
 use super::persist::{Journal, PersistRecord};
@@ -183,6 +183,15 @@ impl Broker {
             crate::protocol::Decoder::client(connect.protocol, self.config.max_packet_size);
         self.connections.insert(conn, Box::new(connection));
         self.handle_connect(conn, connect, arrived, now);
+    }
+
+    /// When the connection's first bytes arrived, by a clock all shards share, before they are
+    /// handed to `handle_bytes`: it orders this connection's CONNECT against other connections
+    /// of the same client. Without it, the core's clock when the CONNECT is read does.
+    pub fn note_arrival(&mut self, conn: ConnId, arrival: Arrival) {
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            connection.arrival.get_or_insert(arrival);
+        }
     }
 
     /// Bytes read from a connection. Whole packets are taken off the front of `buf`; a partial
@@ -423,7 +432,7 @@ impl Broker {
         conn: ConnId,
         shard: ShardId,
         connect: Box<crate::protocol::Connect>,
-        arrived: Timestamp,
+        arrived: Arrival,
     ) {
         self.forget_connection(conn);
         self.events.push_back(Event::HandOver {

@@ -4,7 +4,6 @@
 use bytestring::ByteString;
 
 use super::message::SharedMessage;
-use super::time::Timestamp;
 use crate::protocol::Connect;
 
 /// A connection, named by the runtime. Unique across all shards for the life of the process
@@ -29,14 +28,21 @@ pub enum Event {
     },
 }
 
-/// A CONNECT on its way to the shard its client lives on, with the time it was read. Of two
-/// connections with one client id, the one whose CONNECT was read last must stay, however long
+/// A CONNECT on its way to the shard its client lives on, with when it arrived. Of two
+/// connections with one client id, the one whose CONNECT arrived last must stay, however long
 /// each took to reach the client's shard.
 #[derive(Debug)]
 pub struct HandedOverConnect {
     pub connect: Box<Connect>,
-    pub arrived: Timestamp,
+    pub arrived: Arrival,
 }
+
+/// When a connection's CONNECT arrived, as an ordering key: nanoseconds on a clock all shards
+/// share. A runtime notes it (`Broker::note_arrival`) from the kernel's receive stamp of the
+/// connection's first bytes, which a busy shard cannot delay; otherwise it is the core's clock
+/// when the CONNECT is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Arrival(pub u64);
 
 /// Work one shard sends another. The payloads inside are shared, never copied.
 #[derive(Debug, Clone)]

@@ -46,7 +46,7 @@ mod tests;
 pub use self::core::{Broker, Stats};
 pub use config::Config;
 pub use inflight::DropCounters;
-pub use io::{ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
+pub use io::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 pub use message::{Delivery, Message, SharedMessage};
 pub use routing::home_shard;
 pub use session::SessionId;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use futures_lite::future;
@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::large_packets::LargePacketTicket;
 use super::shard::{ConnHandle, Envelope, Shard, TICK};
-use crate::broker::{ConnId, HandedOverConnect};
+use crate::broker::{Arrival, ConnId, HandedOverConnect};
 use crate::protocol::decoder::{large_packet_growth, reserve_for_read};
 
 enum ReadOutcome {
@@ -35,6 +35,10 @@ pub(super) async fn read_loop<I: Io>(
     mut buf: BytesMut,
     handed_over: Option<HandedOverConnect>,
 ) {
+    #[cfg(target_os = "linux")]
+    let fd = I::raw_fd(&stream);
+    // A handed-over connection's CONNECT came with its arrival.
+    let mut arrival_noted = handed_over.is_some();
     let (mut reader, writer) = I::split(stream);
     // The last read carried a PUBLISH: this connection adds load, so it is the one to slow down
     // when the shard is overloaded.
@@ -99,6 +103,14 @@ pub(super) async fn read_loop<I: Io>(
                 break;
             }
             waited = waited_for_data;
+            // The kernel's stamp of the first bytes, before a read takes them and it with them.
+            #[cfg(target_os = "linux")]
+            if !arrival_noted {
+                if let Some(arrived) = mqtt_broker_shards::arrival::first_unread_arrival(fd) {
+                    note_arrival(&shard, conn, arrived);
+                    arrival_noted = true;
+                }
+            }
             buf = shard.take_buffer();
         } else {
             if let Some(growth) = large_packet_growth(&buf, read_buffer_size) {
@@ -134,6 +146,10 @@ pub(super) async fn read_loop<I: Io>(
             ReadOutcome::Data(data, filled) => {
                 buf = data;
                 more_waiting = filled;
+                if !arrival_noted {
+                    note_arrival(&shard, conn, SystemTime::now());
+                    arrival_noted = true;
+                }
                 let now = shard.now();
                 publishing = shard.broker.borrow_mut().handle_bytes(conn, &mut buf, now);
                 large_packet.update(buf.capacity(), read_buffer_size);
@@ -164,6 +180,17 @@ pub(super) async fn read_loop<I: Io>(
     shard.start_writer(conn, &handle);
     shard.pump();
     shard.return_buffer(buf);
+}
+
+/// Tells the broker when the connection's first bytes arrived, on the wall clock every shard
+/// shares (and the kernel stamps packets with).
+fn note_arrival<I: Io>(shard: &Shard<I>, conn: ConnId, arrived: SystemTime) {
+    let nanos = arrived
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        });
+    shard.broker.borrow_mut().note_arrival(conn, Arrival(nanos));
 }
 
 /// How long a connection the broker closed goes on being read, at most.

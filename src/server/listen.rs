@@ -118,6 +118,9 @@ fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     #[cfg(target_os = "linux")]
     socket.set_reuse_port(true).map_err(error)?;
     socket.set_nonblocking(true).map_err(error)?;
+    // Accepted connections inherit it: their CONNECTs are ordered by when they arrived.
+    #[cfg(target_os = "linux")]
+    mqtt_broker_shards::arrival::stamp_arrivals(&socket).map_err(error)?;
     socket.bind(&addr.into()).map_err(error)?;
     socket.listen(1024).map_err(error)?;
     Ok(socket.into())

@@ -12,7 +12,7 @@ use tracing::info;
 use crate::broker::connection::Phase;
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
-use crate::broker::io::ConnId;
+use crate::broker::io::{Arrival, ConnId};
 use crate::broker::persist::PersistRecord;
 use crate::broker::routing::home_shard;
 use crate::broker::session::{Session, SessionId};
@@ -27,13 +27,12 @@ use crate::protocol::{
 const PROTOCOL_MAX_PACKET_SIZE: usize = 268_435_460;
 
 impl Broker {
-    /// A CONNECT read at `arrived`: on this shard just now, or earlier on the shard that
-    /// handed the connection over.
+    /// A CONNECT that `arrived` when it did: see `Arrival`.
     pub(in crate::broker) fn handle_connect(
         &mut self,
         conn: ConnId,
         mut connect: Box<Connect>,
-        arrived: Timestamp,
+        arrived: Arrival,
         now: Timestamp,
     ) {
         let version = connect.protocol;
@@ -77,7 +76,7 @@ impl Broker {
         connection.client_id = connect.client_id.clone();
         connection.keep_alive = Duration::from_secs(keep_alive.into());
         connection.last_received = now;
-        connection.connect_arrived = arrived;
+        connection.arrival = Some(arrived);
         connection.decoder.set_max_packet_size(max_packet_size);
         let props = &connect.properties;
         connection.max_packet_size = props
@@ -143,16 +142,17 @@ impl Broker {
         Ok(())
     }
 
-    /// Whether the client's current connection sent its CONNECT after one read at `arrived`.
+    /// Whether the client's current connection's CONNECT arrived after one that `arrived`.
     /// Two connections of one client can reach its shard in the other order: one read here,
     /// one handed over from another shard a moment later.
-    fn superseded(&self, client_id: &ByteString, arrived: Timestamp) -> bool {
+    fn superseded(&self, client_id: &ByteString, arrived: Arrival) -> bool {
         self.client_ids
             .get(client_id)
             .and_then(|id| self.sessions.get(id))
             .and_then(|session| session.connection)
             .and_then(|current| self.connections.get(&current))
-            .is_some_and(|current| current.connect_arrived > arrived)
+            .and_then(|current| current.arrival)
+            .is_some_and(|current| current > arrived)
     }
 
     /// Answers a CONNECT that a newer connection of the same client overtook as if it had come

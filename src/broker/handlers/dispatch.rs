@@ -5,7 +5,7 @@ use tracing::debug;
 
 use crate::broker::connection::Phase;
 use crate::broker::core::Broker;
-use crate::broker::io::ConnId;
+use crate::broker::io::{Arrival, ConnId};
 use crate::broker::time::Timestamp;
 use crate::protocol::{Packet, ReasonCode};
 
@@ -21,7 +21,8 @@ impl Broker {
         };
         let session = match (connection.phase, packet) {
             (Phase::AwaitingConnect, Packet::Connect(connect)) => {
-                return self.handle_connect(conn, connect, now, now)
+                let arrived = connection.arrival.unwrap_or(Arrival(now.as_nanos()));
+                return self.handle_connect(conn, connect, arrived, now);
             }
             (Phase::Connected(session), packet) => (session, packet),
             // The decoder admits only CONNECT before the version is known, and a closing
