@@ -177,6 +177,16 @@ pub struct Args {
     #[argh(option, arg_name = "N")]
     pub max_retained_per_subscribe: Option<usize>,
 
+    /// topics with a retained message kept at most; a message for a new topic beyond it is not
+    /// retained (MQTT 5 QoS 1/2: refused with 0x97); 0 means no limit (default: 0)
+    #[argh(option, arg_name = "N")]
+    pub max_retained_messages: Option<usize>,
+
+    /// payload and topic bytes of all retained messages at most, likewise; 0 means no limit
+    /// (default: 0)
+    #[argh(option, arg_name = "BYTES")]
+    pub max_retained_bytes: Option<usize>,
+
     /// whether retained messages are stored: true or false (default: true)
     #[argh(option, arg_name = "BOOL")]
     pub retain_available: Option<bool>,
@@ -231,6 +241,8 @@ pub struct Settings {
     pub max_subscriptions_per_client: usize,
     pub max_topic_levels: usize,
     pub max_retained_per_subscribe: usize,
+    pub max_retained_messages: usize,
+    pub max_retained_bytes: usize,
     pub retain_available: bool,
     pub maximum_qos: QoS,
 }
@@ -327,6 +339,10 @@ struct FileSettings {
     max_topic_levels: Option<i64>,
     #[serde(alias = "max_retained_per_subscribe")]
     max_retained_per_subscribe: Option<i64>,
+    #[serde(alias = "max_retained_messages")]
+    max_retained_messages: Option<i64>,
+    #[serde(alias = "max_retained_bytes")]
+    max_retained_bytes: Option<i64>,
     #[serde(alias = "retain_available")]
     retain_available: Option<bool>,
     #[serde(alias = "maximum_qos")]
@@ -370,6 +386,8 @@ const KNOWN_KEYS: &[&str] = &[
     "max-subscriptions-per-client",
     "max-topic-levels",
     "max-retained-per-subscribe",
+    "max-retained-messages",
+    "max-retained-bytes",
     "retain-available",
     "maximum-qos",
     "log-level",
@@ -713,6 +731,20 @@ impl Settings {
                 defaults.max_retained_per_subscribe,
                 Bound::AtLeast(0),
             )?,
+            max_retained_messages: layers.int(
+                "max-retained-messages",
+                args.max_retained_messages,
+                f.max_retained_messages,
+                defaults.max_retained_messages,
+                Bound::AtLeast(0),
+            )?,
+            max_retained_bytes: layers.int(
+                "max-retained-bytes",
+                args.max_retained_bytes,
+                f.max_retained_bytes,
+                defaults.max_retained_bytes,
+                Bound::AtLeast(0),
+            )?,
             retain_available: Layers::pick(
                 args.retain_available,
                 f.retain_available,
@@ -749,6 +781,8 @@ impl Settings {
             retain_available: self.retain_available,
             maximum_qos: self.maximum_qos,
             max_retained_per_subscribe: self.max_retained_per_subscribe,
+            max_retained_messages: self.max_retained_messages,
+            max_retained_bytes: self.max_retained_bytes,
             expiry_sweep_interval: self.expiry_sweep_interval,
             ..defaults
         }

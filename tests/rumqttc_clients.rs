@@ -440,6 +440,7 @@ runtime_tests!(
     connections_over_the_rate_limit_are_closed_unread,
     the_final_disconnect_reaches_a_client_that_is_still_sending,
     the_connection_opened_last_keeps_the_session,
+    a_full_retained_set_refuses_new_topics_with_0x97,
 );
 
 /// Messages each flow-control case publishes.
@@ -1510,6 +1511,51 @@ async fn the_connection_opened_last_keeps_the_session(runtime: &str) {
     .await
     .unwrap();
     broker.assert_healthy();
+}
+
+/// `--max-retained-messages 1`: an MQTT 5 QoS 1 publish that would retain a second topic is
+/// answered PUBACK 0x97 (quota exceeded); replacing the first topic's message still works.
+async fn a_full_retained_set_refuses_new_topics_with_0x97(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &["--max-retained-messages", "1"]) else {
+        return;
+    };
+    let port = broker.port;
+    let case = runtime.to_string();
+    tokio::task::spawn_blocking(move || {
+        let base = unique("full");
+        let mut stream = raw_v5(port, &base);
+        let mut ack_for = |topic: &str, packet_id: u8| {
+            let mut publish = vec![0x33, 0, 0, topic.len() as u8];
+            publish.extend_from_slice(topic.as_bytes());
+            publish.extend_from_slice(&[0, packet_id, 0, b'x']);
+            publish[1] = (publish.len() - 2) as u8;
+            stream.write_all(&publish).unwrap();
+            let mut header = [0u8; 2];
+            stream.read_exact(&mut header).unwrap();
+            let mut body = vec![0u8; header[1] as usize];
+            stream.read_exact(&mut body).unwrap();
+            assert_eq!(
+                (header[0], &body[..2]),
+                (0x40, &[0, packet_id][..]),
+                "{case}: PUBACK"
+            );
+            body.get(2).copied().unwrap_or(0)
+        };
+        let (first, second) = (format!("{base}/a"), format!("{base}/b"));
+        assert_eq!(
+            ack_for(&first, 1),
+            0x00,
+            "{case}: the first topic is retained"
+        );
+        assert_eq!(
+            ack_for(&second, 2),
+            0x97,
+            "{case}: no room for a second topic"
+        );
+        assert_eq!(ack_for(&first, 3), 0x00, "{case}: replacing always works");
+    })
+    .await
+    .unwrap();
 }
 
 /// Each packet's first byte and the first byte of its variable header (a reason code for

@@ -53,6 +53,11 @@ pub struct Config {
     pub max_topic_levels: usize,
     /// Whether retained messages are stored.
     pub retain_available: bool,
+    /// Retained messages (topics) kept at most; a message for a new topic beyond it is not
+    /// retained. 0 means no limit.
+    pub max_retained_messages: usize,
+    /// Payload and topic bytes of all retained messages at most, likewise. 0 means no limit.
+    pub max_retained_bytes: usize,
     /// The highest QoS granted to subscriptions and accepted on publishes.
     pub maximum_qos: crate::protocol::QoS,
     /// Retained messages sent for one SUBSCRIBE filter; protects the broker from `#` over a huge
@@ -93,6 +98,8 @@ impl Default for Config {
             max_subscriptions_per_client: 0,
             max_topic_levels: 0,
             retain_available: true,
+            max_retained_messages: 0,
+            max_retained_bytes: 0,
             maximum_qos: crate::protocol::QoS::ExactlyOnce,
             max_retained_per_subscribe: 0,
             expiry_sweep_interval: Duration::from_secs(10),

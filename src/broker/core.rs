@@ -46,6 +46,9 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Client publishes not routed: to `$SYS` topics.
     pub publishes_refused: u64,
+    /// Messages not retained because the retained set was full (`--max-retained-messages`,
+    /// `--max-retained-bytes`); v5 QoS 1/2 publishes among them were refused with 0x97.
+    pub retained_refused: u64,
     pub wills_published: u64,
     pub sessions_expired: u64,
 }
@@ -91,6 +94,7 @@ pub struct Broker {
     pub(super) queue_drop_log: LimitedLog,
     pub(super) qos0_drop_log: LimitedLog,
     pub(super) refused_publish_log: LimitedLog,
+    pub(super) retained_full_log: LimitedLog,
 }
 
 impl Broker {
@@ -128,6 +132,7 @@ impl Broker {
             queue_drop_log: LimitedLog::default(),
             qos0_drop_log: LimitedLog::default(),
             refused_publish_log: LimitedLog::default(),
+            retained_full_log: LimitedLog::default(),
             config,
         }
     }
@@ -581,6 +586,31 @@ impl Broker {
     /// Stores, replaces or clears a retained message. Every shard sees every retained update,
     /// so shard 0 alone journals them.
     /// The message must not share a receive buffer (see `Message::detached`).
+    /// Whether the retained set has room for `message` (see `Retained::admits`). When it has
+    /// not, the refusal is counted and logged at a limited rate.
+    pub(super) fn retained_has_room(&mut self, message: &Message, now: Timestamp) -> bool {
+        let config = &self.config;
+        if self.retained.admits(
+            message,
+            config.max_retained_messages,
+            config.max_retained_bytes,
+        ) {
+            return true;
+        }
+        self.stats.retained_refused += 1;
+        if let Some(unreported) = self.retained_full_log.note(now) {
+            warn!(
+                topic = %message.template.topic,
+                refused = unreported,
+                max_messages = config.max_retained_messages,
+                max_bytes = config.max_retained_bytes,
+                "retained set full: not retaining messages for new topics (count since the last \
+                 such line)"
+            );
+        }
+        false
+    }
+
     pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
         self.retained.store(message.clone());
         if self.shard == 0 && self.persist.enabled {

@@ -48,6 +48,18 @@ impl Message {
         }
     }
 
+    /// The same message without the retain flag: delivered, but not to be retained.
+    pub fn not_retained(&self) -> Message {
+        Message {
+            template: Publish {
+                retain: false,
+                ..self.template.clone()
+            },
+            expires_at: self.expires_at,
+            publisher: self.publisher.clone(),
+        }
+    }
+
     /// Builds the routed form of an inbound PUBLISH whose topic is already resolved.
     pub fn from_publish(
         mut publish: Publish,

@@ -1,27 +1,48 @@
 //! Retained messages (§3.3.1.3): the last retained message per topic, replaced by each new one
 //! and cleared by an empty payload. Every shard keeps a copy of the whole set (payloads are
 //! shared, not copied), so a subscribe is answered from local memory.
+//!
+//! The set is bounded by `--max-retained-messages` and `--max-retained-bytes`: a message for a
+//! new topic beyond them is not retained. Replacing or clearing a topic's message always works,
+//! so a full set never stops a device from updating what it already retained.
 
 use std::sync::Arc;
 
-use super::message::SharedMessage;
+use super::message::{Message, SharedMessage};
 use super::time::Timestamp;
 use super::topic::RetainedTree;
 
 #[derive(Debug, Default)]
 pub struct Retained {
     tree: RetainedTree<SharedMessage>,
+    /// Payload and topic bytes of every message held (`Message::weight`).
+    bytes: usize,
 }
 
 impl Retained {
     /// Stores, replaces or (empty payload) clears the retained message of the message's topic.
     pub fn store(&mut self, message: SharedMessage) {
         let topic = message.template.topic.clone();
-        if message.template.payload.is_empty() {
-            self.tree.remove(&topic);
+        let replaced = if message.template.payload.is_empty() {
+            self.tree.remove(&topic)
         } else {
-            self.tree.insert(&topic, message);
+            self.bytes += message.weight();
+            self.tree.insert(&topic, message)
+        };
+        if let Some(replaced) = replaced {
+            self.bytes -= replaced.weight();
         }
+    }
+
+    /// Whether `message` may be stored within at most `max_messages` messages and `max_bytes`
+    /// bytes (0: no limit): always when it replaces or clears its topic's message.
+    pub fn admits(&self, message: &Message, max_messages: usize, max_bytes: usize) -> bool {
+        let template = &message.template;
+        if template.payload.is_empty() || self.tree.get(&template.topic).is_some() {
+            return true;
+        }
+        (max_messages == 0 || self.tree.len() < max_messages)
+            && (max_bytes == 0 || self.bytes + message.weight() <= max_bytes)
     }
 
     pub fn len(&self) -> usize {
@@ -59,7 +80,14 @@ impl Retained {
     /// Drops expired messages; returns how many.
     pub fn sweep(&mut self, now: Timestamp) -> usize {
         let before = self.tree.len();
-        self.tree.retain(|_, message| !message.is_expired(now));
+        let bytes = &mut self.bytes;
+        self.tree.retain(|_, message| {
+            let expired = message.is_expired(now);
+            if expired {
+                *bytes -= message.weight();
+            }
+            !expired
+        });
         before - self.tree.len()
     }
 }

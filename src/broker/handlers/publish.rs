@@ -109,6 +109,25 @@ impl Broker {
                 );
             }
         }
+        let Some(session) = self.sessions.get(&session_id) else {
+            return;
+        };
+        let publisher = Some(session.client_id.clone());
+        let message = Arc::new(Message::from_publish(publish, publisher, now));
+        // A v5 QoS 1/2 publish the retained set has no room for is refused with 0x97 (quota
+        // exceeded); otherwise `route` delivers it without retaining it.
+        let v5 = self
+            .connections
+            .get(&conn)
+            .is_some_and(|connection| connection.version.is_v5());
+        if v5
+            && qos != QoS::AtMostOnce
+            && message.template.retain
+            && self.config.retain_available
+            && !self.retained_has_room(&message, now)
+        {
+            return self.refuse_publish(conn, qos, packet_id, ReasonCode::QUOTA_EXCEEDED, mark);
+        }
         let token = match qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce | QoS::ExactlyOnce => Some(self.ack_token(conn)),
@@ -122,15 +141,7 @@ impl Broker {
                 packet_id,
             });
         }
-        let Some(session) = self.sessions.get(&session_id) else {
-            return;
-        };
-        let publisher = Some(session.client_id.clone());
-        self.route(
-            Arc::new(Message::from_publish(publish, publisher, now)),
-            now,
-            token,
-        );
+        self.route(message, now, token);
         match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {

@@ -298,3 +298,136 @@ fn retained_deliveries_are_journaled_as_they_enter_the_window() {
     assert_eq!(receive_acking(&mut sim, sub).len(), 2_000);
     assert_eq!(queued(&sim), 2_000);
 }
+
+/// A retained PUBLISH (the same in every version) and the acknowledgement's reason code, or
+/// `None` at QoS 0.
+fn retain_one(sim: &mut Sim, conn: ConnId, topic: &str, payload: &str, qos: QoS) -> Option<u8> {
+    let Packet::Publish(mut publish) = publish_packet(topic, payload, qos, 9) else {
+        unreachable!()
+    };
+    publish.retain = true;
+    sim.send(conn, Packet::Publish(publish));
+    let reason = match qos {
+        QoS::AtMostOnce => return None,
+        QoS::AtLeastOnce => match sim.recv(conn) {
+            Some(Packet::PubAck(ack)) => ack.reason_code,
+            other => panic!("expected PUBACK, got {other:?}"),
+        },
+        QoS::ExactlyOnce => match sim.recv(conn) {
+            Some(Packet::PubRec(ack)) => ack.reason_code,
+            other => panic!("expected PUBREC, got {other:?}"),
+        },
+    };
+    if qos == QoS::ExactlyOnce && !reason.is_error() {
+        sim.send(conn, Packet::PubRel(Ack::new(9)));
+        assert!(matches!(sim.recv(conn), Some(Packet::PubComp(_))));
+    }
+    Some(reason.0)
+}
+
+fn retained_payloads(sim: &mut Sim, name: &str) -> Vec<String> {
+    let late = sim.client(V5, name, true);
+    sim.subscribe(late, "r/#", QoS::AtLeastOnce);
+    let mut got: Vec<(String, String)> = sim
+        .publishes(late)
+        .into_iter()
+        .map(|p| {
+            (
+                p.topic.to_string(),
+                String::from_utf8_lossy(&p.payload).into(),
+            )
+        })
+        .collect();
+    got.sort();
+    got.into_iter().map(|(_, payload)| payload).collect()
+}
+
+#[test]
+fn a_full_retained_set_takes_no_new_topic_but_replacing_and_clearing_always_work() {
+    let config = Config {
+        max_retained_messages: 2,
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(2, config);
+    let five = sim.client(V5, "five", true);
+    let three = sim.client(V3, "three", true);
+    let watcher = sim.client(V5, "watcher", true);
+    sim.subscribe(watcher, "r/#", QoS::AtLeastOnce);
+    assert_eq!(
+        retain_one(&mut sim, three, "r/a", "a", QoS::AtLeastOnce),
+        Some(0)
+    );
+    assert_eq!(
+        retain_one(&mut sim, five, "r/b", "b", QoS::ExactlyOnce),
+        Some(0)
+    );
+    // Full. 3.x cannot be told: delivered, not retained. MQTT 5 QoS 1/2: refused with 0x97
+    // (quota exceeded), and not delivered. MQTT 5 QoS 0: delivered, not retained.
+    assert_eq!(
+        retain_one(&mut sim, three, "r/c", "c", QoS::AtLeastOnce),
+        Some(0)
+    );
+    assert_eq!(
+        retain_one(&mut sim, five, "r/d", "d", QoS::AtLeastOnce),
+        Some(0x97)
+    );
+    assert_eq!(
+        retain_one(&mut sim, five, "r/e", "e", QoS::ExactlyOnce),
+        Some(0x97)
+    );
+    assert_eq!(
+        retain_one(&mut sim, five, "r/f", "f", QoS::AtMostOnce),
+        None
+    );
+    // Replacing and clearing a topic always work.
+    assert_eq!(
+        retain_one(&mut sim, five, "r/a", "a2", QoS::AtLeastOnce),
+        Some(0)
+    );
+    assert_eq!(
+        retain_one(&mut sim, three, "r/b", "", QoS::AtLeastOnce),
+        Some(0)
+    );
+    assert_eq!(
+        payloads(&sim.publishes(watcher)),
+        ["a", "b", "c", "f", "a2", ""]
+    );
+    assert_eq!(retained_payloads(&mut sim, "late"), ["a2"]);
+    // Clearing made room for a new topic.
+    assert_eq!(
+        retain_one(&mut sim, five, "r/g", "g", QoS::AtLeastOnce),
+        Some(0)
+    );
+    assert_eq!(retained_payloads(&mut sim, "later"), ["a2", "g"]);
+    let refused: u64 = sim.shards.iter().map(|s| s.stats().retained_refused).sum();
+    assert_eq!(refused, 4);
+}
+
+#[test]
+fn the_retained_set_is_bounded_in_bytes_too() {
+    let config = Config {
+        // "r/a" and "12345": 8 bytes of topic and payload.
+        max_retained_bytes: 10,
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(1, config);
+    let five = sim.client(V5, "five", true);
+    assert_eq!(
+        retain_one(&mut sim, five, "r/a", "12345", QoS::AtLeastOnce),
+        Some(0)
+    );
+    assert_eq!(
+        retain_one(&mut sim, five, "r/b", "xyz", QoS::AtLeastOnce),
+        Some(0x97)
+    );
+    // A smaller message for the same topic frees bytes for another.
+    assert_eq!(
+        retain_one(&mut sim, five, "r/a", "1", QoS::AtLeastOnce),
+        Some(0)
+    );
+    assert_eq!(
+        retain_one(&mut sim, five, "r/b", "xyz", QoS::AtLeastOnce),
+        Some(0)
+    );
+    assert_eq!(retained_payloads(&mut sim, "late"), ["1", "xyz"]);
+}
