@@ -441,6 +441,7 @@ runtime_tests!(
     the_final_disconnect_reaches_a_client_that_is_still_sending,
     the_connection_opened_last_keeps_the_session,
     a_full_retained_set_refuses_new_topics_with_0x97,
+    a_shared_subscription_serves_its_connected_member_first,
 );
 
 /// Messages each flow-control case publishes.
@@ -1556,6 +1557,43 @@ async fn a_full_retained_set_refuses_new_topics_with_0x97(runtime: &str) {
     })
     .await
     .unwrap();
+}
+
+/// Two members of `$share/workers/...` with persistent sessions on different shards, one of
+/// them disconnected: the connected one gets every message, and none waits for the other, which
+/// finds nothing when it comes back.
+async fn a_shared_subscription_serves_its_connected_member_first(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let port = broker.port;
+    let base = unique("share");
+    let mut ids = (0..).map(|n| format!("{base}-{n}"));
+    let online_id = ids.find(|id| home_shard(id, 2) == 0).unwrap();
+    let offline_id = ids.find(|id| home_shard(id, 2) == 1).unwrap();
+    let filter = format!("$share/workers/{base}/job");
+    let persistent = |id: &str| {
+        let mut options = v3::options(port, id);
+        options.set_clean_session(false);
+        options
+    };
+    let (mut online, _) = v3::Client::connect_with(persistent(&online_id)).await;
+    online.subscribe(&filter, v3::QoS::AtLeastOnce).await;
+    let (mut offline, _) = v3::Client::connect_with(persistent(&offline_id)).await;
+    offline.subscribe(&filter, v3::QoS::AtLeastOnce).await;
+    offline.disconnect().await;
+    let mut publisher = v3::Client::connect(port, &format!("{base}-publisher")).await;
+    publisher
+        .publish_window(&format!("{base}/job"), v3::QoS::AtLeastOnce, 20)
+        .await;
+    assert_eq!(
+        online.collect(20).await.len(),
+        20,
+        "{runtime}: all to the connected member"
+    );
+    let (mut back, _) = v3::Client::connect_with(persistent(&offline_id)).await;
+    back.assert_quiet("nothing waited for the member that was away")
+        .await;
 }
 
 /// Each packet's first byte and the first byte of its variable header (a reason code for

@@ -297,6 +297,9 @@ impl Broker {
                 share,
                 added,
             } => self.interest.apply(from, &filter, share, added),
+            ShardMessage::ShareOnline { share, online } => {
+                self.interest.apply_online(from, share, online)
+            }
         }
     }
 
@@ -492,6 +495,10 @@ impl Broker {
             return;
         }
         session.connection = None;
+        self.shares_follow_connection(session_id, false);
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
         // Offline, it is slow on its own account: it no longer holds publishers back.
         session.outbound.stalled = false;
         let holds = session.outbound.take_holds();

@@ -76,4 +76,7 @@ pub enum ShardMessage {
         share: Option<ByteString>,
         added: bool,
     },
+    /// The sending shard now has (or no longer has) a connected member of a shared
+    /// subscription (`$share/group/filter`).
+    ShareOnline { share: ByteString, online: bool },
 }

@@ -67,6 +67,12 @@ pub struct Interest {
     trie: SubscriptionTrie<InterestKey, u32>,
     /// Round-robin position per shared subscription, to spread a group over shards.
     cursors: AHashMap<ByteString, usize>,
+    /// Per shared subscription, the shards (sorted) where a member is connected: a group's
+    /// messages go to one of them while there is one, rather than into an offline member's
+    /// queue while another member idles.
+    online: AHashMap<ByteString, Vec<ShardId>>,
+    /// This shard's connected members per shared subscription.
+    online_here: AHashMap<ByteString, u32>,
 }
 
 impl Interest {
@@ -75,6 +81,50 @@ impl Interest {
             shard,
             trie: SubscriptionTrie::new(),
             cursors: AHashMap::new(),
+            online: AHashMap::new(),
+            online_here: AHashMap::new(),
+        }
+    }
+
+    /// Counts one of this shard's members of `share` connecting (`online`) or disconnecting;
+    /// true when it was the shard's first or last, so the other shards must hear.
+    pub fn member_online(&mut self, share: &ByteString, online: bool) -> bool {
+        let count = self.online_here.entry(share.clone()).or_default();
+        let changed = if online {
+            *count += 1;
+            *count == 1
+        } else {
+            *count = count.saturating_sub(1);
+            *count == 0
+        };
+        if *count == 0 {
+            self.online_here.remove(share);
+        }
+        if changed {
+            self.set_online(self.shard, share, online);
+        }
+        changed
+    }
+
+    /// Applies another shard's news that it has (or no longer has) a connected member of
+    /// `share`.
+    pub fn apply_online(&mut self, shard: ShardId, share: ByteString, online: bool) {
+        if shard != self.shard {
+            self.set_online(shard, &share, online);
+        }
+    }
+
+    fn set_online(&mut self, shard: ShardId, share: &ByteString, online: bool) {
+        let shards = self.online.entry(share.clone()).or_default();
+        match (shards.binary_search(&shard), online) {
+            (Err(at), true) => shards.insert(at, shard),
+            (Ok(at), false) => {
+                shards.remove(at);
+            }
+            _ => {}
+        }
+        if shards.is_empty() {
+            self.online.remove(share);
         }
     }
 
@@ -137,6 +187,18 @@ impl Interest {
         for (share, mut shards) in groups {
             shards.sort_unstable();
             shards.dedup();
+            // Shards with a connected member first; a group with none anywhere queues with
+            // an offline member as before.
+            if let Some(online) = self.online.get(share) {
+                let with_online: Vec<ShardId> = shards
+                    .iter()
+                    .copied()
+                    .filter(|shard| online.binary_search(shard).is_ok())
+                    .collect();
+                if !with_online.is_empty() {
+                    shards = with_online;
+                }
+            }
             let cursor = self.cursors.entry(share.clone()).or_default();
             let chosen = shards[*cursor % shards.len()];
             *cursor = cursor.wrapping_add(1);

@@ -261,6 +261,7 @@ impl Broker {
             session.expiry_interval = expiry;
             session.expires_at = None;
         }
+        self.shares_follow_connection(session_id, true);
         self.journal_attach(session_id, expiry);
         (session_id, resumed)
     }

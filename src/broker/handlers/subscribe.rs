@@ -128,15 +128,20 @@ impl Broker {
             session: session_id,
             share: share.clone(),
         };
+        let connected = session.is_connected();
         // Replacing keeps the trie entry and the interest count as they are.
         if self
             .subscriptions
             .insert(&inner, key, subscription)
             .is_none()
             && self.shard_count > 1
-            && self.interest.add_local(&inner, &share)
         {
-            self.announce_interest(inner, share, true);
+            if self.interest.add_local(&inner, &share) {
+                self.announce_interest(inner, share.clone(), true);
+            }
+            if let (Some(share), true) = (&share, connected) {
+                self.share_member_online(share, true);
+            }
         }
         Ok(!exists)
     }
@@ -156,11 +161,57 @@ impl Broker {
             session: session_id,
             share: share.clone(),
         };
-        if self.subscriptions.remove(&inner, &key).is_some()
-            && self.shard_count > 1
-            && self.interest.remove_local(&inner, &share)
-        {
-            self.announce_interest(inner, share, false);
+        if self.subscriptions.remove(&inner, &key).is_some() && self.shard_count > 1 {
+            let connected = self
+                .sessions
+                .get(&session_id)
+                .is_some_and(|session| session.is_connected());
+            if let (Some(share), true) = (&share, connected) {
+                self.share_member_online(share, false);
+            }
+            if self.interest.remove_local(&inner, &share) {
+                self.announce_interest(inner, share, false);
+            }
+        }
+    }
+
+    /// A session's shared-subscription memberships come online or go offline with its
+    /// connection.
+    pub(in crate::broker) fn shares_follow_connection(
+        &mut self,
+        session_id: SessionId,
+        online: bool,
+    ) {
+        if self.shard_count == 1 {
+            return;
+        }
+        let Some(session) = self.sessions.get(&session_id) else {
+            return;
+        };
+        let shares: Vec<ByteString> = session
+            .subscriptions
+            .keys()
+            .filter(|filter| filter.starts_with("$share/"))
+            .cloned()
+            .collect();
+        for share in shares {
+            self.share_member_online(&share, online);
+        }
+    }
+
+    /// Counts one of this shard's members of `share` connecting or disconnecting, and tells
+    /// the other shards when it is the shard's first or last (`Interest::member_online`).
+    fn share_member_online(&mut self, share: &ByteString, online: bool) {
+        if !self.interest.member_online(share, online) {
+            return;
+        }
+        let this_shard = self.shard;
+        for shard in (0..self.shard_count).filter(|&shard| shard != this_shard) {
+            let news = ShardMessage::ShareOnline {
+                share: share.clone(),
+                online,
+            };
+            self.send_to_shard(shard, news);
         }
     }
 

@@ -122,6 +122,63 @@ fn shared_subscriptions_deliver_each_message_once_across_shards() {
     );
 }
 
+/// Two members of a shared subscription on different shards (3.1.1 sessions, which persist),
+/// one offline: while the other is connected, it gets every message and nothing waits in the
+/// offline member's queue. With both connected the group is spread again; with neither, the
+/// messages wait with a member.
+#[test]
+fn shared_subscriptions_go_to_a_connected_member_on_any_shard() {
+    let mut sim = Sim::new(2);
+    let (here_id, away_id) = (id_on(0, 2, "here"), id_on(1, 2, "away"));
+    let here = sim.client(V3, &here_id, false);
+    let away = sim.client(V3, &away_id, false);
+    sim.subscribe(here, "$share/workers/job", QoS::AtLeastOnce);
+    sim.subscribe(away, "$share/workers/job", QoS::AtLeastOnce);
+    sim.drop_connection(away);
+    let publisher = sim.client(V5, &id_on(1, 2, "p"), true);
+    let publish = |sim: &mut Sim, from: usize, count: usize| {
+        for n in from..from + count {
+            sim.publish(publisher, "job", &n.to_string(), QoS::AtLeastOnce, false);
+        }
+    };
+    publish(&mut sim, 0, 20);
+    assert_eq!(
+        sim.publishes(here).len(),
+        20,
+        "the connected member gets them all"
+    );
+    let (away, _) = sim.connect(connect(V3, &away_id, false));
+    assert!(
+        sim.publishes(away).is_empty(),
+        "nothing waited for the offline member"
+    );
+    publish(&mut sim, 20, 20);
+    let (got_here, got_away) = (sim.publishes(here).len(), sim.publishes(away).len());
+    assert_eq!(got_here + got_away, 20);
+    assert!(
+        got_here >= 5 && got_away >= 5,
+        "spread again: {got_here} / {got_away}"
+    );
+    sim.drop_connection(here);
+    sim.drop_connection(away);
+    publish(&mut sim, 40, 4);
+    let (here, _) = sim.connect(connect(V3, &here_id, false));
+    let (away, _) = sim.connect(connect(V3, &away_id, false));
+    // What comes now is the unacknowledged earlier messages again, and what waited.
+    let mut waited: Vec<String> = [here, away]
+        .into_iter()
+        .flat_map(|member| sim.publishes(member))
+        .map(|publish| String::from_utf8_lossy(&publish.payload).into_owned())
+        .filter(|payload| payload.parse::<usize>().is_ok_and(|n| n >= 40))
+        .collect();
+    waited.sort();
+    assert_eq!(
+        waited,
+        ["40", "41", "42", "43"],
+        "with no member connected, they wait"
+    );
+}
+
 #[test]
 fn retained_messages_reach_subscribers_on_every_shard() {
     let mut sim = Sim::new(3);
