@@ -442,6 +442,7 @@ runtime_tests!(
     the_connection_opened_last_keeps_the_session,
     a_full_retained_set_refuses_new_topics_with_0x97,
     a_shared_subscription_serves_its_connected_member_first,
+    a_shared_members_queue_goes_to_another_member_when_its_session_ends,
 );
 
 /// Messages each flow-control case publishes.
@@ -1546,6 +1547,31 @@ async fn a_full_retained_set_refuses_new_topics_with_0x97(runtime: &str) {
     .unwrap();
 }
 
+/// A shared subscription's filter, `$share/workers/BASE/job`, and two client ids for its
+/// members, homed on shards 0 and 1.
+struct Group {
+    base: String,
+    ids: [String; 2],
+    filter: String,
+}
+
+impl Group {
+    fn new(prefix: &str) -> Group {
+        let base = unique(prefix);
+        let mut ids = (0..).map(|n| format!("{base}-{n}"));
+        let ids = [0, 1].map(|shard| ids.find(|id| home_shard(id, 2) == shard).unwrap());
+        let filter = format!("$share/workers/{base}/job");
+        Group { base, ids, filter }
+    }
+}
+
+/// Options of a 3.1.1 client whose session persists.
+fn persistent_options(port: u16, id: &str) -> rumqttc::MqttOptions {
+    let mut options = v3::options(port, id);
+    options.set_clean_session(false);
+    options
+}
+
 /// Two members of `$share/workers/...` with persistent sessions on different shards, one of
 /// them disconnected: the connected one gets every message, and none waits for the other, which
 /// finds nothing when it comes back.
@@ -1554,16 +1580,12 @@ async fn a_shared_subscription_serves_its_connected_member_first(runtime: &str) 
         return;
     };
     let port = broker.port;
-    let base = unique("share");
-    let mut ids = (0..).map(|n| format!("{base}-{n}"));
-    let online_id = ids.find(|id| home_shard(id, 2) == 0).unwrap();
-    let offline_id = ids.find(|id| home_shard(id, 2) == 1).unwrap();
-    let filter = format!("$share/workers/{base}/job");
-    let persistent = |id: &str| {
-        let mut options = v3::options(port, id);
-        options.set_clean_session(false);
-        options
-    };
+    let Group {
+        base,
+        ids: [online_id, offline_id],
+        filter,
+    } = Group::new("share");
+    let persistent = |id: &str| persistent_options(port, id);
     let (mut online, _) = v3::Client::connect_with(persistent(&online_id)).await;
     online.subscribe(&filter, v3::QoS::AtLeastOnce).await;
     let (mut offline, _) = v3::Client::connect_with(persistent(&offline_id)).await;
@@ -1581,6 +1603,52 @@ async fn a_shared_subscription_serves_its_connected_member_first(runtime: &str) 
     let (mut back, _) = v3::Client::connect_with(persistent(&offline_id)).await;
     back.assert_quiet("nothing waited for the member that was away")
         .await;
+}
+
+/// Two members of `$share/workers/...` with persistent sessions on different shards, both away:
+/// the messages wait with one or the other. One comes back with a clean session, which ends its
+/// old one: what waited for it goes to the other member, which gets all of them on its return.
+async fn a_shared_members_queue_goes_to_another_member_when_its_session_ends(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &[]) else {
+        return;
+    };
+    let port = broker.port;
+    let Group {
+        base,
+        ids: [keeper_id, leaver_id],
+        filter,
+    } = Group::new("orphans");
+    let persistent = |id: &str| persistent_options(port, id);
+    for id in [&keeper_id, &leaver_id] {
+        let (mut member, _) = v3::Client::connect_with(persistent(id)).await;
+        member.subscribe(&filter, v3::QoS::AtLeastOnce).await;
+        member.disconnect().await;
+    }
+    let mut publisher = v3::Client::connect(port, &format!("{base}-publisher")).await;
+    publisher
+        .publish_window(&format!("{base}/job"), v3::QoS::AtLeastOnce, 10)
+        .await;
+    let (leaver, _) = v3::Client::connect_with(v3::options(port, &leaver_id)).await;
+    leaver.disconnect().await;
+    let (mut keeper, _) = v3::Client::connect_with(persistent(&keeper_id)).await;
+    let mut got: Vec<usize> = keeper
+        .collect(10)
+        .await
+        .iter()
+        .map(|publish| {
+            std::str::from_utf8(&publish.payload)
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<_>>(),
+        "{runtime}: every message, once"
+    );
+    keeper.assert_quiet("no more than was published").await;
 }
 
 /// Each packet's first byte and the first byte of its variable header (a reason code for

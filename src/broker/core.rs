@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::acks::{AckHolds, Hold, PushBack};
 use super::config::Config;
 use super::connection::{Connection, Phase};
+use super::handlers::shared::shared_orphans;
 use super::io::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 use super::limited_log::LimitedLog;
 use super::message::Message;
@@ -572,9 +573,11 @@ impl Broker {
         };
         self.release_holds(session.outbound.take_holds());
         self.client_ids.remove(&session.client_id);
+        let orphans = shared_orphans(&session);
         for (filter, _) in session.subscriptions_mut().drain() {
             self.remove_subscription_entry(session_id, &filter);
         }
+        self.hand_shared_messages_on(orphans, now);
         if let Some(will) = session.delayed_will.take() {
             self.publish_will(will.message, now);
         }

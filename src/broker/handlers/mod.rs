@@ -6,4 +6,5 @@ mod deliver;
 mod dispatch;
 mod publish;
 mod retained;
+pub(in crate::broker) mod shared;
 mod subscribe;

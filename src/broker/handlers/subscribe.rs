@@ -175,46 +175,6 @@ impl Broker {
         }
     }
 
-    /// A session's shared-subscription memberships come online or go offline with its
-    /// connection.
-    pub(in crate::broker) fn shares_follow_connection(
-        &mut self,
-        session_id: SessionId,
-        online: bool,
-    ) {
-        if self.shard_count == 1 {
-            return;
-        }
-        let Some(session) = self.sessions.get(&session_id) else {
-            return;
-        };
-        let shares: Vec<ByteString> = session
-            .subscriptions
-            .keys()
-            .filter(|filter| filter.starts_with("$share/"))
-            .cloned()
-            .collect();
-        for share in shares {
-            self.share_member_online(&share, online);
-        }
-    }
-
-    /// Counts one of this shard's members of `share` connecting or disconnecting, and tells
-    /// the other shards when it is the shard's first or last (`Interest::member_online`).
-    fn share_member_online(&mut self, share: &ByteString, online: bool) {
-        if !self.interest.member_online(share, online) {
-            return;
-        }
-        let this_shard = self.shard;
-        for shard in (0..self.shard_count).filter(|&shard| shard != this_shard) {
-            let news = ShardMessage::ShareOnline {
-                share: share.clone(),
-                online,
-            };
-            self.send_to_shard(shard, news);
-        }
-    }
-
     /// Tells every other shard of this shard's interest change (`Interest::add_local` and
     /// `remove_local` recorded it here).
     fn announce_interest(&mut self, filter: ByteString, share: Option<ByteString>, added: bool) {

@@ -179,6 +179,42 @@ fn shared_subscriptions_go_to_a_connected_member_on_any_shard() {
     );
 }
 
+/// With both members of a group away, its messages wait with one or the other. When one
+/// member's session ends (here: it comes back with a clean session), what it held goes to the
+/// other member, which gets every message once it returns.
+#[test]
+fn a_shared_members_messages_go_to_another_member_when_its_session_ends() {
+    let mut sim = Sim::new(2);
+    let (keeper_id, leaver_id) = (id_on(0, 2, "keeper"), id_on(1, 2, "leaver"));
+    let keeper = sim.client(V3, &keeper_id, false);
+    let leaver = sim.client(V3, &leaver_id, false);
+    sim.subscribe(keeper, "$share/workers/job", QoS::AtLeastOnce);
+    sim.subscribe(leaver, "$share/workers/job", QoS::AtLeastOnce);
+    // The leaver takes one message and does not acknowledge it before going away.
+    let publisher = sim.client(V3, &id_on(1, 2, "p"), true);
+    sim.drop_connection(keeper);
+    sim.publish(publisher, "job", "0", QoS::AtLeastOnce, false);
+    assert_eq!(payloads(&sim.publishes(leaver)), ["0"]);
+    sim.drop_connection(leaver);
+    for n in 1..10 {
+        sim.publish(publisher, "job", &n.to_string(), QoS::AtLeastOnce, false);
+    }
+    let (_, connack) = sim.connect(connect(V3, &leaver_id, true));
+    assert!(matches!(connack, Packet::ConnAck(ack) if !ack.session_present));
+    let (keeper, _) = sim.connect(connect(V3, &keeper_id, false));
+    let mut got: Vec<usize> = sim
+        .publishes(keeper)
+        .iter()
+        .map(|publish| String::from_utf8_lossy(&publish.payload).parse().unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<_>>(),
+        "every message, the leaver's too"
+    );
+}
+
 #[test]
 fn retained_messages_reach_subscribers_on_every_shard() {
     let mut sim = Sim::new(3);
