@@ -94,7 +94,7 @@ impl Broker {
     ) {
         let matches = self.subscriptions.matches(&message.template.topic);
         if matches.is_empty() {
-            return;
+            return self.pass_on_groups(message, groups.unwrap_or_default(), now);
         }
         let mut grants = Grants::new(message);
         let mut shared: AHashMap<&ByteString, Vec<(SessionId, &Subscription)>> = AHashMap::new();
@@ -114,12 +114,21 @@ impl Broker {
                 None | Some(_) => {}
             }
         }
+        // Groups sent here whose last member on this shard left while the message was on
+        // its way: it goes to another member elsewhere, not nowhere.
+        let homeless: Vec<ByteString> = groups
+            .unwrap_or_default()
+            .iter()
+            .filter(|share| !shared.contains_key(share))
+            .cloned()
+            .collect();
         for (share, mut members) in shared {
             members.sort_unstable_by_key(|(session, _)| *session);
             let (session, subscription) = self.pick_member(share, &members);
             grants.add(session, subscription);
         }
         self.deliver_all(message, grants.deliveries, push_back, now);
+        self.pass_on_groups(message, &homeless, now);
     }
 
     /// Hands each delivery of one message to its session: decides where each goes, journals

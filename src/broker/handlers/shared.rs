@@ -68,6 +68,23 @@ impl Broker {
         }
     }
 
+    /// Sends `message` on to the shared subscriptions in `groups`, which were routed to this
+    /// shard but have no member here any more (the last one left while it was on its way): to
+    /// a member on another shard, if any is left.
+    pub(in crate::broker) fn pass_on_groups(
+        &mut self,
+        message: &SharedMessage,
+        groups: &[ByteString],
+        now: Timestamp,
+    ) {
+        if self.shard_count == 1 {
+            return;
+        }
+        for share in groups {
+            self.deliver_to_group(message.clone(), share.clone(), now);
+        }
+    }
+
     /// Delivers `message` to one member of the shared subscription `share` and to no one else.
     fn deliver_to_group(&mut self, message: SharedMessage, share: ByteString, now: Timestamp) {
         let groups = vec![share];

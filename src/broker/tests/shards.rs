@@ -215,6 +215,48 @@ fn a_shared_members_messages_go_to_another_member_when_its_session_ends() {
     );
 }
 
+/// A message routed to a shard for a group whose last member there leaves before it arrives
+/// goes to a member on another shard, not nowhere (it was acknowledged to its publisher).
+#[test]
+fn a_message_for_a_group_whose_member_just_left_goes_to_another_member() {
+    let mut sim = Sim::new(2);
+    let keeper = sim.client(V3, &id_on(0, 2, "keeper"), false);
+    let leaver = sim.client(V3, &id_on(1, 2, "leaver"), false);
+    sim.subscribe(keeper, "$share/workers/job", QoS::AtLeastOnce);
+    sim.subscribe(leaver, "$share/workers/job", QoS::AtLeastOnce);
+    let publisher = sim.client(V3, &id_on(0, 2, "p"), true);
+    let publisher_shard = sim.shard_of(publisher);
+    // Two publishes read on the publisher's shard: one of them is routed to the leaver's shard,
+    // and waits in the outbox there.
+    let mut bytes = BytesMut::new();
+    for packet_id in [1u16, 2] {
+        publish_packet("job", &packet_id.to_string(), QoS::AtLeastOnce, packet_id)
+            .encode(V3, &mut bytes)
+            .unwrap();
+    }
+    let now = sim.now;
+    sim.shards[publisher_shard].handle_bytes(publisher, &mut bytes, now);
+    // Meanwhile the leaver, the group's only member on its shard, unsubscribes.
+    let mut unsubscribe = BytesMut::new();
+    Packet::Unsubscribe(crate::protocol::Unsubscribe {
+        packet_id: 9,
+        filters: vec!["$share/workers/job".into()],
+        properties: Default::default(),
+    })
+    .encode(V3, &mut unsubscribe)
+    .unwrap();
+    let leaver_shard = sim.shard_of(leaver);
+    sim.shards[leaver_shard].handle_bytes(leaver, &mut unsubscribe, now);
+    sim.run();
+    let mut got = payloads(&sim.publishes(keeper))
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    got.sort();
+    assert_eq!(got, ["1", "2"], "both to the member that stayed");
+    assert!(sim.publishes(leaver).is_empty());
+}
+
 #[test]
 fn retained_messages_reach_subscribers_on_every_shard() {
     let mut sim = Sim::new(3);
