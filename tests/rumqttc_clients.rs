@@ -443,6 +443,7 @@ runtime_tests!(
     a_full_retained_set_refuses_new_topics_with_0x97,
     a_shared_subscription_serves_its_connected_member_first,
     a_shared_members_queue_goes_to_another_member_when_its_session_ends,
+    max_connections_counts_every_shard_and_frees_slots,
 );
 
 /// Messages each flow-control case publishes.
@@ -1462,11 +1463,7 @@ async fn the_connection_opened_last_keeps_the_session(runtime: &str) {
     let case = runtime.to_string();
     tokio::task::spawn_blocking(move || {
         let id = unique("newest");
-        let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
-        connect.extend_from_slice(&(id.len() as u16).to_be_bytes());
-        connect.extend_from_slice(id.as_bytes());
-        let mut opening = vec![0x10, connect.len() as u8];
-        opening.extend(connect);
+        let mut opening = v5_connect_packet(&id);
         // PUBLISH QoS 1, topic "t", packet id 1, no properties, payload "x".
         opening.extend_from_slice(&[0x32, 7, 0, 1, b't', 0, 1, 0, b'x']);
         let mut streams: Vec<TcpStream> = (0..40)
@@ -1542,6 +1539,40 @@ async fn a_full_retained_set_refuses_new_topics_with_0x97(runtime: &str) {
             "{case}: no room for a second topic"
         );
         assert_eq!(ack_for(&first, 3), 0x00, "{case}: replacing always works");
+    })
+    .await
+    .unwrap();
+}
+
+/// `--max-connections 4` over 2 shards: four clients, whichever shards they land on, are
+/// served; a fifth is refused with CONNACK 0x97 (MQTT 5) and closed; once one of the four has
+/// sent DISCONNECT and been closed, a new client gets its slot, even while the leaving client's
+/// socket is still open (the broker reads it out for a moment after closing).
+async fn max_connections_counts_every_shard_and_frees_slots(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &["--max-connections", "4"]) else {
+        return;
+    };
+    let port = broker.port;
+    let case = runtime.to_string();
+    tokio::task::spawn_blocking(move || {
+        let base = unique("slots");
+        let mut held: Vec<TcpStream> = (0..4)
+            .map(|n| raw_v5(port, &format!("{base}-{n}")))
+            .collect();
+        let refused = format!("{base}-refused");
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(&v5_connect_packet(&refused)).unwrap();
+        let answer = read_until_closed(&mut stream, &format!("{case}: the fifth client"));
+        assert_eq!(
+            answer.get(..4),
+            Some(&[0x20, answer[1], 0x00, 0x97][..]),
+            "{case}: the fifth client is refused with 0x97: {answer:02x?}"
+        );
+        // A DISCONNECT frees a slot, on whichever shard it was, at once.
+        let mut leaving = held.pop().unwrap();
+        leaving.write_all(&[0xE0, 0x00]).unwrap();
+        read_until_closed(&mut leaving, &format!("{case}: the leaving client"));
+        let _again = raw_v5(port, &format!("{base}-again"));
     })
     .await
     .unwrap();
@@ -1888,14 +1919,19 @@ async fn sync_binary_qos1_pub_sub() {
 }
 
 /// A raw MQTT 5 connection with client id `id`, past its successful CONNACK.
-fn raw_v5(port: u16, id: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+/// An MQTT 5 CONNECT with a clean start, keepalive 60 s and no properties.
+fn v5_connect_packet(id: &str) -> Vec<u8> {
     let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0];
     body.extend_from_slice(&(id.len() as u16).to_be_bytes());
     body.extend_from_slice(id.as_bytes());
     let mut packet = vec![0x10, body.len() as u8];
     packet.extend(body);
-    stream.write_all(&packet).unwrap();
+    packet
+}
+
+fn raw_v5(port: u16, id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(&v5_connect_packet(id)).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut header = [0u8; 2];
     stream.read_exact(&mut header).unwrap();

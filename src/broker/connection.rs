@@ -41,6 +41,10 @@ pub struct Connection {
     /// When the CONNECT arrived, if the runtime noted it: of two connections of one client,
     /// the later one stays.
     pub arrival: Option<Arrival>,
+    /// Counted in the connections of all shards (`--max-connections`) until the broker closes
+    /// it or the socket goes, whichever is first: a socket that lingers after the broker
+    /// closed it no longer holds a client's slot.
+    pub holds_slot: bool,
     /// The client's Maximum Packet Size: larger messages are skipped for it.
     pub max_packet_size: usize,
     /// The client's Receive Maximum: outbound QoS 1/2 in flight to it.
@@ -89,6 +93,7 @@ impl Connection {
             keep_alive: Duration::ZERO,
             last_received: now,
             arrival: None,
+            holds_slot: true,
             max_packet_size: usize::MAX,
             receive_maximum: u16::MAX,
             topic_aliases: Vec::new(),

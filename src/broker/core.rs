@@ -237,8 +237,16 @@ impl Broker {
     /// The network connection is gone (peer closed, I/O error, or after an `Event::Close`).
     pub fn handle_closed(&mut self, conn: ConnId, now: Timestamp) {
         self.end_connection(conn, now);
-        if self.forget_connection(conn) {
-            self.connection_count.fetch_sub(1, Ordering::Relaxed);
+        self.release_slot(conn);
+        self.forget_connection(conn);
+    }
+
+    /// Gives the connection's place in `--max-connections` back, once.
+    fn release_slot(&mut self, conn: ConnId) {
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            if std::mem::take(&mut connection.holds_slot) {
+                self.connection_count.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -432,6 +440,7 @@ impl Broker {
             return;
         }
         self.end_connection(conn, now);
+        self.release_slot(conn);
         self.events.push_back(Event::Close(conn));
     }
 
