@@ -724,3 +724,98 @@ fn restarts_right_after_kill_9_start_and_serve_the_first_connections() {
     }
     assert!(served.load(Ordering::SeqCst) >= 100);
 }
+
+/// QoS 2 exactly once across a kill -9 (`--fsync always`): the broker has answered PUBREC, so it
+/// has routed the message, when it dies. The publisher, reconnecting, sends the PUBLISH again
+/// with DUP as 3.1.1 requires; the broker must recognise it from its journal and not route it a
+/// second time. The persistent subscriber, away throughout, gets the message exactly once.
+#[test]
+fn qos_2_is_delivered_exactly_once_across_kill_9() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    /// 3.1.1 CONNECT, clean session off.
+    fn connect(port: u16, id: &str) -> TcpStream {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 60];
+        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        body.extend_from_slice(id.as_bytes());
+        let mut packet = vec![0x10, body.len() as u8];
+        packet.extend(body);
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.write_all(&packet).unwrap();
+        let mut connack = [0u8; 4];
+        stream.read_exact(&mut connack).unwrap();
+        assert_eq!(
+            (connack[0], connack[3]),
+            (0x20, 0),
+            "{id}: CONNACK accepted"
+        );
+        stream
+    }
+    fn expect(stream: &mut TcpStream, want: &[u8], what: &str) {
+        let mut got = vec![0u8; want.len()];
+        stream.read_exact(&mut got).unwrap();
+        assert_eq!(got, want, "{what}");
+    }
+    /// PUBLISH QoS 2 on "exactly", packet id 7, payload "once"; `dup` sets DUP.
+    fn publish(dup: bool) -> Vec<u8> {
+        let mut packet = vec![if dup { 0x3C } else { 0x34 }, 0];
+        packet.extend_from_slice(&[0, 7]);
+        packet.extend_from_slice(b"exactly");
+        packet.extend_from_slice(&[0, 7]);
+        packet.extend_from_slice(b"once");
+        packet[1] = (packet.len() - 2) as u8;
+        packet
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let always = ["--fsync", "always"];
+    let broker = Broker::start(dir.path(), &always);
+    let mut subscriber = connect(broker.port, "exactly-sub");
+    let mut subscribe = vec![0x82, 12, 0, 1, 0, 7];
+    subscribe.extend_from_slice(b"exactly");
+    subscribe.push(2);
+    subscriber.write_all(&subscribe).unwrap();
+    expect(
+        &mut subscriber,
+        &[0x90, 3, 0, 1, 2],
+        "SUBACK granting QoS 2",
+    );
+    subscriber.write_all(&[0xE0, 0]).unwrap();
+    drop(subscriber);
+    let mut publisher = connect(broker.port, "exactly-pub");
+    publisher.write_all(&publish(false)).unwrap();
+    expect(&mut publisher, &[0x50, 2, 0, 7], "PUBREC before the crash");
+    broker.crash();
+
+    let broker = Broker::start(dir.path(), &always);
+    let mut publisher = connect(broker.port, "exactly-pub");
+    publisher.write_all(&publish(true)).unwrap();
+    expect(
+        &mut publisher,
+        &[0x50, 2, 0, 7],
+        "PUBREC for the resent PUBLISH",
+    );
+    publisher.write_all(&[0x62, 2, 0, 7]).unwrap();
+    expect(&mut publisher, &[0x70, 2, 0, 7], "PUBCOMP");
+    let mut subscriber = connect(broker.port, "exactly-sub");
+    subscriber.set_read_timeout(Some(QUIET)).unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 256];
+    while let Ok(read) = subscriber.read(&mut buffer) {
+        if read == 0 {
+            break;
+        }
+        received.extend_from_slice(&buffer[..read]);
+    }
+    let copies = received
+        .windows(4)
+        .filter(|window| window == b"once")
+        .count();
+    assert_eq!(
+        copies, 1,
+        "exactly one copy after the restart: {received:02x?}"
+    );
+    broker.stop();
+}
