@@ -444,6 +444,7 @@ runtime_tests!(
     a_shared_subscription_serves_its_connected_member_first,
     a_shared_members_queue_goes_to_another_member_when_its_session_ends,
     max_connections_counts_every_shard_and_frees_slots,
+    silent_connections_are_closed_before_and_after_connect,
 );
 
 /// Messages each flow-control case publishes.
@@ -1576,6 +1577,56 @@ async fn max_connections_counts_every_shard_and_frees_slots(runtime: &str) {
     })
     .await
     .unwrap();
+}
+
+/// `--connect-timeout 1`: a connection that never sends CONNECT is closed; a client that
+/// connected with a keepalive of 1 s and then says nothing is closed once one and a half
+/// keepalives pass (MQTT-3.1.2-24), and its will goes out. Counted by events, not timed: each
+/// close must come within `WAIT`.
+async fn silent_connections_are_closed_before_and_after_connect(runtime: &str) {
+    let Some(broker) = broker_for(runtime, &["--connect-timeout", "1"]) else {
+        return;
+    };
+    let port = broker.port;
+    let base = unique("silent");
+    let will_topic = format!("{base}/gone");
+    let mut watcher = v3::Client::connect(port, &format!("{base}-watcher")).await;
+    watcher.subscribe(&will_topic, v3::QoS::AtLeastOnce).await;
+    let case = runtime.to_string();
+    let topic = will_topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut mute = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let got = read_until_closed(&mut mute, &format!("{case}: no CONNECT"));
+        assert!(
+            got.is_empty(),
+            "{case}: nothing sent before CONNECT: {got:02x?}"
+        );
+        // 3.1.1 CONNECT, keepalive 1 s, with a QoS 1 will on `topic`, then silence.
+        let id = format!("{base}-idle");
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02 | 0x04 | 0x08, 0, 1];
+        for field in [id.as_bytes(), topic.as_bytes(), b"bye"] {
+            body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            body.extend_from_slice(field);
+        }
+        let mut packet = vec![0x10, body.len() as u8];
+        packet.extend(body);
+        let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        idle.write_all(&packet).unwrap();
+        let got = read_until_closed(&mut idle, &format!("{case}: keepalive"));
+        assert_eq!(
+            got,
+            [0x20, 0x02, 0x00, 0x00],
+            "{case}: CONNACK, then closed"
+        );
+    })
+    .await
+    .unwrap();
+    let will = watcher.collect(1).await;
+    assert_eq!(
+        &will[0].payload[..],
+        b"bye",
+        "{runtime}: the idle client's will"
+    );
 }
 
 /// A shared subscription's filter, `$share/workers/BASE/job`, and two client ids for its
