@@ -819,3 +819,25 @@ fn qos_2_is_delivered_exactly_once_across_kill_9() {
     );
     broker.stop();
 }
+
+/// Retained messages set, replaced and cleared, then kill -9 (`--fsync always`): after the
+/// restart a new subscriber gets exactly the replacement, and nothing for the cleared topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn retained_replace_and_clear_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let always = ["--fsync", "always"];
+    let broker = Broker::start(dir.path(), &always);
+    let mut publisher = v3::Client::connect(broker.port, "retainer", false).await;
+    publisher.publish("kept/a", "a1", true).await;
+    publisher.publish("kept/b", "b1", true).await;
+    publisher.publish("kept/a", "a2", true).await;
+    publisher.publish("kept/b", "", true).await;
+    broker.crash();
+
+    let broker = Broker::start(dir.path(), &always);
+    let mut subscriber = v3::Client::connect(broker.port, "late", false).await;
+    subscriber.subscribe("kept/#").await;
+    assert_eq!(drain(&mut subscriber.messages).await, ["a2"]);
+    subscriber.disconnect().await;
+    broker.stop();
+}
