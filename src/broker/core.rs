@@ -599,22 +599,29 @@ impl Broker {
 
     pub(super) fn publish_will(&mut self, message: Arc<Message>, now: Timestamp) {
         self.stats.wills_published += 1;
+        let (message, _) = self.fit_retained(message, now);
         self.route(message, now, None);
     }
 
-    /// Stores, replaces or clears a retained message. Every shard sees every retained update,
-    /// so shard 0 alone journals them.
-    /// The message must not share a receive buffer (see `Message::detached`).
-    /// Whether the retained set has room for `message` (see `Retained::admits`). When it has
-    /// not, the refusal is counted and logged at a limited rate.
-    pub(super) fn retained_has_room(&mut self, message: &Message, now: Timestamp) -> bool {
+    /// `message` as it may be routed: unchanged, or without its retain flag when the retained
+    /// set has no room for it (see `Retained::admits`), which the flag returned says. Refusals
+    /// are counted and logged at a limited rate. Called once per message where it enters the
+    /// broker (a PUBLISH, a will), before `route`.
+    pub(super) fn fit_retained(
+        &mut self,
+        message: Arc<Message>,
+        now: Timestamp,
+    ) -> (Arc<Message>, bool) {
         let config = &self.config;
-        if self.retained.admits(
-            message,
-            config.max_retained_messages,
-            config.max_retained_bytes,
-        ) {
-            return true;
+        if !message.template.retain
+            || !config.retain_available
+            || self.retained.admits(
+                &message,
+                config.max_retained_messages,
+                config.max_retained_bytes,
+            )
+        {
+            return (message, false);
         }
         self.stats.retained_refused += 1;
         if let Some(unreported) = self.retained_full_log.note(now) {
@@ -627,9 +634,12 @@ impl Broker {
                  such line)"
             );
         }
-        false
+        (Arc::new(message.not_retained()), true)
     }
 
+    /// Stores, replaces or clears a retained message. Every shard sees every retained update,
+    /// so shard 0 alone journals them.
+    /// The message must not share a receive buffer (see `Message::detached`).
     pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
         self.retained.store(message.clone());
         if self.shard == 0 && self.persist.enabled {

@@ -190,13 +190,9 @@ impl Interest {
             // Shards with a connected member first; a group with none anywhere queues with
             // an offline member as before.
             if let Some(online) = self.online.get(share) {
-                let with_online: Vec<ShardId> = shards
-                    .iter()
-                    .copied()
-                    .filter(|shard| online.binary_search(shard).is_ok())
-                    .collect();
-                if !with_online.is_empty() {
-                    shards = with_online;
+                let has_online = |shard: &ShardId| online.binary_search(shard).is_ok();
+                if shards.iter().any(has_online) {
+                    shards.retain(has_online);
                 }
             }
             let cursor = self.cursors.entry(share.clone()).or_default();

@@ -26,14 +26,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crate::connection_rate::ConnectionRate;
-
 use mqtt_broker_persistence::{Store, StreamWriter};
 use mqtt_broker_shards::{mesh, start_shards, Backend, TokioIo};
 use tracing::info;
 
 use crate::broker::persist::ShardState;
 use crate::broker::Config;
+use crate::connection_rate::ConnectionRate;
 
 pub use mqtt_broker_persistence::Fsync;
 pub use shard::Envelope;

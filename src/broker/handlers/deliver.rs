@@ -30,14 +30,6 @@ impl Broker {
         now: Timestamp,
         ack: Option<u64>,
     ) {
-        let retainable = message.template.retain && self.config.retain_available;
-        // Past the retained set's limits it is delivered as an ordinary message (v3 has no way
-        // to refuse it; a v5 QoS 1/2 publish was refused before it got here).
-        let message = if retainable && !self.retained_has_room(&message, now) {
-            Arc::new(message.not_retained())
-        } else {
-            message
-        };
         let retain = message.template.retain && self.config.retain_available;
         // A retained message outlives the receive buffer it was read into: detach it once here,
         // and every shard stores and delivers that one copy.

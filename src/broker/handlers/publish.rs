@@ -114,18 +114,14 @@ impl Broker {
         };
         let publisher = Some(session.client_id.clone());
         let message = Arc::new(Message::from_publish(publish, publisher, now));
-        // A v5 QoS 1/2 publish the retained set has no room for is refused with 0x97 (quota
-        // exceeded); otherwise `route` delivers it without retaining it.
+        // Past the retained set's limits a v5 QoS 1/2 publish is refused with 0x97 (quota
+        // exceeded); otherwise it is delivered without being retained (3.x cannot be told).
+        let (message, not_retained) = self.fit_retained(message, now);
         let v5 = self
             .connections
             .get(&conn)
             .is_some_and(|connection| connection.version.is_v5());
-        if v5
-            && qos != QoS::AtMostOnce
-            && message.template.retain
-            && self.config.retain_available
-            && !self.retained_has_room(&message, now)
-        {
+        if not_retained && v5 && qos != QoS::AtMostOnce {
             return self.refuse_publish(conn, qos, packet_id, ReasonCode::QUOTA_EXCEEDED, mark);
         }
         let token = match qos {
