@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use tracing::warn;
 
-/// Addresses remembered before idle ones are forgotten: a bucket that has refilled says nothing
-/// a new one would not.
-const FORGET_ABOVE: usize = 4096;
+use crate::broker::limited_log::LimitedLog;
+use crate::broker::Timestamp;
 
-/// At most one warning this often, with the count since the last.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Addresses remembered before idle ones are forgotten: a bucket that has refilled says nothing
+/// a new one would not. Past it, the map is swept at most once a second (a bucket refills in a
+/// second), so a flood from many addresses costs memory for one second's worth of them, and
+/// no sweep per connection.
+const FORGET_ABOVE: usize = 4096;
+const REFILL: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct ConnectionRate {
@@ -29,13 +32,15 @@ pub struct ConnectionRate {
     per_second: u32,
     buckets: Mutex<Buckets>,
     refused: AtomicU64,
+    /// Origin of the timestamps the refusal log is kept by.
+    epoch: Instant,
 }
 
 #[derive(Debug, Default)]
 struct Buckets {
     by_address: AHashMap<IpAddr, Bucket>,
-    last_warning: Option<Instant>,
-    unreported: u64,
+    last_sweep: Option<Instant>,
+    refusals: LimitedLog,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +56,7 @@ impl ConnectionRate {
             per_second,
             buckets: Mutex::new(Buckets::default()),
             refused: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
@@ -62,11 +68,14 @@ impl ConnectionRate {
         }
         let rate = f64::from(self.per_second);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.by_address.len() >= FORGET_ABOVE {
-            let full_after = Duration::from_secs(1);
+        let sweep_due = buckets
+            .last_sweep
+            .is_none_or(|last| now.duration_since(last) >= REFILL);
+        if buckets.by_address.len() >= FORGET_ABOVE && sweep_due {
             buckets
                 .by_address
-                .retain(|_, bucket| now.duration_since(bucket.updated) < full_after);
+                .retain(|_, bucket| now.duration_since(bucket.updated) < REFILL);
+            buckets.last_sweep = Some(now);
         }
         let bucket = buckets.by_address.entry(peer).or_insert(Bucket {
             tokens: rate,
@@ -80,20 +89,17 @@ impl ConnectionRate {
             return true;
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
-        buckets.unreported += 1;
-        if buckets
-            .last_warning
-            .is_none_or(|last| now.duration_since(last) >= LOG_INTERVAL)
-        {
+        let at = Timestamp::from_nanos(
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX),
+        );
+        if let Some(refused) = buckets.refusals.note(at) {
             warn!(
                 %peer,
-                refused = buckets.unreported,
+                refused,
                 limit = self.per_second,
                 "closing new connections over --max-connection-rate (count since the last such \
                  line, all addresses)"
             );
-            buckets.last_warning = Some(now);
-            buckets.unreported = 0;
         }
         false
     }

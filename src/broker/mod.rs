@@ -28,7 +28,7 @@ mod core;
 mod handlers;
 mod inflight;
 mod io;
-mod limited_log;
+pub(crate) mod limited_log;
 mod message;
 mod outbound;
 pub mod persist;

@@ -117,11 +117,13 @@ impl Broker {
         // Past the retained set's limits a v5 QoS 1/2 publish is refused with 0x97 (quota
         // exceeded); otherwise it is delivered without being retained (3.x cannot be told).
         let (message, not_retained) = self.fit_retained(message, now);
-        let v5 = self
-            .connections
-            .get(&conn)
-            .is_some_and(|connection| connection.version.is_v5());
-        if not_retained && v5 && qos != QoS::AtMostOnce {
+        let v5 = |broker: &Broker| {
+            broker
+                .connections
+                .get(&conn)
+                .is_some_and(|connection| connection.version.is_v5())
+        };
+        if not_retained && qos != QoS::AtMostOnce && v5(self) {
             return self.refuse_publish(conn, qos, packet_id, ReasonCode::QUOTA_EXCEEDED, mark);
         }
         let token = match qos {
