@@ -37,6 +37,8 @@ use ahash::{AHashMap, AHashSet};
 use super::connection::HeldAck;
 use super::core::Broker;
 use super::io::{ConnId, ShardId, ShardMessage};
+use super::persist::PersistRecord;
+use super::session::SessionId;
 use super::time::Timestamp;
 use crate::protocol::Packet;
 
@@ -79,6 +81,9 @@ struct Wait {
     outstanding: usize,
     /// The connection whose acknowledgement waits, to look at it alone once the wait is over.
     conn: Option<ConnId>,
+    /// A QoS 2 publish's `InboundPending` record, written only once the wait is over (see
+    /// [`Broker::journal_inbound_pending`]): `(session, packet identifier)`.
+    inbound: Option<(SessionId, u16)>,
 }
 
 /// Holds this shard's queues keep on another shard's token, and the journal position its reply
@@ -113,6 +118,7 @@ impl Broker {
             Wait {
                 outstanding: 0,
                 conn: Some(conn),
+                inbound: None,
             },
         );
         acks.next_token
@@ -212,12 +218,71 @@ impl Broker {
             return;
         };
         wait.outstanding -= 1;
-        if wait.outstanding == 0 {
-            let conn = wait.conn;
-            self.acks.waits.remove(&token);
-            if let Some(conn) = conn {
-                self.release_conn_acks(conn);
+        if wait.outstanding > 0 {
+            return;
+        }
+        let Some(wait) = self.acks.waits.remove(&token) else {
+            return;
+        };
+        if let Some((session, packet_id)) = wait.inbound {
+            self.journal_session(session, |client_id| PersistRecord::InboundPending {
+                client_id,
+                packet_id,
+            });
+            // The PUBREC now stands for this record too.
+            let seq = self.persist.last_seq;
+            let connection = wait.conn.and_then(|conn| self.connections.get_mut(&conn));
+            for ack in connection.into_iter().flat_map(|c| c.held_acks.iter_mut()) {
+                if ack.token == Some(token) {
+                    ack.seq = ack.seq.max(seq);
+                }
             }
+        }
+        if let Some(conn) = wait.conn {
+            self.release_conn_acks(conn);
+        }
+    }
+
+    /// Journals that a QoS 2 PUBLISH, routed with `token`, awaits its PUBREL: after a restart
+    /// the record makes a resend a duplicate, not a new message. So with acknowledgements
+    /// after durability it is written only once every shard the message reached has made its
+    /// own records of it durable (after this shard's, being later in its journal): a crash then
+    /// leaves either the whole routing, or no record and a resend that routes the message
+    /// again, never a record whose resend is dropped while another shard lost its copy.
+    pub(in crate::broker) fn journal_inbound_pending(
+        &mut self,
+        session: SessionId,
+        packet_id: u16,
+        token: Option<u64>,
+    ) {
+        let waiting = token.and_then(|token| self.acks.waits.get_mut(&token));
+        if let (Some(wait), true) = (waiting, self.persist.hold_acks) {
+            wait.inbound = Some((session, packet_id));
+            return;
+        }
+        self.journal_session(session, |client_id| PersistRecord::InboundPending {
+            client_id,
+            packet_id,
+        });
+    }
+
+    /// Sends PUBREL for a PUBREC whose handling began at journal position `mark`: at once, or
+    /// (when acknowledgements wait for durability) once the record of that PUBREC is durable.
+    /// Once PUBREL is out the message must never be sent again (§4.3.3); after a crash without
+    /// the record, the restored session would send the PUBLISH once more. PUBRELs keep their
+    /// order among themselves (MQTT-4.6.0-3), and only that.
+    pub(in crate::broker) fn send_pubrel(&mut self, conn: ConnId, packet: Packet, mark: u64) {
+        let journal = &self.persist;
+        let wait_for = (journal.hold_acks && journal.last_seq > mark).then_some(journal.last_seq);
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        match wait_for {
+            Some(seq) if seq > journal.persisted || !connection.held_pubrels.is_empty() => {
+                connection.held_pubrels.push_back((seq, packet));
+                self.acks.held_conns.insert(conn);
+            }
+            _ => self.send(conn, packet),
         }
     }
 
@@ -310,7 +375,18 @@ impl Broker {
             }
             ready.extend(connection.held_acks.pop_front().map(|ack| ack.packet));
         }
-        if connection.held_acks.is_empty() {
+        while let Some((seq, _)) = connection.held_pubrels.front() {
+            if *seq > self.persist.persisted {
+                break;
+            }
+            ready.extend(
+                connection
+                    .held_pubrels
+                    .pop_front()
+                    .map(|(_, packet)| packet),
+            );
+        }
+        if connection.held_acks.is_empty() && connection.held_pubrels.is_empty() {
             self.acks.held_conns.remove(&conn);
         }
         for packet in ready {
@@ -320,6 +396,12 @@ impl Broker {
 }
 
 impl AckHolds {
+    /// Acknowledgements still waiting, and holds kept for other shards' ones.
+    #[cfg(any(test, feature = "sim"))]
+    pub(in crate::broker) fn len(&self) -> usize {
+        self.waits.len() + self.remote.len() + self.held_conns.len()
+    }
+
     fn is_done(&self, ack: &HeldAck, persisted: u64) -> bool {
         ack.seq <= persisted
             && ack

@@ -68,9 +68,9 @@ pub struct Config {
     /// Emit journal records of persistent state through `Broker::poll_persist`. Off, the core
     /// keeps no journal (and a runtime without storage need not drain one).
     pub persistence: bool,
-    /// Hold PUBACK, PUBREC, PUBCOMP, SUBACK and UNSUBACK until the records written for them
-    /// are durable (`Broker::handle_persisted`), on this shard and every shard the message went
-    /// to (`--fsync always`). Only with `persistence`.
+    /// Hold PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK until the records written for
+    /// them are durable (`Broker::handle_persisted`), on this shard and every shard the message
+    /// went to (`--fsync always`). Only with `persistence`.
     pub ack_after_durable: bool,
 }
 

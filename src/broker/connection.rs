@@ -65,6 +65,10 @@ pub struct Connection {
     /// Acknowledgements waiting for their records to be durable, in the order they must be
     /// sent (MQTT-4.6.0-2): once one waits, every later one queues behind it.
     pub held_acks: VecDeque<HeldAck>,
+    /// PUBRELs waiting for their `PubRecReceived` record to be durable, by journal position.
+    /// Apart from `held_acks`: a PUBREL answers the client as a subscriber, and must not queue
+    /// behind a PUBACK held for it as a publisher, which may wait for this very flow to end.
+    pub held_pubrels: VecDeque<(u64, Packet)>,
 }
 
 /// An acknowledgement held until the state it acknowledges is durable.
@@ -103,6 +107,7 @@ impl Connection {
             announced: false,
             retained_backlog: RetainedBacklog::default(),
             held_acks: VecDeque::new(),
+            held_pubrels: VecDeque::new(),
         }
     }
 

@@ -54,6 +54,14 @@ pub struct Stats {
     pub sessions_expired: u64,
 }
 
+/// Where the round robin over a shared subscription's members on this shard stands.
+#[derive(Debug, Default)]
+pub(super) struct ShareCursor {
+    pub(super) next: usize,
+    /// This shard's members: the cursor goes with the last.
+    pub(super) members: usize,
+}
+
 /// The broker core of one shard.
 pub struct Broker {
     pub(super) config: Config,
@@ -81,8 +89,8 @@ pub struct Broker {
     shard_outbox: Vec<Vec<ShardMessage>>,
     /// Connections on all shards together, for the connection limit.
     pub(super) connection_count: Arc<AtomicUsize>,
-    /// Round-robin position per shared subscription on this shard.
-    pub(super) share_cursors: AHashMap<ByteString, usize>,
+    /// Round-robin position per shared subscription with members on this shard.
+    pub(super) share_cursors: AHashMap<ByteString, ShareCursor>,
     /// Serial for client ids the broker assigns.
     pub(super) assigned_ids: u64,
     pub(super) stats: Stats,
@@ -465,10 +473,15 @@ impl Broker {
         let Some(connection) = self.connections.get(&conn) else {
             return;
         };
-        debug!(?conn, client_id = %connection.client_id, %error, reason = %error.reason_code(), "protocol error");
-        if let (Phase::AwaitingConnect, DecodeError::UnsupportedProtocolLevel(_)) =
-            (connection.phase, &error)
-        {
+        let connecting = connection.phase == Phase::AwaitingConnect;
+        let reason = match error {
+            // Only CONNACK carries 0x84. Once connected, any CONNECT is a protocol error
+            // (MQTT-3.1.0-2), whatever level it names.
+            DecodeError::UnsupportedProtocolLevel(_) if !connecting => ReasonCode::PROTOCOL_ERROR,
+            _ => error.reason_code(),
+        };
+        debug!(?conn, client_id = %connection.client_id, %error, %reason, "protocol error");
+        if let (true, DecodeError::UnsupportedProtocolLevel(_)) = (connecting, &error) {
             // MQTT-3.1.2-2: answer an unknown level with return code 1 in the 3.1.1 format,
             // which every version of client can read.
             let connack = crate::protocol::ConnAck {
@@ -480,7 +493,7 @@ impl Broker {
             }
             self.send(conn, Packet::ConnAck(Box::new(connack)));
         }
-        self.disconnect(conn, error.reason_code(), now);
+        self.disconnect(conn, reason, now);
     }
 
     /// Detaches a connection from its session: the will, session expiry, and the bookkeeping that

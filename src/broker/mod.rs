@@ -36,6 +36,8 @@ mod retained;
 mod retained_backlog;
 mod routing;
 mod session;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod time;
 mod timers;
 pub mod topic;

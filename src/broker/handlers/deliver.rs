@@ -216,8 +216,8 @@ impl Broker {
         members: &[(SessionId, &'a Subscription)],
     ) -> (SessionId, &'a Subscription) {
         let cursor = self.share_cursors.entry(share.clone()).or_default();
-        let start = *cursor;
-        *cursor = cursor.wrapping_add(1);
+        let start = cursor.next;
+        cursor.next = cursor.next.wrapping_add(1);
         let connected = |session: &SessionId| {
             self.sessions
                 .get(session)

@@ -134,12 +134,12 @@ impl Broker {
             if let Some(session) = self.sessions.get_mut(&session_id) {
                 session.awaiting_pubrel.insert(packet_id, token);
             }
-            self.journal_session(session_id, |client_id| PersistRecord::InboundPending {
-                client_id,
-                packet_id,
-            });
         }
         self.route(message, now, token);
+        if qos == QoS::ExactlyOnce {
+            // After the routing's own records, so that its durability implies theirs.
+            self.journal_inbound_pending(session_id, packet_id, token);
+        }
         match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
@@ -271,6 +271,7 @@ impl Broker {
         ack: Ack,
         now: Timestamp,
     ) {
+        let mark = self.persist.last_seq;
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -301,7 +302,7 @@ impl Broker {
                 return self.protocol_error(conn, "PUBREC for a QoS 1 message", now)
             }
         };
-        self.send(conn, Packet::PubRel(reply));
+        self.send_pubrel(conn, Packet::PubRel(reply), mark);
     }
 
     pub(in crate::broker) fn handle_pubrel(

@@ -130,12 +130,14 @@ impl Broker {
         };
         let connected = session.is_connected();
         // Replacing keeps the trie entry and the interest count as they are.
-        if self
+        let added = self
             .subscriptions
             .insert(&inner, key, subscription)
-            .is_none()
-            && self.shard_count > 1
-        {
+            .is_none();
+        if let (Some(share), true) = (&share, added) {
+            self.share_cursors.entry(share.clone()).or_default().members += 1;
+        }
+        if added && self.shard_count > 1 {
             if self.interest.add_local(&inner, &share) {
                 self.announce_interest(inner, share.clone(), true);
             }
@@ -161,7 +163,11 @@ impl Broker {
             session: session_id,
             share: share.clone(),
         };
-        if self.subscriptions.remove(&inner, &key).is_some() && self.shard_count > 1 {
+        let removed = self.subscriptions.remove(&inner, &key).is_some();
+        if let (Some(share), true) = (&share, removed) {
+            self.forget_share_member(share);
+        }
+        if removed && self.shard_count > 1 {
             let connected = self
                 .sessions
                 .get(&session_id)
@@ -171,6 +177,17 @@ impl Broker {
             }
             if self.interest.remove_local(&inner, &share) {
                 self.announce_interest(inner, share, false);
+            }
+        }
+    }
+
+    /// A member of a shared subscription left this shard; with the last one goes its cursor, so
+    /// groups that come and go leave nothing behind.
+    fn forget_share_member(&mut self, share: &ByteString) {
+        if let Some(cursor) = self.share_cursors.get_mut(share) {
+            cursor.members -= 1;
+            if cursor.members == 0 {
+                self.share_cursors.remove(share);
             }
         }
     }

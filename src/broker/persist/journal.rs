@@ -10,11 +10,14 @@
 //! it came on was lost. The session keeps the first copy's token with the packet identifier, and
 //! the resend's PUBREC waits for it and for every record this shard has written.
 //!
-//! One window stays open across a crash: the home shard's `InboundPending` durable while another
-//! shard's record of the same message is not. After the restart the resend is taken for a
-//! duplicate, so that shard's subscribers miss the message. Closing it would mean writing
-//! `InboundPending` only once the other shards have replied, a second round of disk syncs for
-//! every QoS 2 publish that crosses shards.
+//! With acknowledgements after durability, `InboundPending` (the record that makes a resend a
+//! duplicate after a restart) is written only once every shard the message reached has made its
+//! own records durable (`Broker::journal_inbound_pending`): a crash leaves either the whole
+//! routing or a resend that routes the message again, never a dropped resend while another
+//! shard lost its copy. What stays open: a QoS 2 message is forwarded as it arrives, before its
+//! PUBREC, so a crash before that PUBREC can deliver it twice once the publisher resends it.
+//! Exactly once holds from the PUBREC on; before it, closing the gap would take storing the
+//! message durably before forwarding it and routing it idempotently after a restart.
 
 use std::collections::VecDeque;
 

@@ -67,7 +67,14 @@ fn topic_levels_are_capped() {
     let c = sim.client(V5, "c", true);
     let suback = sim.subscribe(c, "a/b/c/d", QoS::AtMostOnce);
     assert_eq!(suback.reason_codes, [ReasonCode::TOPIC_FILTER_INVALID]);
+    let suback = sim.subscribe(c, "a/+/c", QoS::AtMostOnce);
+    assert_eq!(suback.reason_codes, [ReasonCode::GRANTED_QOS_0]);
     sim.publish(c, "a/b/c", "ok", QoS::AtMostOnce, false);
+    assert_eq!(
+        payloads(&sim.publishes(c)),
+        ["ok"],
+        "three levels are allowed"
+    );
     sim.send(
         c,
         Packet::Publish(Publish {

@@ -94,45 +94,6 @@ fn kinds(journal: &[(u64, PersistRecord)]) -> Vec<&'static str> {
         .collect()
 }
 
-#[derive(Clone, Copy)]
-enum Source {
-    Snapshots,
-    Journals,
-}
-
-/// A new broker of `shard_count` shards started from `old`'s state after `downtime`, on a
-/// monotonic clock with another origin. The state goes through its encoded form, as on disk.
-fn restart(old: &Sim, shard_count: usize, downtime: Duration, source: Source) -> Sim {
-    let mut replay = Replay::new();
-    match source {
-        Source::Snapshots => {
-            for (shard, broker) in old.shards.iter().enumerate() {
-                let state = broker.snapshot_state().owned_by(shard);
-                let bytes = encode_snapshot(&state);
-                replay.apply_snapshot(decode_snapshot(&bytes).expect("snapshot decodes"));
-            }
-        }
-        Source::Journals => {
-            for journal in &old.journals {
-                for (_, record) in journal {
-                    let bytes = encode_record(record);
-                    replay.apply_record(decode_record(&bytes).expect("record decodes"));
-                }
-            }
-        }
-    }
-    let elapsed = old.now.saturating_since(Timestamp::from_secs(1000)) + downtime;
-    let unix_ms = WALL_START_MS + elapsed.as_millis() as u64;
-    let now = Timestamp::from_secs(7);
-    let config = old.shards[0].config().clone();
-    let mut sim = Sim::at(shard_count, config, now, unix_ms);
-    for (shard, state) in replay.into_shards(shard_count).into_iter().enumerate() {
-        sim.shards[shard].restore(state, now);
-    }
-    sim.run();
-    sim
-}
-
 #[test]
 fn persistent_sessions_are_journaled_and_clean_ones_are_not() {
     let mut sim = Sim::with_config(1, persistent_config());
@@ -357,7 +318,18 @@ fn a_resent_qos2_publish_waits_for_the_shards_its_first_copy_reached() {
         None,
         "the first copy is still not durable on shard 1"
     );
+    assert!(
+        !kinds(&sim.journals[0]).contains(&"inbound"),
+        "the record that makes a resend a duplicate waits for every shard's copy"
+    );
     persist_shard(&mut sim, 1);
+    assert_eq!(kinds(&sim.journals[0]).last(), Some(&"inbound"));
+    assert_eq!(
+        sim.recv(publisher),
+        None,
+        "the inbound record is not durable yet"
+    );
+    persist_shard(&mut sim, 0);
     assert!(matches!(sim.recv(publisher), Some(Packet::PubRec(a)) if a.packet_id == 7));
     assert_eq!(payloads(&sim.publishes(sub)), ["x"], "routed once");
 
@@ -365,6 +337,61 @@ fn a_resent_qos2_publish_waits_for_the_shards_its_first_copy_reached() {
     let third = resent_publish_packet("t", "x", QoS::ExactlyOnce, 7);
     sim.send(publisher, third);
     assert!(matches!(sim.recv(publisher), Some(Packet::PubRec(a)) if a.packet_id == 7));
+}
+
+#[test]
+fn pubrel_waits_for_the_record_that_the_subscriber_received_the_message() {
+    let mut sim = Sim::with_config(1, durable_acks_config());
+    let (sub, _) = persistent_client(&mut sim, V3, "sub");
+    sim.subscribe(sub, "t", QoS::ExactlyOnce);
+    let publisher = sim.client(V3, "pub", true);
+    sim.publish(publisher, "t", "x", QoS::ExactlyOnce, false);
+    let got = sim.publishes(sub);
+    assert_eq!(payloads(&got), ["x"]);
+
+    sim.auto_persist = false;
+    sim.send(sub, Packet::PubRec(Ack::new(got[0].packet_id)));
+    assert_eq!(kinds(&sim.journals[0]).last(), Some(&"pubrec"));
+    assert_eq!(sim.recv(sub), None, "PUBREL before its record is durable");
+    // A crash now restores a session that must send the PUBLISH again, which is only allowed
+    // because no PUBREL went out.
+    let mut restarted = sim.restart(1, Duration::ZERO, Source::DurableJournals);
+    let (sub_again, present) = persistent_client(&mut restarted, V3, "sub");
+    assert!(present);
+    assert!(matches!(restarted.recv(sub_again), Some(Packet::Publish(p)) if p.dup));
+
+    persist_shard(&mut sim, 0);
+    assert!(matches!(sim.recv(sub), Some(Packet::PubRel(a)) if a.packet_id == got[0].packet_id));
+}
+
+#[test]
+fn a_crash_between_shards_durability_does_not_lose_an_acknowledged_qos2_message() {
+    let mut sim = Sim::with_config(2, durable_acks_config());
+    let sub_id = id_on(1, 2, "sub");
+    let (sub, _) = persistent_client(&mut sim, V3, &sub_id);
+    sim.subscribe(sub, "t", QoS::ExactlyOnce);
+    sim.drop_connection(sub);
+    let publisher_id = id_on(0, 2, "pub");
+    let (publisher, _) = persistent_client(&mut sim, V3, &publisher_id);
+    sim.auto_persist = false;
+    sim.send(publisher, publish_packet("t", "x", QoS::ExactlyOnce, 7));
+    // The publisher's shard makes everything durable; the subscriber's shard does not.
+    persist_shard(&mut sim, 0);
+    assert_eq!(sim.recv(publisher), None);
+
+    let mut restarted = sim.restart(2, Duration::ZERO, Source::DurableJournals);
+    restarted.auto_persist = true;
+    let (publisher, present) = persistent_client(&mut restarted, V3, &publisher_id);
+    assert!(present);
+    // Nothing says the message was wholly routed, so the resend is routed, and acknowledged.
+    restarted.send(
+        publisher,
+        resent_publish_packet("t", "x", QoS::ExactlyOnce, 7),
+    );
+    assert!(matches!(restarted.recv(publisher), Some(Packet::PubRec(a)) if a.packet_id == 7));
+    let (sub, present) = persistent_client(&mut restarted, V3, &sub_id);
+    assert!(present);
+    assert_eq!(payloads(&restarted.publishes(sub)), ["x"]);
 }
 
 #[test]
@@ -524,15 +551,15 @@ fn check_restored(mut sim: Sim, offline: &str, busy: &str, publisher: &str) {
 #[test]
 fn a_snapshot_restores_sessions_queues_inflight_and_retained() {
     let (sim, offline, busy, publisher) = eventful_sim();
-    let restarted = restart(&sim, 2, Duration::from_secs(5), Source::Snapshots);
+    let restarted = sim.restart(2, Duration::from_secs(5), Source::Snapshots);
     check_restored(restarted, &offline, &busy, &publisher);
 }
 
 #[test]
 fn journal_replay_restores_the_same_state() {
     let (sim, offline, busy, publisher) = eventful_sim();
-    let from_snapshots = restart(&sim, 2, Duration::ZERO, Source::Snapshots);
-    let from_journals = restart(&sim, 2, Duration::ZERO, Source::Journals);
+    let from_snapshots = sim.restart(2, Duration::ZERO, Source::Snapshots);
+    let from_journals = sim.restart(2, Duration::ZERO, Source::Journals);
     for shard in 0..2 {
         assert_eq!(
             from_journals.shards[shard].snapshot_state(),
@@ -618,7 +645,7 @@ fn sessions_and_messages_that_expired_while_down_are_dropped() {
     sim.advance(Duration::from_secs(10));
 
     // 50 s of downtime: `short` has 40 s left, `brief` has expired.
-    let mut restarted = restart(&sim, 1, Duration::from_secs(50), Source::Journals);
+    let mut restarted = sim.restart(1, Duration::from_secs(50), Source::Journals);
     let (l, present) = persistent_client(&mut restarted, V5, "long");
     assert!(present);
     assert_eq!(payloads(&restarted.publishes(l)), ["lasting"]);
@@ -628,7 +655,7 @@ fn sessions_and_messages_that_expired_while_down_are_dropped() {
     restarted.drop_connection(s);
 
     // 95 s of downtime: `short` expired while the broker was down.
-    let mut late = restart(&sim, 1, Duration::from_secs(95), Source::Snapshots);
+    let mut late = sim.restart(1, Duration::from_secs(95), Source::Snapshots);
     assert_eq!(late.shards[0].session_count(), 1);
     let (_, present) = persistent_client(&mut late, V5, "short");
     assert!(!present);
@@ -641,7 +668,7 @@ fn a_restored_detached_session_still_expires_on_time() {
     packet.properties.session_expiry_interval = Some(100);
     let (conn, _) = sim.connect(packet);
     sim.drop_connection(conn);
-    let mut restarted = restart(&sim, 1, Duration::from_secs(60), Source::Journals);
+    let mut restarted = sim.restart(1, Duration::from_secs(60), Source::Journals);
     assert_eq!(restarted.shards[0].session_count(), 1);
     restarted.advance(Duration::from_secs(41));
     assert_eq!(restarted.shards[0].session_count(), 0);
@@ -665,7 +692,7 @@ fn sessions_are_rehomed_when_the_shard_count_changes() {
         sim.publish(publisher, &format!("to/{id}"), id, QoS::AtLeastOnce, false);
     }
     for (count, source) in [(3, Source::Journals), (1, Source::Snapshots)] {
-        let mut restarted = restart(&sim, count, Duration::ZERO, source);
+        let mut restarted = sim.restart(count, Duration::ZERO, source);
         let sessions: usize = restarted.shards.iter().map(Broker::session_count).sum();
         assert_eq!(sessions, ids.len());
         for id in &ids {
@@ -956,7 +983,7 @@ fn a_delayed_will_outlives_a_restart_and_keeps_its_deadline() {
             sim.advance(Duration::from_secs(10));
 
             // Down for 5 s: 15 s of the 30 are left, counted from the drop, not the restart.
-            let mut restarted = restart(&sim, 2, Duration::from_secs(5), source);
+            let mut restarted = sim.restart(2, Duration::from_secs(5), source);
             let watcher = will_watcher(&mut restarted, 0);
             restarted.advance(Duration::from_secs(14));
             assert!(restarted.publishes(watcher).is_empty(), "{delay}/{expiry}");
@@ -975,7 +1002,7 @@ fn a_delayed_will_outlives_a_restart_and_keeps_its_deadline() {
             assert!(kinds.contains(&expected), "{kinds:?}");
 
             // Published once: the state after it holds no will to publish again.
-            let mut again = restart(&restarted, 2, Duration::ZERO, Source::Snapshots);
+            let mut again = restarted.restart(2, Duration::ZERO, Source::Snapshots);
             let watcher = will_watcher(&mut again, 0);
             again.advance(Duration::from_secs(1000));
             assert!(again.publishes(watcher).is_empty(), "{delay}/{expiry}");
@@ -988,7 +1015,7 @@ fn a_reconnect_after_a_restart_still_cancels_the_delayed_will() {
     for source in [Source::Snapshots, Source::Journals] {
         let mut sim = Sim::with_config(1, persistent_config());
         drop_with_delayed_will(&mut sim, "back", 30, 600);
-        let mut restarted = restart(&sim, 1, Duration::from_secs(5), source);
+        let mut restarted = sim.restart(1, Duration::from_secs(5), source);
         let watcher = will_watcher(&mut restarted, 0);
         restarted.advance(Duration::from_secs(10));
         let (_, present) = persistent_client(&mut restarted, V5, "back");
@@ -1018,7 +1045,7 @@ fn a_will_that_fell_due_while_the_broker_was_down_is_published_on_the_first_tick
         let ended = id_on(1, 2, "ended");
         drop_with_delayed_will(&mut sim, &ended, 10, 20);
 
-        let mut restarted = restart(&sim, 2, Duration::from_secs(60), source);
+        let mut restarted = sim.restart(2, Duration::from_secs(60), source);
         let watcher = will_watcher(&mut restarted, 0);
         assert!(
             restarted.publishes(watcher).is_empty(),
@@ -1047,7 +1074,7 @@ fn a_client_back_before_the_first_tick_does_not_cancel_an_overdue_will() {
     let mut sim = Sim::with_config(1, persistent_config());
     drop_with_delayed_will(&mut sim, "alive", 10, 600);
     drop_with_delayed_will(&mut sim, "ended", 10, 20);
-    let mut restarted = restart(&sim, 1, Duration::from_secs(60), Source::Journals);
+    let mut restarted = sim.restart(1, Duration::from_secs(60), Source::Journals);
     let watcher = will_watcher(&mut restarted, 0);
     // Both clients come back before any timer has run.
     let (_, present) = persistent_client(&mut restarted, V5, "alive");
@@ -1066,7 +1093,7 @@ fn a_will_published_before_the_restart_is_not_published_again() {
         drop_with_delayed_will(&mut sim, "once", 5, 600);
         sim.advance(Duration::from_secs(5));
         assert!(kinds(&sim.journals[0]).contains(&"will-published"));
-        let mut restarted = restart(&sim, 1, Duration::from_secs(60), source);
+        let mut restarted = sim.restart(1, Duration::from_secs(60), source);
         let watcher = will_watcher(&mut restarted, 0);
         restarted.advance(Duration::from_secs(100));
         assert!(restarted.publishes(watcher).is_empty());

@@ -163,6 +163,28 @@ fn shared_subscriptions_spread_messages_over_the_group() {
 }
 
 #[test]
+fn a_shared_subscription_leaves_nothing_behind_once_its_members_are_gone() {
+    let mut sim = Sim::new(2);
+    let publisher = sim.client(V5, "p", true);
+    // Groups that come and go, as with one group per job: each must leave no trace.
+    for group in 0..3 {
+        let filter = format!("$share/job{group}/work");
+        let a = sim.client(V5, "a", true);
+        let b = sim.client(V5, "b", true);
+        sim.subscribe(a, &filter, QoS::AtLeastOnce);
+        sim.subscribe(b, &filter, QoS::AtLeastOnce);
+        sim.publish(publisher, "work", "x", QoS::AtMostOnce, false);
+        let got = sim.publishes(a).len() + sim.publishes(b).len();
+        assert_eq!(got, 1, "one member of job{group} gets it");
+        for conn in [a, b] {
+            sim.send(conn, Packet::Disconnect(Box::default()));
+        }
+    }
+    sim.send(publisher, Packet::Disconnect(Box::default()));
+    assert_eq!(sim.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn dollar_topics_are_not_matched_by_leading_wildcards() {
     let mut sim = Sim::new(1);
     let sub = sim.client(V3, "s", true);

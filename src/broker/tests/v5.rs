@@ -301,6 +301,11 @@ fn malformed_packets_get_disconnect_with_the_decoders_reason() {
     // PUBLISH to a topic with a wildcard.
     sim.send_bytes(c, &[0x30, 0x04, 0x00, 0x01, b'#', 0x00]);
     expect_disconnect(&mut sim, c, ReasonCode::TOPIC_NAME_INVALID);
+    let c = sim.client(V5, "l", true);
+    // A second CONNECT naming protocol level 7: 0x84 belongs to CONNACK alone, and any CONNECT
+    // on a connected session is a protocol error.
+    sim.send_bytes(c, b"\x10\x0d\x00\x04MQTT\x07\x02\x00\x00\x00\x00\x00");
+    expect_disconnect(&mut sim, c, ReasonCode::PROTOCOL_ERROR);
 }
 
 #[test]
