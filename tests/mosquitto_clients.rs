@@ -434,6 +434,7 @@ fn will_every_version(runtime: &str) {
         // Polite: receives one message, then disconnects cleanly.
         let polite_topic = format!("{base}/polite");
         let polite_will = format!("{base}/will/polite");
+        let polite_id = format!("{base}-polite");
         let polite = subscribe(
             &broker,
             version,
@@ -441,6 +442,8 @@ fn will_every_version(runtime: &str) {
             1,
             1,
             &[
+                "-i",
+                &polite_id,
                 "--will-topic",
                 &polite_will,
                 "--will-payload",
@@ -452,7 +455,15 @@ fn will_every_version(runtime: &str) {
         );
         publish(&broker, "mqttv311", &polite_topic, 1, &["-m", "bye"], "");
         polite.finish();
-        std::thread::sleep(Duration::from_millis(200));
+        // The broker has handled the polite client's leaving (and would have published a will
+        // then) before the rude client even connects: the watcher, which stops at its first
+        // message, would get that will first.
+        let polite_left = format!("client_id={polite_id} ");
+        assert!(
+            broker.wait_for_log(&["client disconnected", &polite_left], WAIT),
+            "{version}: the broker never logged the polite client's leaving:\n{}",
+            broker.logs()
+        );
 
         // Rude: killed.
         let rude_will = format!("{base}/will/rude");

@@ -19,6 +19,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Binary {
     /// `mqtt-broker`: the sharded thread-per-core build.
     Async,
+    /// `mqtt-broker-async`: the same program under the original deployment guide's name.
+    AsyncAlias,
     /// `mqtt-broker-sync`: the blocking build, when this build has it.
     Sync,
 }
@@ -28,6 +30,7 @@ impl Binary {
     pub fn path(self) -> Option<&'static str> {
         match self {
             Binary::Async => Some(env!("CARGO_BIN_EXE_mqtt-broker")),
+            Binary::AsyncAlias => Some(env!("CARGO_BIN_EXE_mqtt-broker-async")),
             Binary::Sync => Some(env!("CARGO_BIN_EXE_mqtt-broker-sync")),
         }
     }
@@ -131,7 +134,7 @@ impl Broker {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             port,
             runtime: match binary {
-                Binary::Async => "auto".into(),
+                Binary::Async | Binary::AsyncAlias => "auto".into(),
                 Binary::Sync => "sync".into(),
             },
             stderr,
@@ -147,6 +150,24 @@ impl Broker {
     /// Everything the broker wrote to stderr so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for a line of the log that contains every one of `parts`.
+    pub fn wait_for_log(&self, parts: &[&str], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .logs()
+                .lines()
+                .any(|line| parts.iter().all(|part| line.contains(part)));
+            if found {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -273,6 +294,32 @@ pub fn unique(prefix: &str) -> String {
         "{prefix}-{}-{}",
         std::process::id() % 100_000,
         NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An MQTT 5 QoS 1 will (not retained) on `topic`, with a Will Delay Interval of `delay`
+/// seconds if given: what rumqttc's `MqttOptions::set_last_will` takes.
+pub fn v5_will(
+    topic: &str,
+    payload: &[u8],
+    delay: Option<u32>,
+) -> rumqttc::v5::mqttbytes::v5::LastWill {
+    use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties};
+    let properties = delay.map(|delay| LastWillProperties {
+        delay_interval: Some(delay),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+    });
+    LastWill::new(
+        topic,
+        payload.to_vec(),
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        properties,
     )
 }
 
