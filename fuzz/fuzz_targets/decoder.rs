@@ -5,5 +5,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    mqtt_broker_fuzz::decode_stream(data);
+    mqtt_broker_fuzz::decoder::decode_stream(data);
 });

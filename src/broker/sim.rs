@@ -343,7 +343,12 @@ impl Sim {
             self.deliver_to_client(conn, chunks);
         }
         while let Some((to, batch)) = self.shards[index].poll_shard_messages() {
-            if self.hold_mail {
+            // A channel delivers in order: behind a held batch, a new one waits its turn too.
+            let behind_held = self
+                .mail
+                .iter()
+                .any(|&(from, dest, _)| (from, dest) == (index, to));
+            if self.hold_mail || behind_held {
                 self.mail.push_back((index, to, batch));
                 continue;
             }
