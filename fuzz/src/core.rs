@@ -515,6 +515,18 @@ impl Oracle {
         retain: bool,
         size: u8,
     ) {
+        // The witness keeps to the broker's Receive Maximum (announced to 5.0 clients, applied
+        // to all): one QoS 2 publish too many and the broker rightly closes its connection, and
+        // its resends on every reconnect would do the same again.
+        let open_qos2 = |client: &Client| {
+            let qos2 = |outgoing: &&Outgoing| outgoing.publish.qos == QoS::ExactlyOnce;
+            client.outgoing.values().filter(qos2).count()
+        };
+        let receive_maximum = usize::from(config(self.knobs).receive_maximum);
+        let witness_qos2 = client == WITNESS && qos == QoS::ExactlyOnce;
+        if witness_qos2 && open_qos2(&self.clients[client]) >= receive_maximum {
+            return;
+        }
         let number = self.next_number;
         self.next_number += 1;
         // Numbered, and padded so that some messages outgrow small queues and buffers.
