@@ -272,17 +272,15 @@ impl Broker {
     /// the record, the restored session would send the PUBLISH once more. PUBRELs keep their
     /// order among themselves (MQTT-4.6.0-3), and only that.
     pub(in crate::broker) fn send_pubrel(&mut self, conn: ConnId, packet: Packet, mark: u64) {
-        let journal = &self.persist;
-        let wait_for = (journal.hold_acks && journal.last_seq > mark).then_some(journal.last_seq);
+        let seq = self.persist.awaited_since(mark);
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        match wait_for {
-            Some(seq) if seq > journal.persisted || !connection.held_pubrels.is_empty() => {
-                connection.held_pubrels.push_back((seq, packet));
-                self.acks.held_conns.insert(conn);
-            }
-            _ => self.send(conn, packet),
+        if seq > self.persist.persisted || !connection.held_pubrels.is_empty() {
+            connection.held_pubrels.push_back((seq, packet));
+            self.acks.held_conns.insert(conn);
+        } else {
+            self.send(conn, packet);
         }
     }
 
@@ -297,11 +295,7 @@ impl Broker {
         mark: u64,
         token: Option<u64>,
     ) {
-        let seq = if self.persist.hold_acks && self.persist.last_seq > mark {
-            self.persist.last_seq
-        } else {
-            0
-        };
+        let seq = self.persist.awaited_since(mark);
         if let Some(wait) = token.and_then(|token| self.acks.waits.get_mut(&token)) {
             // A QoS 2 resend may come on a new connection: its PUBREC is the one to release.
             wait.conn = Some(conn);

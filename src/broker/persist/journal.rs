@@ -42,6 +42,16 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// The record an answer to a packet handled from journal position `mark` waits for: the
+    /// last one written since, when acknowledgements wait for durability; 0 (none) otherwise.
+    pub fn awaited_since(&self, mark: u64) -> u64 {
+        if self.hold_acks && self.last_seq > mark {
+            self.last_seq
+        } else {
+            0
+        }
+    }
+
     pub fn new(enabled: bool, hold_acks: bool) -> Journal {
         Journal {
             enabled,
