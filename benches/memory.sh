@@ -6,6 +6,9 @@
 #   idle       RSS once it accepts connections
 #   pairs      an 8 s closed-loop QoS 0 flood, 4 publishers -> 4 subscribers, 64 B payloads
 #   fan-in     an 8 s closed-loop QoS 0 flood, 16 publishers -> 1 subscriber, 64 B payloads
+#   qos1       an 8 s closed-loop QoS 1 run, 4 publishers -> 4 persistent subscribers (clean
+#              session 0), 64 unacknowledged messages per publisher, 64 B payloads: what the
+#              journal path keeps
 #   big        4 clients in parallel each publish one 64 MiB QoS 0 message to a topic with one
 #              subscriber; repeated 4 times
 # RSS is sampled from /proc every 0.2 s. For each flood the table has its delivered msg/s, its
@@ -64,7 +67,7 @@ while [ $# -gt 0 ]; do
         --ours-binary) OURS_BINARY=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -200,14 +203,14 @@ settle() { # FILE IDLE_KB
 
 peak_kb() { awk '$2 > peak { peak = $2 } END { print peak + 0 }' "$1"; }
 
-# One closed-loop flood under the sampler; prints "PEAK_KB MSG_PER_S AFTER_KB SECS_TO_2X".
+# One closed-loop run under the sampler; prints "PEAK_KB MSG_PER_S AFTER_KB SECS_TO_2X".
 flood() { # NAME PORT DIR IDLE_KB MQTT-BENCH-ARGS...
     local name=$1 port=$2 dir=$3 idle=$4 line
     shift 4
     : >"$dir/$name.rss"
     start_sampler "$dir/$name.rss"
     line=$(timeout "$((DURATION + 120))" "$BENCH" --host 127.0.0.1 --port "$port" "$@" \
-        --qos 0 --payload 64 --duration "$DURATION" --warmup 0 --drain 3 \
+        --payload 64 --duration "$DURATION" --warmup 0 --drain 3 \
         --broker-pid "$BROKER_PID" --json 2>"$dir/$name.log") || line='{}'
     stop_sampler
     echo "$(peak_kb "$dir/$name.rss") $(jq -r '.delivered_per_s // "null"' <<<"$line")" \
@@ -262,7 +265,7 @@ big() { # PORT DIR
 }
 
 run_broker() { # BROKER
-    local broker=$1 port dir idle pairs fanin big_line
+    local broker=$1 port dir idle pairs fanin qos1 big_line
     port=$(free_port) || die "no free port"
     dir=$OUT/$broker
     mkdir -p "$dir"
@@ -275,20 +278,25 @@ run_broker() { # BROKER
     sleep 1
     idle=$(rss_kb)
     echo "    idle: $idle KiB; pairs flood" >&2
-    pairs=$(flood pairs "$port" "$dir" "$idle" --scenario pairs --publishers 4 --subscribers 4)
+    pairs=$(flood pairs "$port" "$dir" "$idle" --scenario pairs --publishers 4 --subscribers 4 \
+        --qos 0)
     echo "    pairs: $pairs; fan-in flood" >&2
-    fanin=$(flood fan-in "$port" "$dir" "$idle" --scenario fan-in --publishers 16 --subscribers 1)
-    echo "    fan-in: $fanin; big messages" >&2
+    fanin=$(flood fan-in "$port" "$dir" "$idle" --scenario fan-in --publishers 16 \
+        --subscribers 1 --qos 0)
+    echo "    fan-in: $fanin; QoS 1 to persistent subscribers" >&2
+    qos1=$(flood qos1 "$port" "$dir" "$idle" --scenario pairs --publishers 4 --subscribers 4 \
+        --qos 1 --window 64 --persistent)
+    echo "    qos1: $qos1; big messages" >&2
     big_line=$(big "$port" "$dir")
     echo "    big: $big_line" >&2
     local status=ok
     kill -0 "$BROKER_PID" 2>/dev/null || status="broker died"
     jq -cn --arg b "$broker" --arg status "$status" --argjson idle "$idle" \
-        --arg pairs "$pairs" --arg fanin "$fanin" --arg big "$big_line" '
+        --arg pairs "$pairs" --arg fanin "$fanin" --arg qos1 "$qos1" --arg big "$big_line" '
         def nums: split(" ") | map(fromjson);
         def flood: nums | {peak_kb: .[0], msg_per_s: .[1], after_kb: .[2], secs_to_2x_idle: .[3]};
         {broker: $b, status: $status, idle_kb: $idle, pairs: ($pairs | flood),
-         fan_in: ($fanin | flood), big: ($big | nums | {peak_kb: .[0], delivered: .[1], after_kb: .[2:]})}' \
+         fan_in: ($fanin | flood), qos1: ($qos1 | flood), big: ($big | nums | {peak_kb: .[0], delivered: .[1], after_kb: .[2:]})}' \
         >>"$RESULTS"
     stop_broker
 }
@@ -300,7 +308,7 @@ run_broker() { # BROKER
     echo "# cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
     echo "# load:    $(cut -d' ' -f1-3 /proc/loadavg) before the first run"
     echo "# ours:    $OURS_BINARY --shards $SHARDS --runtime $RUNTIME $OURS_ARGS"
-    echo "# runs:    floods ${DURATION} s, settle ${SETTLE} s, big ${REPEATS} x 4 x ${BIG_MB} MiB"
+    echo "# runs:    floods and the QoS 1 run ${DURATION} s, settle ${SETTLE} s, big ${REPEATS} x 4 x ${BIG_MB} MiB"
     echo "# results: $RESULTS"
 } | tee "$OUT/header.txt" >&2
 
@@ -312,12 +320,15 @@ jq -rs --argjson repeats "$REPEATS" '
   def mb: if . == null then "-" else (. / 1024 | round | tostring) end;
   def secs: if . == null then "-" else tostring end;
   ["broker", "idle MB", "pairs msg/s", "peak MB", "+settle MB", "to 2x s",
-   "fan-in msg/s", "peak MB", "+settle MB", "to 2x s", "big peak MB", "delivered", "big after each MB", "status"],
+   "fan-in msg/s", "peak MB", "+settle MB", "to 2x s",
+   "qos1 msg/s", "peak MB", "+settle MB", "to 2x s", "big peak MB", "delivered", "big after each MB", "status"],
   ( .[] | [ .broker, (.idle_kb | mb),
             (.pairs.msg_per_s // "-" | tostring), (.pairs.peak_kb | mb), (.pairs.after_kb | mb),
             (.pairs.secs_to_2x_idle | secs),
             (.fan_in.msg_per_s // "-" | tostring), (.fan_in.peak_kb | mb), (.fan_in.after_kb | mb),
             (.fan_in.secs_to_2x_idle | secs),
+            (.qos1.msg_per_s // "-" | tostring), (.qos1.peak_kb | mb), (.qos1.after_kb | mb),
+            (.qos1.secs_to_2x_idle | secs),
             (.big.peak_kb | mb), "\(.big.delivered)/\(4 * $repeats)",
             ([.big.after_kb[]? | mb] | join(" ")), .status ] )
   | @tsv' "$RESULTS" | column -t -s $'\t' | tee "$OUT/table.txt"

@@ -90,6 +90,7 @@ mod journal;
 mod layout;
 mod lock;
 mod options;
+mod queue;
 mod recover;
 mod retire;
 mod snapshot;

@@ -19,6 +19,7 @@ use crate::journal::{self, SegmentHeader};
 use crate::layout::{fsync_dir, stream_dir, unix_now};
 use crate::lock::DirLock;
 use crate::options::StoreOptions;
+use crate::queue::{self, QueueSender};
 use crate::recover::{self, Recovery};
 use crate::snapshotter::{self, SnapshotJob};
 use crate::writer::{Command, JournalWriter, StreamShared, StreamStats, StreamWriter};
@@ -40,7 +41,7 @@ pub struct Store {
 
 struct Slot {
     shared: Arc<StreamShared>,
-    tx: flume::Sender<Command>,
+    tx: QueueSender<Command>,
     notices: flume::Receiver<Lsn>,
     taken: AtomicBool,
     thread: Option<JoinHandle<()>>,
@@ -151,7 +152,7 @@ impl Store {
                 Lsn(next.0 - 1),
                 recovered.journal_bytes[stream],
             ));
-            let (tx, rx) = flume::unbounded();
+            let (tx, rx) = queue::queue();
             let (notify, notices) = flume::bounded(1);
             let writer = JournalWriter {
                 shared: shared.clone(),

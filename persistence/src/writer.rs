@@ -24,12 +24,16 @@ use crate::error::StoreError;
 use crate::hooks::{Hooks, Point};
 use crate::journal::{self, SegmentHeader, MAX_RECORD_BYTES, RECORD_OVERHEAD};
 use crate::options::Fsync;
+use crate::queue::{QueueReceiver, QueueSender, Taken};
 use crate::snapshotter::SnapshotJob;
 use crate::Lsn;
 
 /// Above this many buffered bytes the writer thread writes (and, per policy, syncs) before
 /// taking more records off the queue, bounding one batch's memory.
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the batch buffer keeps while the queue is empty.
+const IDLE_BATCH_BYTES: usize = 64 * 1024;
 
 /// What the writer thread is asked to do, in order.
 pub(crate) enum Command {
@@ -165,7 +169,7 @@ pub struct StreamStats {
 pub struct StreamWriter {
     shared: Arc<StreamShared>,
     next_lsn: Arc<AtomicU64>,
-    tx: flume::Sender<Command>,
+    tx: QueueSender<Command>,
     notices: flume::Receiver<Lsn>,
     journal_max_bytes: u64,
     snapshot_interval: Duration,
@@ -186,7 +190,7 @@ impl StreamWriter {
     pub(crate) fn new(
         shared: Arc<StreamShared>,
         next_lsn: Arc<AtomicU64>,
-        tx: flume::Sender<Command>,
+        tx: QueueSender<Command>,
         notices: flume::Receiver<Lsn>,
         journal_max_bytes: u64,
         snapshot_interval: Duration,
@@ -369,7 +373,7 @@ impl SnapshotTicket {
 /// The background thread of one stream.
 pub(crate) struct JournalWriter {
     pub(crate) shared: Arc<StreamShared>,
-    pub(crate) rx: flume::Receiver<Command>,
+    pub(crate) rx: QueueReceiver<Command>,
     pub(crate) notify: flume::Sender<Lsn>,
     pub(crate) snapshots: flume::Sender<SnapshotJob>,
     pub(crate) file: File,
@@ -378,13 +382,6 @@ pub(crate) struct JournalWriter {
     pub(crate) hooks: Hooks,
     pub(crate) crashed: Arc<AtomicBool>,
     pub(crate) start: Lsn,
-}
-
-enum Next {
-    Command(Command),
-    /// The interval sync is due.
-    Tick,
-    Closed,
 }
 
 /// The thread's working state.
@@ -406,7 +403,7 @@ impl JournalWriter {
         let before = Lsn(self.start.0.saturating_sub(1));
         let mut run = Run {
             w: self,
-            buf: Vec::with_capacity(64 * 1024),
+            buf: Vec::with_capacity(IDLE_BATCH_BYTES),
             buf_last: before,
             buf_records: 0,
             buf_backlog: 0,
@@ -427,38 +424,42 @@ impl Run {
     }
 
     fn run_loop(&mut self) -> io::Result<()> {
+        let mut commands = Vec::new();
         loop {
-            let first = match self.next() {
-                Next::Command(command) => command,
-                Next::Tick => {
+            match self.w.rx.take(&mut commands, self.sync_deadline()) {
+                Taken::Items => {}
+                Taken::Timeout => {
                     self.flush(false)?;
                     continue;
                 }
-                Next::Closed => return self.flush(true),
-            };
+                Taken::Closed => return self.flush(true),
+            }
             // Group commit: take everything that queued up, then one write and one sync.
-            let mut command = Some(first);
-            while let Some(current) = command {
-                if self.crashed() {
-                    return Ok(());
-                }
-                match current {
-                    Command::Append { lsn, data } => {
-                        journal::encode_record(&mut self.buf, lsn, &data);
-                        self.buf_last = lsn;
-                        self.buf_records += 1;
-                        self.buf_backlog += (RECORD_OVERHEAD + data.len()) as u64;
-                        if self.buf.len() >= MAX_BATCH_BYTES {
-                            self.flush(false)?;
+            loop {
+                for command in commands.drain(..) {
+                    if self.crashed() {
+                        return Ok(());
+                    }
+                    match command {
+                        Command::Append { lsn, data } => {
+                            journal::encode_record(&mut self.buf, lsn, &data);
+                            self.buf_last = lsn;
+                            self.buf_records += 1;
+                            self.buf_backlog += (RECORD_OVERHEAD + data.len()) as u64;
+                            if self.buf.len() >= MAX_BATCH_BYTES {
+                                self.flush(false)?;
+                            }
                         }
+                        Command::Snapshot(request) => {
+                            self.flush(false)?;
+                            self.rotate(request)?;
+                        }
+                        Command::Shutdown => return self.flush(true),
                     }
-                    Command::Snapshot(request) => {
-                        self.flush(false)?;
-                        self.rotate(request)?;
-                    }
-                    Command::Shutdown => return self.flush(true),
                 }
-                command = self.w.rx.try_recv().ok();
+                if !self.w.rx.try_take(&mut commands) {
+                    break;
+                }
             }
             if self.crashed() {
                 return Ok(());
@@ -467,19 +468,13 @@ impl Run {
         }
     }
 
-    fn next(&self) -> Next {
+    /// When the thread must wake with nothing queued: for the sync `--fsync interval` owes.
+    fn sync_deadline(&self) -> Option<Instant> {
         match self.w.fsync {
             Fsync::Interval(interval) if self.written > self.synced => {
-                match self.w.rx.recv_deadline(self.last_sync + interval) {
-                    Ok(command) => Next::Command(command),
-                    Err(flume::RecvTimeoutError::Timeout) => Next::Tick,
-                    Err(flume::RecvTimeoutError::Disconnected) => Next::Closed,
-                }
+                Some(self.last_sync + interval)
             }
-            _ => match self.w.rx.recv() {
-                Ok(command) => Next::Command(command),
-                Err(_) => Next::Closed,
-            },
+            _ => None,
         }
     }
 
@@ -499,8 +494,10 @@ impl Run {
                 .fetch_sub(self.buf_backlog, Ordering::Relaxed);
             self.written = self.buf_last;
             self.buf.clear();
-            if self.buf.capacity() > 2 * MAX_BATCH_BYTES {
-                self.buf.shrink_to(MAX_BATCH_BYTES);
+            // A burst grows the batch to MAX_BATCH_BYTES and more; give it back once the queue
+            // has drained, or every stream keeps megabytes resident for good after one burst.
+            if self.buf.capacity() > IDLE_BATCH_BYTES && self.w.rx.is_empty() {
+                self.buf.shrink_to(IDLE_BATCH_BYTES);
             }
             self.buf_records = 0;
             self.buf_backlog = 0;

@@ -20,8 +20,7 @@ const MAX_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
 
 pub(crate) struct ShardJournal {
     writer: StreamWriter,
-    /// Records appended and not yet durable, oldest first.
-    pending: RefCell<VecDeque<(u64, Lsn)>>,
+    pending: RefCell<PendingRecords>,
     snapshot: RefCell<Option<SnapshotTicket>>,
     /// Set once the journal failed; it is reported once.
     failed: Cell<bool>,
@@ -31,7 +30,7 @@ impl ShardJournal {
     pub fn new(writer: StreamWriter) -> ShardJournal {
         ShardJournal {
             writer,
-            pending: RefCell::new(VecDeque::new()),
+            pending: RefCell::new(PendingRecords::default()),
             snapshot: RefCell::new(None),
             failed: Cell::new(false),
         }
@@ -43,7 +42,7 @@ impl ShardJournal {
 
     pub fn append(&self, seq: u64, record: &PersistRecord) {
         match self.writer.append(encode_record(record)) {
-            Ok(lsn) => self.pending.borrow_mut().push_back((seq, lsn)),
+            Ok(lsn) => self.pending.borrow_mut().push(seq, lsn),
             // The journal accepts nothing more and reports nothing more durable: held
             // acknowledgements stay held, which is the truth. Saying it once is enough.
             Err(failure) => {
@@ -64,17 +63,7 @@ impl ShardJournal {
 
     /// The highest core sequence number now durable, if it moved.
     pub fn durable_seq(&self) -> Option<u64> {
-        let durable = self.writer.durable();
-        let mut pending = self.pending.borrow_mut();
-        let mut last = None;
-        while let Some(&(seq, lsn)) = pending.front() {
-            if lsn > durable {
-                break;
-            }
-            last = Some(seq);
-            pending.pop_front();
-        }
-        last
+        self.pending.borrow_mut().settle(self.writer.durable())
     }
 
     /// True when the store advises a snapshot (journal size or interval) and none is running.
@@ -133,5 +122,92 @@ impl ShardJournal {
                 warn!(stream = self.writer.stream(), %failure, "snapshot failed; the journal still holds everything")
             }
         }
+    }
+}
+
+/// Records appended and not yet durable, oldest first, as runs in which the core's `seq` and the
+/// store's LSN both go up by one per record. A burst is one run however far the disk lags: a
+/// pair per record held a million entries (16 MiB) at 250k msg/s with `--fsync interval`, and
+/// the queue kept that capacity after the load. A run breaks only where the store takes an LSN
+/// for itself (a snapshot) or an append failed.
+#[derive(Debug, Default)]
+struct PendingRecords(VecDeque<PendingRun>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingRun {
+    seq: u64,
+    lsn: u64,
+    len: u64,
+}
+
+impl PendingRecords {
+    fn push(&mut self, seq: u64, lsn: Lsn) {
+        if let Some(last) = self.0.back_mut() {
+            if last.seq + last.len == seq && last.lsn + last.len == lsn.0 {
+                last.len += 1;
+                return;
+            }
+        }
+        self.0.push_back(PendingRun {
+            seq,
+            lsn: lsn.0,
+            len: 1,
+        });
+    }
+
+    /// Forgets the records at or below `durable` and returns the highest `seq` among them.
+    fn settle(&mut self, durable: Lsn) -> Option<u64> {
+        let mut settled = None;
+        while let Some(run) = self.0.front_mut() {
+            if run.lsn > durable.0 {
+                break;
+            }
+            let covered = (durable.0 - run.lsn + 1).min(run.len);
+            settled = Some(run.seq + covered - 1);
+            if covered < run.len {
+                run.seq += covered;
+                run.lsn += covered;
+                run.len -= covered;
+                break;
+            }
+            self.0.pop_front();
+        }
+        settled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_one_run_and_settles_record_by_record() {
+        let mut pending = PendingRecords::default();
+        for i in 0..100_000 {
+            pending.push(1 + i, Lsn(10 + i));
+        }
+        assert_eq!(pending.0.len(), 1);
+        assert_eq!(pending.settle(Lsn(9)), None);
+        assert_eq!(pending.settle(Lsn(10)), Some(1));
+        assert_eq!(pending.settle(Lsn(10)), None);
+        assert_eq!(pending.settle(Lsn(5_009)), Some(5_000));
+        assert_eq!(pending.settle(Lsn(1_000_000)), Some(100_000));
+        assert!(pending.0.is_empty());
+    }
+
+    #[test]
+    fn a_gap_in_either_number_starts_a_run() {
+        let mut pending = PendingRecords::default();
+        pending.push(1, Lsn(1));
+        pending.push(2, Lsn(2));
+        // The store took LSN 3 for a snapshot.
+        pending.push(3, Lsn(4));
+        // The core's record 4 was never appended (the journal refused it).
+        pending.push(5, Lsn(5));
+        assert_eq!(pending.0.len(), 3);
+        assert_eq!(pending.settle(Lsn(3)), Some(2));
+        assert_eq!(pending.settle(Lsn(4)), Some(3));
+        assert_eq!(pending.settle(Lsn(5)), Some(5));
+        assert!(pending.0.is_empty());
     }
 }
