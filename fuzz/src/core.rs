@@ -50,6 +50,9 @@ const MAX_STEPS: usize = 256;
 /// Long enough that no clock jump of a scenario ends the witness's session.
 const WITNESS_EXPIRY: u32 = u32::MAX;
 
+/// Upper bound on the rounds of [`Oracle::settle`].
+const SETTLE_ROUNDS: usize = 100_000;
+
 /// One fuzz input.
 #[derive(Arbitrary, Debug)]
 pub struct Scenario {
@@ -555,6 +558,9 @@ impl Oracle {
                 },
             );
         }
+        if self.trace {
+            eprintln!("  client {client} publishes m{number} as packet {packet_id} qos {qos:?} to {topic} retain {retain}");
+        }
         self.sim.send(conn, Packet::Publish(publish));
     }
 
@@ -915,7 +921,11 @@ impl Oracle {
             }
         }
         self.read_inboxes();
-        for _round in 0..64 {
+        // A round moves at most a window's worth of each queue (two messages under small
+        // limits), and every reconnect after a crash sends the publishes still unacknowledged
+        // again: a backlog of a few hundred is normal. The bound only guards against a broker
+        // that never stops sending.
+        for _round in 0..SETTLE_ROUNDS {
             if !self.clients[WITNESS].connected
                 || self.clients[WITNESS].live_conn(&self.sim).is_none()
             {

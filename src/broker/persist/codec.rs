@@ -42,8 +42,23 @@ pub enum FormatError {
 }
 
 pub fn encode_record(record: &PersistRecord) -> Vec<u8> {
-    with_version(record)
+    // Sized up front: grown from empty, a record took four or five reallocations, a tenth of a
+    // shard's time under persistent QoS 2 load.
+    let message = match record {
+        PersistRecord::Queued { message, .. }
+        | PersistRecord::RetainedSet { message }
+        | PersistRecord::WillDelayed { message, .. } => {
+            message.topic.len() + message.payload.len() + message.properties.len()
+        }
+        _ => 0,
+    };
+    let buffer = Vec::with_capacity(RECORD_FIELDS_HINT + message);
+    encode_into(buffer, record)
 }
+
+/// Room for a record's fields besides a message's topic, payload and properties: a client id
+/// or two, identifiers and tags.
+const RECORD_FIELDS_HINT: usize = 96;
 
 pub fn decode_record(bytes: &[u8]) -> Result<PersistRecord, FormatError> {
     // Version 1 wrote a prefix of today's variants, in the same layout.
@@ -52,7 +67,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<PersistRecord, FormatError> {
 }
 
 pub fn encode_snapshot(state: &ShardState) -> Vec<u8> {
-    with_version(&SnapshotV2::from_state(state))
+    encode_into(Vec::new(), &SnapshotV2::from_state(state))
 }
 
 pub fn decode_snapshot(bytes: &[u8]) -> Result<ShardState, FormatError> {
@@ -63,10 +78,11 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<ShardState, FormatError> {
     wire.into_state()
 }
 
-fn with_version(value: &impl Serialize) -> Vec<u8> {
+fn encode_into(mut buffer: Vec<u8>, value: &impl Serialize) -> Vec<u8> {
+    buffer.push(FORMAT_VERSION);
     // Serializing into a Vec fails only for types postcard cannot express (maps with non-string
     // keys, unsized sequences); these types have none.
-    postcard::to_extend(value, vec![FORMAT_VERSION]).expect("persist types always serialize")
+    postcard::to_extend(value, buffer).expect("persist types always serialize")
 }
 
 /// The version byte, if this build reads it, and the bytes after it.
