@@ -96,6 +96,7 @@ mod retire;
 mod snapshot;
 mod snapshotter;
 mod store;
+mod stream;
 mod writer;
 
 #[cfg(test)]
@@ -109,7 +110,8 @@ pub use recover::{
 };
 pub use snapshot::{MappedSnapshot, SNAPSHOT_VERSION};
 pub use store::Store;
-pub use writer::{SnapshotTicket, StreamStats, StreamWriter};
+pub use stream::StreamStats;
+pub use writer::{SnapshotTicket, StreamWriter};
 
 /// A log sequence number: unique across a store, increasing within each stream. `Lsn(0)` means
 /// "nothing"; the first record ever gets `Lsn(1)`.

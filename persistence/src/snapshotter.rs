@@ -20,8 +20,15 @@ use crate::error::{io_err, StoreError};
 use crate::hooks::{Hooks, Point};
 use crate::layout::{fsync_dir, list_stream, Entry};
 use crate::snapshot;
-use crate::writer::{Sections, StreamShared};
+use crate::stream::StreamShared;
 use crate::Lsn;
+
+/// A snapshot's sections, or the work that makes them.
+pub(crate) enum Sections {
+    Ready(Vec<Vec<u8>>),
+    /// Made on the snapshot thread ([`StreamWriter::snapshot_with`](crate::StreamWriter::snapshot_with)).
+    Deferred(Box<dyn FnOnce() -> Vec<Vec<u8>> + Send>),
+}
 
 /// A snapshot handed over by a stream's writer thread after it rotated the journal.
 pub(crate) struct SnapshotJob {

@@ -22,7 +22,8 @@ use crate::options::StoreOptions;
 use crate::queue::{self, QueueSender};
 use crate::recover::{self, Recovery};
 use crate::snapshotter::{self, SnapshotJob};
-use crate::writer::{Command, JournalWriter, StreamShared, StreamStats, StreamWriter};
+use crate::stream::{StreamShared, StreamStats};
+use crate::writer::{Command, JournalWriter, StreamWriter};
 use crate::{retire, Lsn};
 
 /// An open data directory. `Send + Sync`; see the crate documentation.

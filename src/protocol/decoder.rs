@@ -15,8 +15,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::DecodeError;
-use super::fixed_header::{FixedHeader, PacketType};
+use super::fixed_header::FixedHeader;
 use super::packet::Packet;
+use super::packet_type::PacketType;
 use super::ProtocolVersion;
 
 /// The largest packet MQTT can express: 268435455 bytes of body plus a 5-byte fixed header.

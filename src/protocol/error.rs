@@ -1,7 +1,7 @@
 //! Typed codec failures. Each decode failure names what was wrong and maps to the MQTT 5 reason
 //! code the broker sends back (CONNACK or DISCONNECT), so the caller never has to guess.
 
-use super::fixed_header::PacketType;
+use super::packet_type::PacketType;
 use super::reason::ReasonCode;
 use super::topic::TopicError;
 

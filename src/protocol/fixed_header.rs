@@ -7,62 +7,8 @@
 use bytes::BufMut;
 
 use super::error::{DecodeError, EncodeError};
+use super::packet_type::PacketType;
 use super::wire::{self, MAX_VARIABLE_BYTE_INTEGER};
-
-/// The control packet types (§2.1.2). 0 is reserved; 15 exists only in MQTT 5.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum PacketType {
-    Connect = 1,
-    ConnAck = 2,
-    Publish = 3,
-    PubAck = 4,
-    PubRec = 5,
-    PubRel = 6,
-    PubComp = 7,
-    Subscribe = 8,
-    SubAck = 9,
-    Unsubscribe = 10,
-    UnsubAck = 11,
-    PingReq = 12,
-    PingResp = 13,
-    Disconnect = 14,
-    Auth = 15,
-}
-
-impl PacketType {
-    fn from_nibble(value: u8) -> Result<PacketType, DecodeError> {
-        use PacketType::*;
-        Ok(match value {
-            1 => Connect,
-            2 => ConnAck,
-            3 => Publish,
-            4 => PubAck,
-            5 => PubRec,
-            6 => PubRel,
-            7 => PubComp,
-            8 => Subscribe,
-            9 => SubAck,
-            10 => Unsubscribe,
-            11 => UnsubAck,
-            12 => PingReq,
-            13 => PingResp,
-            14 => Disconnect,
-            15 => Auth,
-            other => return Err(DecodeError::ReservedPacketType(other)),
-        })
-    }
-
-    /// The flags the spec fixes for this type; PUBLISH's flags carry data and are checked by its
-    /// decoder instead (§2.1.3).
-    fn required_flags(self) -> Option<u8> {
-        match self {
-            PacketType::Publish => None,
-            PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => Some(0b0010),
-            _ => Some(0),
-        }
-    }
-}
 
 /// A decoded fixed header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +33,8 @@ impl FixedHeader {
         let Some(&first) = buf.first() else {
             return Ok(None);
         };
-        let packet_type = PacketType::from_nibble(first >> 4)?;
+        let packet_type = PacketType::from_nibble(first >> 4)
+            .ok_or(DecodeError::ReservedPacketType(first >> 4))?;
         let flags = first & 0x0F;
         if let Some(required) = packet_type.required_flags() {
             if flags != required {

@@ -14,6 +14,7 @@ pub mod decoder;
 pub mod error;
 pub mod fixed_header;
 pub mod packet;
+pub mod packet_type;
 pub mod properties;
 pub mod reason;
 pub mod topic;

@@ -5,7 +5,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::error::{DecodeError, EncodeError};
-use crate::protocol::fixed_header::{put_fixed_header, PacketType};
+use crate::protocol::fixed_header::put_fixed_header;
+use crate::protocol::packet_type::PacketType;
 use crate::protocol::properties::ConnAckProperties;
 use crate::protocol::reason::{ConnectReturnCode, ReasonCode, ReasonCodeCarrier};
 use crate::protocol::wire::Reader;

@@ -5,7 +5,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::protocol::error::{DecodeError, EncodeError};
-use crate::protocol::fixed_header::{put_fixed_header, PacketType};
+use crate::protocol::fixed_header::put_fixed_header;
+use crate::protocol::packet_type::PacketType;
 use crate::protocol::properties::{ConnectProperties, WillProperties};
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::wire::{self, Reader};

@@ -21,7 +21,8 @@ pub use unsubscribe::{UnsubAck, Unsubscribe};
 use bytes::{Bytes, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
-use super::fixed_header::{put_fixed_header, FixedHeader, PacketType};
+use super::fixed_header::{put_fixed_header, FixedHeader};
+use super::packet_type::PacketType;
 use super::ProtocolVersion;
 
 /// Any MQTT control packet.

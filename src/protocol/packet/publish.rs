@@ -7,7 +7,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::protocol::error::{DecodeError, EncodeError};
-use crate::protocol::fixed_header::{self, put_fixed_header, FixedHeader, PacketType};
+use crate::protocol::fixed_header::{self, put_fixed_header, FixedHeader};
+use crate::protocol::packet_type::PacketType;
 use crate::protocol::properties::PublishPropertiesBox;
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::wire::{self, Reader};

@@ -6,7 +6,8 @@ use bytestring::ByteString;
 
 use super::ack::read_packet_id;
 use crate::protocol::error::{DecodeError, EncodeError};
-use crate::protocol::fixed_header::{put_fixed_header, PacketType};
+use crate::protocol::fixed_header::put_fixed_header;
+use crate::protocol::packet_type::PacketType;
 use crate::protocol::properties::{AckProperties, SubscribeProperties};
 use crate::protocol::reason::{ReasonCode, ReasonCodeCarrier};
 use crate::protocol::topic::{parse_filter, FilterKind};

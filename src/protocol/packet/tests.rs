@@ -14,7 +14,7 @@ use bytestring::ByteString;
 use super::*;
 use crate::protocol::decoder::{Decoder, MAX_PACKET_SIZE};
 use crate::protocol::error::{DecodeError, EncodeError};
-use crate::protocol::fixed_header::PacketType;
+use crate::protocol::packet_type::PacketType;
 use crate::protocol::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PublishProperties, PublishPropertiesBox, SubscribeProperties, UnsubscribeProperties,
