@@ -16,11 +16,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use argh::FromArgs;
+use mqtt_broker_persistence::DEFAULT_FSYNC_INTERVAL;
 use mqtt_broker_shards::Backend;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
 use crate::broker::Config;
+use crate::protocol::decoder::MAX_PACKET_SIZE;
 use crate::protocol::QoS;
 use crate::server::{Fsync, PersistenceOptions, ServerOptions};
 
@@ -28,8 +30,8 @@ use crate::server::{Fsync, PersistenceOptions, ServerOptions};
 /// systemd unit does not restart on it, since a restart cannot fix a wrong setting.
 pub const EXIT_CONFIG: u8 = 78;
 
-/// The largest packet the protocol can express: a 4-byte remaining length plus the fixed header.
-const PROTOCOL_MAX_PACKET_SIZE: i64 = 268_435_460;
+/// The largest packet the protocol can express, in the integer type file values are checked in.
+const PROTOCOL_MAX_PACKET_SIZE: i64 = MAX_PACKET_SIZE as i64;
 
 /// A sharded, thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker. Settings come from the defaults,
 /// then the --config file, then these flags; every flag is also a config file key with the same
@@ -853,7 +855,7 @@ impl Layers<'_> {
             "fsync-interval-ms",
             args.fsync_interval_ms,
             f.fsync_interval_ms,
-            1000u64,
+            u64::try_from(DEFAULT_FSYNC_INTERVAL.as_millis()).unwrap_or(u64::MAX),
             Bound::AtLeast(1),
         )?;
         let (mode, origin) = Layers::pick(args.fsync.clone(), f.fsync.clone(), "interval".into());

@@ -8,7 +8,7 @@
 //! It persists exactly as the sharded server does, as a server of one shard: the same data
 //! directory (one journal stream), the same recovery before the first accept, snapshots, a final
 //! snapshot on SIGTERM, and with `--fsync always` acknowledgements held until durable. The code
-//! is the sharded server's (`server::recovery`, `server::journal`), so a data directory moves
+//! is the sharded server's (`server::recovery`, `server::shard_journal`), so a data directory moves
 //! between the two builds (the sharded one re-homes the sessions at its first start).
 //!
 //! Threads:
@@ -43,8 +43,8 @@ use tracing::{debug, info, warn};
 use crate::broker::{self, Broker, ConnId, Event, Timestamp};
 use crate::connection_rate::ConnectionRate;
 use crate::protocol::decoder::reserve_for_read;
-use crate::server::journal::ShardJournal;
 use crate::server::recovery::{self, ShardStart};
+use crate::server::shard_journal::ShardJournal;
 use crate::server::{PersistenceOptions, ServerOptions};
 
 /// Timers are checked this often; it is the most a keepalive or expiry can run late.

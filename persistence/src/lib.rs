@@ -104,7 +104,7 @@ mod tests;
 
 pub use error::{FileKind, StoreError};
 pub use journal::{JOURNAL_VERSION, MAX_RECORD_BYTES};
-pub use options::{Fsync, StoreOptions};
+pub use options::{Fsync, StoreOptions, DEFAULT_FSYNC_INTERVAL};
 pub use recover::{
     IssueKind, Record, RecoveredStream, Recovery, RecoveryIssue, RecoveryReport, TornTail,
 };

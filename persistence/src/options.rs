@@ -20,9 +20,12 @@ pub enum Fsync {
     Never,
 }
 
+/// How often [`Fsync::default`] syncs.
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(1000);
+
 impl Default for Fsync {
     fn default() -> Self {
-        Fsync::Interval(Duration::from_millis(1000))
+        Fsync::Interval(DEFAULT_FSYNC_INTERVAL)
     }
 }
 

@@ -34,9 +34,9 @@ use std::time::Duration;
 
 use ahash::{AHashMap, AHashSet};
 
+use super::boundary::{ConnId, ShardId, ShardMessage};
 use super::connection::HeldAck;
 use super::core::Broker;
-use super::io::{ConnId, ShardId, ShardMessage};
 use super::persist::PersistRecord;
 use super::session::SessionId;
 use super::time::Timestamp;

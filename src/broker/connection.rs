@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 
-use super::io::Arrival;
-use super::outbound::Outbound;
+use super::boundary::Arrival;
 use super::retained_backlog::RetainedBacklog;
+use super::send_buffer::SendBuffer;
 use super::session::SessionId;
 use super::time::Timestamp;
 use crate::protocol::{Decoder, LastWill, Packet, ProtocolVersion};
@@ -31,7 +31,7 @@ pub struct Connection {
     /// The client's address, for logs.
     pub peer: Option<SocketAddr>,
     pub decoder: Decoder,
-    pub outbound: Outbound,
+    pub send_buffer: SendBuffer,
     /// Meaningful once connected.
     pub version: ProtocolVersion,
     pub client_id: ByteString,
@@ -91,7 +91,7 @@ impl Connection {
             phase: Phase::AwaitingConnect,
             peer,
             decoder: Decoder::server(max_connect_packet_size),
-            outbound: Outbound::default(),
+            send_buffer: SendBuffer::default(),
             version: ProtocolVersion::V3_1_1,
             client_id: ByteString::new(),
             keep_alive: Duration::ZERO,

@@ -14,10 +14,10 @@ use bytestring::ByteString;
 use tracing::{debug, info, warn};
 
 use super::acks::{AckHolds, Hold, PushBack};
+use super::boundary::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 use super::config::Config;
 use super::connection::{Connection, Phase};
 use super::handlers::shared::shared_orphans;
-use super::io::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 use super::limited_log::LimitedLog;
 use super::message::Message;
 use super::persist::{Journal, PersistRecord};
@@ -263,7 +263,7 @@ impl Broker {
         let Some(connection) = self.connections.remove(&conn) else {
             return false;
         };
-        self.output_bytes -= connection.outbound.len();
+        self.output_bytes -= connection.send_buffer.len();
         true
     }
 
@@ -339,7 +339,7 @@ impl Broker {
         while let Some(conn) = self.writable.pop_front() {
             if let Some(connection) = self.connections.get_mut(&conn) {
                 connection.announced = false;
-                if !connection.outbound.is_empty() {
+                if !connection.send_buffer.is_empty() {
                     return Some(conn);
                 }
             }
@@ -347,7 +347,7 @@ impl Broker {
         None
     }
 
-    /// Everything waiting to be sent on `conn`, in order, as chunks for one vectored write.
+    /// Everything waiting to be sent on `conn`, in order, as chunks to write one after another.
     /// Output a runtime has not taken yet counts towards the connection's send buffer limit.
     ///
     /// Taking it makes room for retained messages still owed to the connection, which are
@@ -356,8 +356,8 @@ impl Broker {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return Vec::new();
         };
-        self.output_bytes -= connection.outbound.len();
-        let output = connection.outbound.take();
+        self.output_bytes -= connection.send_buffer.len();
+        let output = connection.send_buffer.take();
         if let Some(session_id) = connection.session() {
             self.resume_retained(session_id, now);
         }
@@ -374,7 +374,7 @@ impl Broker {
     pub fn pending_output(&self, conn: ConnId) -> usize {
         self.connections
             .get(&conn)
-            .map_or(0, |connection| connection.outbound.len())
+            .map_or(0, |connection| connection.send_buffer.len())
     }
 
     /// The next batch for another shard.
@@ -402,12 +402,15 @@ impl Broker {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        let before = connection.outbound.len();
-        if let Err(error) = connection.outbound.push_packet(&packet, connection.version) {
+        let before = connection.send_buffer.len();
+        if let Err(error) = connection
+            .send_buffer
+            .push_packet(&packet, connection.version)
+        {
             warn!(?conn, %error, ?packet, "could not encode a packet the broker built");
             return;
         }
-        self.output_bytes += connection.outbound.len() - before;
+        self.output_bytes += connection.send_buffer.len() - before;
         self.mark_writable(conn);
     }
 

@@ -19,22 +19,22 @@
 //!
 //! Reading order for one PUBLISH: `core.rs` (`handle_bytes` decodes and dispatches) →
 //! `handlers/publish.rs` (topic alias, QoS handshake) → `handlers/deliver.rs` (route to shards
-//! and matching sessions, in-flight window, encode for each subscriber) → `outbound.rs`.
+//! and matching sessions, in-flight window, encode for each subscriber) → `send_buffer.rs`.
 
 mod acks;
+mod boundary;
 mod config;
 mod connection;
 mod core;
 mod handlers;
 mod inflight;
-mod io;
 pub(crate) mod limited_log;
 mod message;
-mod outbound;
 pub mod persist;
 mod retained;
 mod retained_backlog;
 mod routing;
+mod send_buffer;
 mod session;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
@@ -46,9 +46,9 @@ pub mod topic;
 mod tests;
 
 pub use self::core::{Broker, Stats};
+pub use boundary::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 pub use config::Config;
 pub use inflight::DropCounters;
-pub use io::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 pub use message::{Delivery, Message, SharedMessage};
 pub use routing::home_shard;
 pub use session::SessionId;

@@ -15,7 +15,7 @@
 use ahash::AHashMap;
 use bytestring::ByteString;
 
-use super::io::ShardId;
+use super::boundary::ShardId;
 use super::session::SessionId;
 use super::topic::SubscriptionTrie;
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use bytestring::ByteString;
 
+use super::boundary::ConnId;
 use super::inflight::OutboundQueue;
-use super::io::ConnId;
 use super::message::SharedMessage;
 use super::time::Timestamp;
 use crate::protocol::{ProtocolVersion, SubscriptionOptions};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::io::ConnId;
+use super::boundary::ConnId;
 use super::session::SessionId;
 use super::time::Timestamp;
 

@@ -18,10 +18,11 @@ use super::error::DecodeError;
 use super::fixed_header::FixedHeader;
 use super::packet::Packet;
 use super::packet_type::PacketType;
+use super::wire::MAX_VARIABLE_BYTE_INTEGER;
 use super::ProtocolVersion;
 
 /// The largest packet MQTT can express: 268435455 bytes of body plus a 5-byte fixed header.
-pub const MAX_PACKET_SIZE: usize = 268_435_455 + 5;
+pub const MAX_PACKET_SIZE: usize = MAX_VARIABLE_BYTE_INTEGER as usize + 5;
 
 /// Per-connection decoding state: the protocol version, once known, and the size limit.
 #[derive(Debug, Clone)]

@@ -7,18 +7,18 @@
 //! - `shard.rs`: one shard's tasks (accept, inbox, timers) around its `Broker`;
 //! - `connection.rs`: one connection's reader and writer tasks;
 //! - `recovery.rs`: opening the data directory and rebuilding each shard's state, before start;
-//! - `journal.rs`: a shard's journal stream (records, durability, snapshots).
+//! - `shard_journal.rs`: a shard's journal stream (records, durability, snapshots).
 //!
 //! The last two are the runtime's half of persistence, and the blocking build
 //! (`crate::sync_server`) runs on them too, so that both builds share one data directory format
 //! and one recovery.
 
 mod connection;
-pub(crate) mod journal;
 mod large_packets;
 mod listen;
 pub(crate) mod recovery;
 mod shard;
+pub(crate) mod shard_journal;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use mqtt_broker_persistence::{Store, StreamWriter};
+use mqtt_broker_persistence::{Store, StoreOptions, StreamWriter};
 use mqtt_broker_shards::{mesh, start_shards, Backend, TokioIo};
 use tracing::info;
 
@@ -78,11 +78,12 @@ impl PersistenceOptions {
 
 impl Default for PersistenceOptions {
     fn default() -> Self {
+        let store = StoreOptions::default();
         PersistenceOptions {
-            fsync: Fsync::Interval(Duration::from_millis(1000)),
-            snapshot_interval: Duration::from_secs(300),
-            journal_max_bytes: 64 * 1024 * 1024,
-            strict_recovery: false,
+            fsync: store.fsync,
+            snapshot_interval: store.snapshot_interval,
+            journal_max_bytes: store.journal_max_bytes,
+            strict_recovery: store.strict_recovery,
         }
     }
 }

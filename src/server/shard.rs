@@ -14,9 +14,9 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use super::connection;
-use super::journal::ShardJournal;
 use super::large_packets::LargePackets;
 use super::recovery::{self, ShardStart};
+use super::shard_journal::ShardJournal;
 use super::Shared;
 use crate::broker::{Broker, ConnId, Event, HandedOverConnect, ShardMessage, Timestamp};
 

@@ -150,7 +150,7 @@ impl Cluster {
         }
     }
 
-    /// Snapshots every shard as `server::shard` and `server::journal` do (outputs drained,
+    /// Snapshots every shard as `server::shard` and `server::shard_journal` do (outputs drained,
     /// `capture_state`, `owned_by`, then converted and encoded as one section on the snapshot
     /// thread), one shard at a time, waiting for each. Before each, times the one-step path too.
     pub fn snapshot(&mut self) -> Vec<SnapshotTiming> {

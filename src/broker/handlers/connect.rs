@@ -9,22 +9,20 @@ use std::time::Duration;
 use bytestring::ByteString;
 use tracing::info;
 
+use crate::broker::boundary::{Arrival, ConnId};
 use crate::broker::connection::Phase;
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
-use crate::broker::io::{Arrival, ConnId};
 use crate::broker::persist::PersistRecord;
 use crate::broker::routing::home_shard;
 use crate::broker::session::{Session, SessionId};
 use crate::broker::time::Timestamp;
 use crate::broker::timers::Timer;
+use crate::protocol::decoder::MAX_PACKET_SIZE;
 use crate::protocol::topic::is_broker_topic;
 use crate::protocol::{
     Ack, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode,
 };
-
-/// The protocol's largest packet: a Maximum Packet Size at or above it need not be announced.
-const PROTOCOL_MAX_PACKET_SIZE: usize = 268_435_460;
 
 impl Broker {
     /// A CONNECT that `arrived` when it did: see `Arrival`.
@@ -342,7 +340,8 @@ impl Broker {
         if !config.retain_available {
             props.retain_available = Some(false);
         }
-        if config.max_packet_size < PROTOCOL_MAX_PACKET_SIZE {
+        // A Maximum Packet Size at the protocol's own limit need not be announced.
+        if config.max_packet_size < MAX_PACKET_SIZE {
             props.maximum_packet_size = u32::try_from(config.max_packet_size)
                 .ok()
                 .and_then(NonZeroU32::new);

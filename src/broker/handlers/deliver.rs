@@ -9,9 +9,9 @@ use bytestring::ByteString;
 use tracing::warn;
 
 use crate::broker::acks::{Hold, PushBack};
+use crate::broker::boundary::{ConnId, ShardId, ShardMessage};
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
-use crate::broker::io::{ConnId, ShardId, ShardMessage};
 use crate::broker::message::{Delivery, SharedMessage};
 use crate::broker::persist::{stored_subscription_ids, PersistRecord, QueuedFor};
 use crate::broker::session::{Session, SessionId, Subscription};
@@ -544,17 +544,17 @@ impl Broker {
         let fits = publish
             .encoded_len(connection.version)
             .is_ok_and(|len| len <= connection.max_packet_size);
-        let before = connection.outbound.len();
+        let before = connection.send_buffer.len();
         if !fits
             || connection
-                .outbound
+                .send_buffer
                 .push_publish(&publish, connection.version)
                 .is_err()
         {
             self.stats.too_large_dropped += 1;
             return false;
         }
-        self.output_bytes += connection.outbound.len() - before;
+        self.output_bytes += connection.send_buffer.len() - before;
         self.stats.publishes_sent += 1;
         self.mark_writable(conn);
         true

@@ -3,9 +3,9 @@
 
 use tracing::debug;
 
+use crate::broker::boundary::{Arrival, ConnId};
 use crate::broker::connection::Phase;
 use crate::broker::core::Broker;
-use crate::broker::io::{Arrival, ConnId};
 use crate::broker::time::Timestamp;
 use crate::protocol::{Packet, ReasonCode};
 

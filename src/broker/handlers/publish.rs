@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
+use crate::broker::boundary::ConnId;
 use crate::broker::core::Broker;
 use crate::broker::inflight::{AckMismatch, Awaiting};
-use crate::broker::io::ConnId;
 use crate::broker::message::Message;
 use crate::broker::persist::PersistRecord;
 use crate::broker::session::SessionId;

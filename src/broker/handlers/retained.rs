@@ -17,8 +17,8 @@
 
 use bytestring::ByteString;
 
+use crate::broker::boundary::ConnId;
 use crate::broker::core::Broker;
-use crate::broker::io::ConnId;
 use crate::broker::message::Delivery;
 use crate::broker::session::{SessionId, Subscription};
 use crate::broker::time::Timestamp;

@@ -5,9 +5,9 @@
 use bytestring::ByteString;
 
 use crate::broker::acks::PushBack;
+use crate::broker::boundary::ShardMessage;
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
-use crate::broker::io::ShardMessage;
 use crate::broker::message::SharedMessage;
 use crate::broker::session::{Session, SessionId};
 use crate::broker::time::Timestamp;

@@ -3,8 +3,8 @@
 
 use bytestring::ByteString;
 
+use crate::broker::boundary::{ConnId, ShardMessage};
 use crate::broker::core::Broker;
-use crate::broker::io::{ConnId, ShardMessage};
 use crate::broker::persist::{stored_subscription, PersistRecord};
 use crate::broker::routing::Subscriber;
 use crate::broker::session::{SessionId, Subscription};

@@ -1,6 +1,6 @@
 //! Persistence, the sans-IO way: the core describes every change to state that must survive a
 //! restart as a [`PersistRecord`], and takes its state back with [`Broker::restore`]. Files,
-//! fsync and snapshot scheduling belong to the runtimes (`server/journal.rs` and
+//! fsync and snapshot scheduling belong to the runtimes (`server/shard_journal.rs` and
 //! `server/recovery.rs` over the `mqtt-broker-persistence` store, for the sharded and the
 //! blocking build alike).
 //!
@@ -12,7 +12,7 @@
 //!
 //! - `records.rs`: the record and state types (the format; never edit in place);
 //! - `codec.rs`: version byte + postcard, for records and snapshot sections;
-//! - `journal.rs`: the record outbox, durability and held acknowledgements;
+//! - `outbox.rs`: the record outbox, durability and held acknowledgements;
 //! - `convert.rs`: in-memory values to stored ones and back, and the wall clock;
 //! - `restore.rs`: a shard's whole state out (snapshots) and in (start-up);
 //! - `capture.rs`: the state out in two steps, taken on the shard and converted elsewhere, so a
@@ -24,7 +24,7 @@
 mod capture;
 mod codec;
 mod convert;
-mod journal;
+mod outbox;
 mod records;
 mod replay;
 mod restore;
@@ -34,7 +34,7 @@ pub use codec::{
     decode_record, decode_snapshot, encode_record, encode_snapshot, FormatError, FORMAT_VERSION,
 };
 pub(super) use convert::{stored_subscription, stored_subscription_ids};
-pub(super) use journal::Journal;
+pub(super) use outbox::Journal;
 pub use records::{
     PersistRecord, QueuedFor, ShardState, StoredAwaiting, StoredDelivery, StoredInflight,
     StoredMessage, StoredSession, StoredSubscription, StoredWill,

@@ -1,10 +1,11 @@
 //! Retained messages, keyed by exact topic name and looked up by a new subscription's filter.
 //!
-//! A trie of its own rather than values hung on subscription nodes (DESIGN-NOTES §3): retaining
+//! A trie of its own rather than values hung on subscription nodes: retaining
 //! a message must not add nodes that every PUBLISH then walks past, and a retained lookup runs
 //! once per SUBSCRIBE while subscription matching runs once per PUBLISH, so each trie is shaped
 //! for its own query. Here `+` has to visit every child of a level and `#` a whole subtree;
-//! bounding that work is the caller's job (DESIGN-NOTES: a resumable job with a budget).
+//! bounding that work is the caller's job (a resumable job that delivers a window at a time,
+//! `retained_backlog.rs`).
 
 use super::small_map::SmallMap;
 use crate::protocol::topic::{is_dollar_topic, levels, Levels};

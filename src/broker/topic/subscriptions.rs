@@ -1,6 +1,6 @@
 //! The subscription trie: which subscribers want a PUBLISH to a given topic name.
 //!
-//! Laid out like NATS's sublist (DESIGN-NOTES §3): each level is a map of literal children plus
+//! Laid out like NATS's sublist: each level is a map of literal children plus
 //! dedicated `+` and `#` slots, so a match follows at most three edges per level and never scans
 //! siblings, whatever the tree's width. A bounded per-trie cache of results, negative ones
 //! included, turns a repeated publish to the same topic into one hash lookup.

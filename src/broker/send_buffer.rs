@@ -2,9 +2,9 @@
 //!
 //! Small packets are encoded back to back into one contiguous buffer; a large payload is kept as
 //! its own `Bytes` chunk, shared with every other subscriber of the same message, so fan-out never
-//! copies a payload per subscriber. The runtime takes everything with [`Outbound::take`] and
-//! writes the chunks in one vectored write, which gives write batching for free: all packets
-//! produced in one loop turn leave in one send.
+//! copies a payload per subscriber. The runtime takes everything with [`SendBuffer::take`] and
+//! writes the chunks in order, one write each: the small packets produced in one loop turn share
+//! a chunk and so leave in one send, and a shared payload costs one more write instead of a copy.
 
 use std::collections::VecDeque;
 
@@ -16,7 +16,7 @@ use crate::protocol::{Packet, ProtocolVersion, Publish};
 const SHARE_PAYLOAD_THRESHOLD: usize = 1024;
 
 #[derive(Debug, Default)]
-pub struct Outbound {
+pub struct SendBuffer {
     /// Finished chunks in send order.
     chunks: VecDeque<Bytes>,
     /// The chunk being filled with small packets.
@@ -25,7 +25,7 @@ pub struct Outbound {
     len: usize,
 }
 
-impl Outbound {
+impl SendBuffer {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -73,7 +73,7 @@ impl Outbound {
         Ok(())
     }
 
-    /// Everything waiting, in order, for one vectored write.
+    /// Everything waiting, in send order: small packets coalesced, shared payloads apart.
     pub fn take(&mut self) -> Vec<Bytes> {
         if !self.current.is_empty() {
             // Taken whole, spare capacity included: an idle connection then holds no buffer.
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn small_packets_coalesce_and_large_payloads_are_shared() {
-        let mut out = Outbound::default();
+        let mut out = SendBuffer::default();
         out.push_packet(&Packet::PingResp, ProtocolVersion::V3_1_1)
             .unwrap();
         let big = Publish {

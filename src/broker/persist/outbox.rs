@@ -22,8 +22,8 @@
 use std::collections::VecDeque;
 
 use super::records::PersistRecord;
+use crate::broker::boundary::{ShardId, ShardMessage};
 use crate::broker::core::Broker;
-use crate::broker::io::{ShardId, ShardMessage};
 use crate::broker::session::SessionId;
 
 #[derive(Debug, Default)]
