@@ -40,15 +40,13 @@ use mqtt_broker_persistence::{Lsn, Store, StoreError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
-use crate::broker::{self, Broker, ConnId, Event, Timestamp};
+use crate::broker::{self, Broker, ConnId, Event, ShardId, ShardMessage, Timestamp};
 use crate::connection_rate::ConnectionRate;
 use crate::protocol::decoder::reserve_for_read;
+use crate::server::outputs::{drain_outputs, Outputs, TICK};
 use crate::server::recovery::{self, ShardStart};
 use crate::server::shard_journal::ShardJournal;
 use crate::server::{PersistenceOptions, ServerOptions};
-
-/// Timers are checked this often; it is the most a keepalive or expiry can run late.
-const TICK: Duration = Duration::from_millis(50);
 
 /// How long shutdown waits for clients to be sent their DISCONNECT and closed.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -322,35 +320,11 @@ struct ConnHandle {
 impl Core {
     /// Carries out the broker's outputs after an input.
     fn pump(&mut self) {
-        while let Some(conn) = self.broker.poll_transmit() {
-            if let Some(handle) = self.conns.get(&conn) {
-                handle.writer.unpark();
-            }
-        }
-        while let Some((shard, batch)) = self.broker.poll_shard_messages() {
-            warn!(
-                shard,
-                messages = batch.len(),
-                "shard messages with a single shard; dropped"
-            );
-        }
-        while let Some((seq, record)) = self.broker.poll_persist() {
-            self.journal.append(seq, &record);
-        }
-        while let Some(event) = self.broker.poll_event() {
-            let conn = match event {
-                Event::Close(conn) => conn,
-                Event::HandOver { conn, shard, .. } => {
-                    warn!(?conn, shard, "hand-over with a single shard; closing");
-                    conn
-                }
-            };
-            if let Some(handle) = self.conns.get(&conn) {
-                handle.closing.store(true, Ordering::Release);
-                handle.writer.unpark();
-                self.closing.push((Instant::now(), conn));
-            }
-        }
+        let mut outputs = CoreOutputs {
+            conns: &self.conns,
+            closing: &mut self.closing,
+        };
+        drain_outputs(&mut self.broker, &self.journal, &mut outputs);
     }
 
     /// Starts a snapshot of the broker's state. Every record the broker emitted must be appended
@@ -378,6 +352,44 @@ impl Core {
             let _ = handle.stream.shutdown(Shutdown::Both);
             false
         });
+    }
+}
+
+/// Where the blocking build's core outputs go: its writer threads. With one shard there is no
+/// other shard to reach or hand a connection to.
+struct CoreOutputs<'a> {
+    conns: &'a AHashMap<ConnId, Arc<ConnHandle>>,
+    closing: &'a mut Vec<(Instant, ConnId)>,
+}
+
+impl Outputs for CoreOutputs<'_> {
+    fn writable(&mut self, conn: ConnId) {
+        if let Some(handle) = self.conns.get(&conn) {
+            handle.writer.unpark();
+        }
+    }
+
+    fn to_shard(&mut self, to: ShardId, batch: Vec<ShardMessage>) {
+        warn!(
+            shard = to,
+            messages = batch.len(),
+            "shard messages with a single shard; dropped"
+        );
+    }
+
+    fn event(&mut self, event: Event) {
+        let conn = match event {
+            Event::Close(conn) => conn,
+            Event::HandOver { conn, shard, .. } => {
+                warn!(?conn, shard, "hand-over with a single shard; closing");
+                conn
+            }
+        };
+        if let Some(handle) = self.conns.get(&conn) {
+            handle.closing.store(true, Ordering::Release);
+            handle.writer.unpark();
+            self.closing.push((Instant::now(), conn));
+        }
     }
 }
 

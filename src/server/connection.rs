@@ -15,7 +15,8 @@ use mqtt_broker_shards::Io;
 use tracing::{debug, warn};
 
 use super::large_packets::LargePacketTicket;
-use super::shard::{ConnHandle, Envelope, Shard, TICK};
+use super::outputs::TICK;
+use super::shard::{ConnHandle, Envelope, Shard};
 use crate::broker::{Arrival, ConnId, HandedOverConnect};
 use crate::protocol::decoder::{large_packet_growth, reserve_for_read};
 

@@ -7,15 +7,18 @@
 //! - `shard.rs`: one shard's tasks (accept, inbox, timers) around its `Broker`;
 //! - `connection.rs`: one connection's reader and writer tasks;
 //! - `recovery.rs`: opening the data directory and rebuilding each shard's state, before start;
-//! - `shard_journal.rs`: a shard's journal stream (records, durability, snapshots).
+//! - `shard_journal.rs`: a shard's journal stream (records, durability, snapshots);
+//! - `outputs.rs`: what a runtime does with its core's outputs after each input, and how often
+//!   it gives the core the time.
 //!
-//! The last two are the runtime's half of persistence, and the blocking build
-//! (`crate::sync_server`) runs on them too, so that both builds share one data directory format
+//! `recovery.rs` and `shard_journal.rs` are the runtime's half of persistence, and the blocking build
+//! (`crate::sync_server`) runs on them and on `outputs.rs` too, so that both builds share one data directory format
 //! and one recovery.
 
 mod connection;
 mod large_packets;
 mod listen;
+pub(crate) mod outputs;
 pub(crate) mod recovery;
 mod shard;
 pub(crate) mod shard_journal;

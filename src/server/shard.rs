@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use super::connection;
 use super::large_packets::LargePackets;
+use super::outputs::{drain_outputs, Outputs, TICK};
 use super::recovery::{self, ShardStart};
 use super::shard_journal::ShardJournal;
 use super::Shared;
@@ -33,9 +34,6 @@ pub enum Envelope {
         buffered: BytesMut,
     },
 }
-
-/// Timers are checked this often; it is the most a keepalive or expiry can run late.
-pub(super) const TICK: Duration = Duration::from_millis(50);
 
 /// How often paused publishers are looked at while the shard holds them back: short, so a
 /// backlog that clears in a few milliseconds does not leave them idle for a whole tick.
@@ -123,36 +121,7 @@ impl<I: Io> Shard<I> {
     /// journal records, events.
     pub fn pump(self: &Rc<Self>) {
         let mut broker = self.broker.borrow_mut();
-        while let Some(conn) = broker.poll_transmit() {
-            self.wake_writer(conn);
-        }
-        while let Some((to, batch)) = broker.poll_shard_messages() {
-            if self.send_envelope(to, Envelope::Broker(batch)).is_err() {
-                debug!(shard = to, "shard stopped; dropping its messages");
-            }
-        }
-        while let Some((seq, record)) = broker.poll_persist() {
-            self.journal.append(seq, &record);
-        }
-        while let Some(event) = broker.poll_event() {
-            match event {
-                Event::Close(conn) => {
-                    if let Some(handle) = self.conns.borrow().get(&conn) {
-                        handle.closing.set(true);
-                    }
-                    self.wake_writer(conn);
-                }
-                Event::HandOver {
-                    conn,
-                    shard,
-                    connect,
-                } => {
-                    if let Some(handle) = self.conns.borrow().get(&conn) {
-                        *handle.hand_over.borrow_mut() = Some((shard, connect));
-                    }
-                }
-            }
-        }
+        drain_outputs(&mut broker, &self.journal, &mut ShardOutputs(self));
     }
 
     /// Sends an envelope to another shard, counting what it keeps alive.
@@ -449,4 +418,40 @@ async fn timer_loop<I: Io>(shard: &Rc<Shard<I>>) {
     shard.journal.finish_snapshot().await;
     shard.snapshot();
     shard.journal.finish_snapshot().await;
+}
+
+/// Where a shard's core outputs go: its connections' writer tasks and the mesh.
+struct ShardOutputs<'a, I: Io>(&'a Rc<Shard<I>>);
+
+impl<I: Io> Outputs for ShardOutputs<'_, I> {
+    fn writable(&mut self, conn: ConnId) {
+        self.0.wake_writer(conn);
+    }
+
+    fn to_shard(&mut self, to: ShardId, batch: Vec<ShardMessage>) {
+        if self.0.send_envelope(to, Envelope::Broker(batch)).is_err() {
+            debug!(shard = to, "shard stopped; dropping its messages");
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        let shard = self.0;
+        match event {
+            Event::Close(conn) => {
+                if let Some(handle) = shard.conns.borrow().get(&conn) {
+                    handle.closing.set(true);
+                }
+                shard.wake_writer(conn);
+            }
+            Event::HandOver {
+                conn,
+                shard: to,
+                connect,
+            } => {
+                if let Some(handle) = shard.conns.borrow().get(&conn) {
+                    *handle.hand_over.borrow_mut() = Some((to, connect));
+                }
+            }
+        }
+    }
 }
