@@ -1010,6 +1010,7 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = include_str!("../ops/mqtt-broker.toml");
+    const README: &str = include_str!("../README.md");
 
     fn args(flags: &[&str]) -> Args {
         match Args::from_args(&["mqtt-broker"], flags) {
@@ -1439,5 +1440,103 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every flag of `--help`, with the default its text states, if it states one.
+    fn flags_in_help() -> Vec<(String, Option<String>)> {
+        let help = match Args::from_args(&["mqtt-broker"], &["--help"]) {
+            Err(exit) => exit.output,
+            Ok(_) => panic!("--help parsed as settings"),
+        };
+        let options = help.split_once("Options:").expect("argh lists options").1;
+        options
+            .split("\n  --")
+            .filter_map(|entry| {
+                let words: Vec<&str> = entry.split_whitespace().collect();
+                let flag = format!("--{}", words.first()?.trim_end_matches(','));
+                let text = words[1..].join(" ");
+                let default = text
+                    .rsplit_once("(default: ")
+                    .and_then(|(_, rest)| rest.split_once(')'))
+                    .map(|(default, _)| default.to_owned());
+                (flag != "--help").then_some((flag, default))
+            })
+            .collect()
+    }
+
+    /// README's configuration table: each row's flag and its default column.
+    fn flags_in_readme() -> Vec<(String, String)> {
+        README
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `--"))
+            .map(|row| {
+                let cells: Vec<&str> = row.split(" | ").collect();
+                let flag = cells[0].split([' ', '`']).next().unwrap_or_default();
+                (format!("--{flag}"), cells[1].replace('`', ""))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readme_lists_every_flag_with_the_default_of_help() {
+        let help = flags_in_help();
+        let readme = flags_in_readme();
+        let help_flags: BTreeSet<&str> = help.iter().map(|(flag, _)| flag.as_str()).collect();
+        let readme_flags: BTreeSet<&str> = readme.iter().map(|(flag, _)| flag.as_str()).collect();
+        assert_eq!(
+            readme_flags, help_flags,
+            "README's table and --help list different flags"
+        );
+        // Every flag is a file key, except the one that names the file.
+        let keys: BTreeSet<String> = KNOWN_KEYS.iter().map(|key| format!("--{key}")).collect();
+        let flags_but_config: BTreeSet<String> = help_flags
+            .iter()
+            .filter(|flag| **flag != "--config")
+            .map(|flag| flag.to_string())
+            .collect();
+        assert_eq!(flags_but_config, keys);
+        for (flag, stated) in &help {
+            let Some(stated) = stated else { continue };
+            let (_, in_readme) = readme.iter().find(|(row, _)| row == flag).expect("listed");
+            // The table may add a word of explanation after the value: "0 (no limit)".
+            let agrees = in_readme == stated || in_readme.starts_with(&format!("{stated} "));
+            assert!(
+                agrees,
+                "{flag}: README says {in_readme:?}, --help says {stated:?}"
+            );
+        }
+    }
+
+    /// The defaults `--help` states are the ones the broker uses: each, written into a config
+    /// file, changes nothing. Defaults stated in words ("one per available core") are skipped.
+    #[test]
+    fn help_states_the_real_defaults() {
+        let mut checked = 0;
+        for (flag, stated) in flags_in_help() {
+            let Some(stated) = stated.filter(|stated| !stated.contains(' ') && flag != "--config")
+            else {
+                continue;
+            };
+            let key = flag.trim_start_matches("--");
+            let value = match stated.as_str() {
+                _ if key == "listen" => format!("[{stated:?}]"),
+                "off" => "false".to_owned(),
+                "true" | "false" => stated.clone(),
+                _ if stated.parse::<i64>().is_ok() => stated.clone(),
+                _ => format!("{stated:?}"),
+            };
+            let settings = with_file(&[], &format!("{key} = {value}"))
+                .unwrap_or_else(|error| panic!("{flag}: {error}"));
+            let expected = Settings {
+                config_file: settings.config_file.clone(),
+                ..defaults()
+            };
+            assert_eq!(
+                settings, expected,
+                "{flag}: --help says the default is {stated}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 30, "only {checked} defaults checked");
     }
 }
