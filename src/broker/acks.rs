@@ -30,10 +30,7 @@
 //! has made no progress for `Config::stall_timeout`, its holds are released and further messages
 //! beyond its queue limit are dropped for it alone, counted and logged (`handlers/deliver.rs`).
 
-use std::time::Duration;
-
-use ahash::{AHashMap, AHashSet};
-
+use super::ack_holds::Hold;
 use super::boundary::{ConnId, ShardId, ShardMessage};
 use super::connection::HeldAck;
 use super::core::Broker;
@@ -47,81 +44,11 @@ use crate::protocol::Packet;
 /// that ignores acknowledgements altogether would otherwise make the broker buffer without end.
 pub const MAX_HELD_ACKS: usize = 1024;
 
-/// How long a shard sends tokens to another after it asked to be paced.
-const PACED_FOR: Duration = Duration::from_millis(100);
-
-/// How often a shard asks another to pace it while its queues stay full.
-const PACE_REQUEST_INTERVAL: Duration = Duration::from_millis(10);
-
-/// How a full queue may push back on the publisher of a message it cannot take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushBack {
-    /// Hold its acknowledgement until the queue moves.
-    Hold(Hold),
-    /// Its shard acknowledged it already: queue it beyond the limit and ask that shard to send
-    /// tokens from now on.
-    Pace(ShardId),
-    /// Nobody to push back on (a will on its own shard, a retained message sent on subscribe):
-    /// a full queue drops it.
-    Nobody,
-}
-
-/// One publisher acknowledgement that a delivery queued beyond a subscriber's limit holds: the
-/// token of the PUBLISH and the shard that handed it out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Hold {
-    pub origin: ShardId,
-    pub token: u64,
-}
-
-/// What a token of this shard still waits for.
-#[derive(Debug)]
-struct Wait {
-    /// Replies from other shards plus holds in this shard's queues.
-    outstanding: usize,
-    /// The connection whose acknowledgement waits, to look at it alone once the wait is over.
-    conn: Option<ConnId>,
-    /// A QoS 2 publish's `InboundPending` record, written only once the wait is over (see
-    /// [`Broker::journal_inbound_pending`]): `(session, packet identifier)`.
-    inbound: Option<(SessionId, u16)>,
-}
-
-/// Holds this shard's queues keep on another shard's token, and the journal position its reply
-/// must wait for.
-#[derive(Debug, Default)]
-struct RemoteHold {
-    outstanding: usize,
-    seq: u64,
-}
-
-#[derive(Debug, Default)]
-pub struct AckHolds {
-    next_token: u64,
-    waits: AHashMap<u64, Wait>,
-    remote: AHashMap<(ShardId, u64), RemoteHold>,
-    /// Connections with held acknowledgements.
-    held_conns: AHashSet<ConnId>,
-    /// Until when each other shard asked for tokens.
-    paced_until: AHashMap<ShardId, Timestamp>,
-    /// When this shard last asked each other shard for them.
-    pace_requested: AHashMap<ShardId, Timestamp>,
-}
-
 impl Broker {
     /// A token for a QoS 1/2 PUBLISH, whose acknowledgement may wait on other shards and on
     /// queue room.
     pub(in crate::broker) fn ack_token(&mut self, conn: ConnId) -> u64 {
-        let acks = &mut self.acks;
-        acks.next_token += 1;
-        acks.waits.insert(
-            acks.next_token,
-            Wait {
-                outstanding: 0,
-                conn: Some(conn),
-                inbound: None,
-            },
-        );
-        acks.next_token
+        self.acks.new_token(conn)
     }
 
     /// The token to send with a message for `shard`: only while acknowledgements wait for that
@@ -132,62 +59,35 @@ impl Broker {
         token: Option<u64>,
         now: Timestamp,
     ) -> Option<u64> {
-        let paced = self
-            .acks
-            .paced_until
-            .get(&shard)
-            .is_some_and(|until| now < *until);
-        token.filter(|_| self.persist.hold_acks || paced)
+        token.filter(|_| self.persist.hold_acks || self.acks.is_paced(shard, now))
     }
 
     /// `from` found full queues for messages this shard acknowledged at once: send it tokens
     /// for a while.
     pub(in crate::broker) fn handle_pace(&mut self, from: ShardId, now: Timestamp) {
-        self.acks.paced_until.insert(from, now + PACED_FOR);
+        self.acks.pace(from, now);
     }
 
     /// A delivery from `origin` went beyond a full queue: asks it to send tokens (again), at
     /// most every `PACE_REQUEST_INTERVAL`.
     pub(in crate::broker) fn request_pacing(&mut self, origin: ShardId, now: Timestamp) {
-        if origin == self.shard {
-            return;
+        if origin != self.shard && self.acks.should_request_pacing(origin, now) {
+            self.send_to_shard(origin, ShardMessage::Pace);
         }
-        let last = self.acks.pace_requested.get(&origin);
-        if last.is_some_and(|at| now - *at < PACE_REQUEST_INTERVAL) {
-            return;
-        }
-        self.acks.pace_requested.insert(origin, now);
-        self.send_to_shard(origin, ShardMessage::Pace);
     }
 
     /// `token` went to `shards` other shards: its acknowledgement waits for that many replies.
     /// Ends the token's setup: with nothing to wait for, it is forgotten at once.
     pub(in crate::broker) fn await_replies(&mut self, token: Option<u64>, shards: usize) {
-        let Some(token) = token else {
-            return;
-        };
-        if let Some(wait) = self.acks.waits.get_mut(&token) {
-            wait.outstanding += shards;
-            if wait.outstanding == 0 {
-                self.acks.waits.remove(&token);
-            }
+        if let Some(token) = token {
+            self.acks.expect(token, shards);
         }
     }
 
     /// A delivery was queued beyond a subscriber's limit: `hold` keeps its publisher's
     /// acknowledgement back until [`Broker::release_hold`].
     pub(in crate::broker) fn take_hold(&mut self, hold: Hold) {
-        if hold.origin == self.shard {
-            if let Some(wait) = self.acks.waits.get_mut(&hold.token) {
-                wait.outstanding += 1;
-            }
-        } else {
-            self.acks
-                .remote
-                .entry((hold.origin, hold.token))
-                .or_default()
-                .outstanding += 1;
-        }
+        self.acks.take_hold(hold, self.shard);
     }
 
     pub(in crate::broker) fn release_holds(&mut self, holds: impl IntoIterator<Item = Hold>) {
@@ -200,28 +100,14 @@ impl Broker {
         if hold.origin == self.shard {
             return self.settle(hold.token);
         }
-        let key = (hold.origin, hold.token);
-        let Some(remote) = self.acks.remote.get_mut(&key) else {
-            return;
-        };
-        remote.outstanding -= 1;
-        if remote.outstanding == 0 {
-            let seq = remote.seq;
-            self.acks.remote.remove(&key);
+        if let Some(seq) = self.acks.release_remote(hold.origin, hold.token) {
             self.reply_after(seq, hold.origin, hold.token);
         }
     }
 
     /// One thing `token` waited for is done; at the last, its acknowledgement may go.
     fn settle(&mut self, token: u64) {
-        let Some(wait) = self.acks.waits.get_mut(&token) else {
-            return;
-        };
-        wait.outstanding -= 1;
-        if wait.outstanding > 0 {
-            return;
-        }
-        let Some(wait) = self.acks.waits.remove(&token) else {
+        let Some(wait) = self.acks.settle(token) else {
             return;
         };
         if let Some((session, packet_id)) = wait.inbound {
@@ -255,9 +141,9 @@ impl Broker {
         packet_id: u16,
         token: Option<u64>,
     ) {
-        let waiting = token.and_then(|token| self.acks.waits.get_mut(&token));
-        if let (Some(wait), true) = (waiting, self.persist.hold_acks) {
-            wait.inbound = Some((session, packet_id));
+        let deferred = self.persist.hold_acks
+            && token.is_some_and(|token| self.acks.defer_inbound(token, session, packet_id));
+        if deferred {
             return;
         }
         self.journal_session(session, |client_id| PersistRecord::InboundPending {
@@ -278,7 +164,7 @@ impl Broker {
         };
         if seq > self.persist.persisted || !connection.held_pubrels.is_empty() {
             connection.held_pubrels.push_back((seq, packet));
-            self.acks.held_conns.insert(conn);
+            self.acks.hold_on(conn);
         } else {
             self.send(conn, packet);
         }
@@ -296,9 +182,9 @@ impl Broker {
         token: Option<u64>,
     ) {
         let seq = self.persist.awaited_since(mark);
-        if let Some(wait) = token.and_then(|token| self.acks.waits.get_mut(&token)) {
+        if let Some(token) = token {
             // A QoS 2 resend may come on a new connection: its PUBREC is the one to release.
-            wait.conn = Some(conn);
+            self.acks.move_to(token, conn);
         }
         let ack = HeldAck { packet, seq, token };
         let Some(connection) = self.connections.get_mut(&conn) else {
@@ -308,7 +194,7 @@ impl Broker {
             return self.send(conn, ack.packet);
         }
         connection.held_acks.push_back(ack);
-        self.acks.held_conns.insert(conn);
+        self.acks.hold_on(conn);
     }
 
     /// Whether a runtime should stop reading `conn` for now: it holds more acknowledgements
@@ -329,9 +215,8 @@ impl Broker {
         } else {
             0
         };
-        match self.acks.remote.get_mut(&(from, token)) {
-            Some(remote) => remote.seq = seq,
-            None => self.reply_after(seq, from, token),
+        if !self.acks.defer_remote_reply(from, token, seq) {
+            self.reply_after(seq, from, token);
         }
     }
 
@@ -351,15 +236,14 @@ impl Broker {
     /// Sends the acknowledgements at the front of every held queue that wait for nothing more;
     /// after durability moved on.
     pub(in crate::broker) fn release_acks(&mut self) {
-        let conns: Vec<ConnId> = self.acks.held_conns.iter().copied().collect();
-        for conn in conns {
+        for conn in self.acks.held_conns() {
             self.release_conn_acks(conn);
         }
     }
 
     fn release_conn_acks(&mut self, conn: ConnId) {
         let Some(connection) = self.connections.get_mut(&conn) else {
-            self.acks.held_conns.remove(&conn);
+            self.acks.forget_conn(conn);
             return;
         };
         let mut ready = Vec::new();
@@ -381,25 +265,10 @@ impl Broker {
             );
         }
         if connection.held_acks.is_empty() && connection.held_pubrels.is_empty() {
-            self.acks.held_conns.remove(&conn);
+            self.acks.forget_conn(conn);
         }
         for packet in ready {
             self.send(conn, packet);
         }
-    }
-}
-
-impl AckHolds {
-    /// Acknowledgements still waiting, and holds kept for other shards' ones.
-    #[cfg(any(test, feature = "sim"))]
-    pub(in crate::broker) fn len(&self) -> usize {
-        self.waits.len() + self.remote.len() + self.held_conns.len()
-    }
-
-    fn is_done(&self, ack: &HeldAck, persisted: u64) -> bool {
-        ack.seq <= persisted
-            && ack
-                .token
-                .is_none_or(|token| !self.waits.contains_key(&token))
     }
 }

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tracing::{debug, info, warn};
 
-use super::acks::{AckHolds, Hold, PushBack};
+use super::ack_holds::{AckHolds, Hold, PushBack};
 use super::boundary::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 use super::config::Config;
 use super::connection::{Connection, Phase};

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use ahash::AHashSet;
 
-use super::acks::Hold;
+use super::ack_holds::Hold;
 use super::message::Delivery;
 use crate::protocol::QoS;
 

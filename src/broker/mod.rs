@@ -21,6 +21,7 @@
 //! `handlers/publish.rs` (topic alias, QoS handshake) → `handlers/deliver.rs` (route to shards
 //! and matching sessions, in-flight window, encode for each subscriber) → `send_buffer.rs`.
 
+mod ack_holds;
 mod acks;
 mod boundary;
 mod config;

@@ -8,7 +8,7 @@ use bytestring::ByteString;
 
 use tracing::warn;
 
-use crate::broker::acks::{Hold, PushBack};
+use crate::broker::ack_holds::{Hold, PushBack};
 use crate::broker::boundary::{ConnId, ShardId, ShardMessage};
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;

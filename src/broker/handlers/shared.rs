@@ -4,7 +4,7 @@
 
 use bytestring::ByteString;
 
-use crate::broker::acks::PushBack;
+use crate::broker::ack_holds::PushBack;
 use crate::broker::boundary::ShardMessage;
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
