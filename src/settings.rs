@@ -555,11 +555,40 @@ impl Settings {
         let defaults = Config::default();
         let f = &layers.file;
         let persistence = layers.persistence(&args)?;
+        // One integer setting, by its field name: the same in `Args`, in the file and (for the
+        // default, unless one is given) in the core's `Config`; the flag and key are its dashed
+        // form.
+        macro_rules! int {
+            ($name:ident, $bound:expr) => {
+                int!($name, defaults.$name, $bound)
+            };
+            ($name:ident, $default:expr, $bound:expr) => {
+                layers.int(
+                    &dashed(stringify!($name)),
+                    args.$name,
+                    f.$name,
+                    $default,
+                    $bound,
+                )?
+            };
+        }
+        // The same for a duration given in whole seconds.
+        macro_rules! seconds {
+            ($name:ident, $bound:expr) => {
+                layers.seconds(
+                    &dashed(stringify!($name)),
+                    args.$name,
+                    f.$name,
+                    defaults.$name,
+                    $bound,
+                )?
+            };
+        }
 
         let listen = layers.listen(args.listen, f.listen.as_deref())?;
         let data_dir = Layers::pick(args.data_dir, f.data_dir.clone(), PathBuf::from("./data")).0;
         let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        let shards = layers.int("shards", args.shards, f.shards, cores, Bound::AtLeast(1))?;
+        let shards = int!(shards, cores, Bound::AtLeast(1));
         let runtime = layers.runtime(args.runtime, f.runtime.as_deref())?;
         let (log_level, origin) = Layers::pick(args.log_level, f.log_level.clone(), "info".into());
         if let Err(problem) = log_filter(&log_level) {
@@ -567,13 +596,7 @@ impl Settings {
         }
         let no_pin = Layers::pick(args.no_pin.then_some(true), f.no_pin, false).0;
 
-        let maximum_qos = layers.int(
-            "maximum-qos",
-            args.maximum_qos,
-            f.maximum_qos,
-            2u8,
-            Bound::OneOf(&[0, 1, 2]),
-        )?;
+        let maximum_qos = int!(maximum_qos, 2u8, Bound::OneOf(&[0, 1, 2]));
         let maximum_qos = QoS::from_u8(maximum_qos).unwrap_or(QoS::ExactlyOnce);
         let max_session_expiry = match (args.max_session_expiry, f.max_session_expiry) {
             (None, None) => None,
@@ -588,165 +611,40 @@ impl Settings {
             shards,
             runtime,
             pin_cores: !no_pin,
-            read_buffer_size: layers.int(
-                "read-buffer-size",
-                args.read_buffer_size,
-                f.read_buffer_size,
-                8192usize,
-                Bound::AtLeast(512),
-            )?,
-            initial_pool_size: layers.int(
-                "initial-pool-size",
-                args.initial_pool_size,
-                f.initial_pool_size,
-                1000usize,
-                Bound::AtLeast(0),
-            )?,
-            connect_timeout: layers.seconds(
-                "connect-timeout",
-                args.connect_timeout,
-                f.connect_timeout,
-                defaults.connect_timeout,
-                Bound::Between(1, 3600),
-            )?,
+            read_buffer_size: int!(read_buffer_size, 8192usize, Bound::AtLeast(512)),
+            initial_pool_size: int!(initial_pool_size, 1000usize, Bound::AtLeast(0)),
+            connect_timeout: seconds!(connect_timeout, Bound::Between(1, 3600)),
             log_level,
-            max_connections: layers.int(
-                "max-connections",
-                args.max_connections,
-                f.max_connections,
-                defaults.max_connections,
-                Bound::AtLeast(1),
-            )?,
-            max_connection_rate: layers.int(
-                "max-connection-rate",
-                args.max_connection_rate,
-                f.max_connection_rate,
-                0u32,
-                Bound::U32,
-            )?,
-            session_expiry: layers.int(
-                "session-expiry",
-                args.session_expiry,
-                f.session_expiry,
-                defaults.session_expiry,
-                Bound::U32,
-            )?,
+            max_connections: int!(max_connections, Bound::AtLeast(1)),
+            max_connection_rate: int!(max_connection_rate, 0u32, Bound::U32),
+            session_expiry: int!(session_expiry, Bound::U32),
             max_session_expiry,
             // 0 would mean "no keepalive" to the core, which is not a maximum.
-            max_keepalive: layers.int(
-                "max-keepalive",
-                args.max_keepalive,
-                f.max_keepalive,
-                defaults.max_keepalive,
-                Bound::NONZERO_U16,
-            )?,
-            expiry_sweep_interval: layers.seconds(
-                "expiry-sweep-interval",
-                args.expiry_sweep_interval,
-                f.expiry_sweep_interval,
-                defaults.expiry_sweep_interval,
-                Bound::Between(1, 3600),
-            )?,
+            max_keepalive: int!(max_keepalive, Bound::NONZERO_U16),
+            expiry_sweep_interval: seconds!(expiry_sweep_interval, Bound::Between(1, 3600)),
             // Below 64 bytes even a CONNECT with a short client id cannot get through.
-            max_packet_size: layers.int(
-                "max-packet-size",
-                args.max_packet_size,
-                f.max_packet_size,
-                defaults.max_packet_size,
-                Bound::Between(64, PROTOCOL_MAX_PACKET_SIZE),
-            )?,
-            max_inflight: layers.int(
-                "max-inflight",
-                args.max_inflight,
-                f.max_inflight,
-                defaults.max_inflight,
-                Bound::NONZERO_U16,
-            )?,
-            max_queued_messages: layers.int(
-                "max-queued-messages",
-                args.max_queued_messages,
-                f.max_queued_messages,
-                defaults.max_queued_messages,
-                Bound::AtLeast(0),
-            )?,
-            max_queued_bytes: layers.int(
-                "max-queued-bytes",
-                args.max_queued_bytes,
-                f.max_queued_bytes,
-                defaults.max_queued_bytes,
-                Bound::AtLeast(0),
-            )?,
-            max_outbound_buffer: layers.int(
-                "max-outbound-buffer",
-                args.max_outbound_buffer,
-                f.max_outbound_buffer,
-                defaults.max_outbound_buffer,
-                Bound::Between(1024, 1 << 30),
-            )?,
-            subscriber_stall_timeout: Duration::from_millis(layers.int(
-                "subscriber-stall-timeout-ms",
-                args.subscriber_stall_timeout_ms,
-                f.subscriber_stall_timeout_ms,
+            max_packet_size: int!(
+                max_packet_size,
+                Bound::Between(64, PROTOCOL_MAX_PACKET_SIZE)
+            ),
+            max_inflight: int!(max_inflight, Bound::NONZERO_U16),
+            max_queued_messages: int!(max_queued_messages, Bound::AtLeast(0)),
+            max_queued_bytes: int!(max_queued_bytes, Bound::AtLeast(0)),
+            max_outbound_buffer: int!(max_outbound_buffer, Bound::Between(1024, 1 << 30)),
+            subscriber_stall_timeout: Duration::from_millis(int!(
+                subscriber_stall_timeout_ms,
                 u64::try_from(defaults.stall_timeout.as_millis()).unwrap_or(u64::MAX),
-                Bound::Between(0, 3_600_000),
-            )?),
-            buffer_budget: layers.int(
-                "buffer-budget",
-                args.buffer_budget,
-                f.buffer_budget,
-                defaults.buffer_budget,
-                Bound::AtLeast(1 << 20),
-            )?,
+                Bound::Between(0, 3_600_000)
+            )),
+            buffer_budget: int!(buffer_budget, Bound::AtLeast(1 << 20)),
             // MQTT 5 makes a Receive Maximum of 0 a protocol error.
-            receive_maximum: layers.int(
-                "receive-maximum",
-                args.receive_maximum,
-                f.receive_maximum,
-                defaults.receive_maximum,
-                Bound::NONZERO_U16,
-            )?,
-            topic_alias_maximum: layers.int(
-                "topic-alias-maximum",
-                args.topic_alias_maximum,
-                f.topic_alias_maximum,
-                defaults.topic_alias_maximum,
-                Bound::U16,
-            )?,
-            max_subscriptions_per_client: layers.int(
-                "max-subscriptions-per-client",
-                args.max_subscriptions_per_client,
-                f.max_subscriptions_per_client,
-                defaults.max_subscriptions_per_client,
-                Bound::AtLeast(0),
-            )?,
-            max_topic_levels: layers.int(
-                "max-topic-levels",
-                args.max_topic_levels,
-                f.max_topic_levels,
-                defaults.max_topic_levels,
-                Bound::AtLeast(0),
-            )?,
-            max_retained_per_subscribe: layers.int(
-                "max-retained-per-subscribe",
-                args.max_retained_per_subscribe,
-                f.max_retained_per_subscribe,
-                defaults.max_retained_per_subscribe,
-                Bound::AtLeast(0),
-            )?,
-            max_retained_messages: layers.int(
-                "max-retained-messages",
-                args.max_retained_messages,
-                f.max_retained_messages,
-                defaults.max_retained_messages,
-                Bound::AtLeast(0),
-            )?,
-            max_retained_bytes: layers.int(
-                "max-retained-bytes",
-                args.max_retained_bytes,
-                f.max_retained_bytes,
-                defaults.max_retained_bytes,
-                Bound::AtLeast(0),
-            )?,
+            receive_maximum: int!(receive_maximum, Bound::NONZERO_U16),
+            topic_alias_maximum: int!(topic_alias_maximum, Bound::U16),
+            max_subscriptions_per_client: int!(max_subscriptions_per_client, Bound::AtLeast(0)),
+            max_topic_levels: int!(max_topic_levels, Bound::AtLeast(0)),
+            max_retained_per_subscribe: int!(max_retained_per_subscribe, Bound::AtLeast(0)),
+            max_retained_messages: int!(max_retained_messages, Bound::AtLeast(0)),
+            max_retained_bytes: int!(max_retained_bytes, Bound::AtLeast(0)),
             retain_available: Layers::pick(
                 args.retain_available,
                 f.retain_available,
@@ -902,6 +800,11 @@ impl Layers<'_> {
             (None, None) => Ok(Backend::Auto),
         }
     }
+}
+
+/// A field name as its flag and file key spell it.
+fn dashed(name: &str) -> String {
+    name.replace('_', "-")
 }
 
 /// Parses the config file, turning TOML's multi-line errors into one line with a line number.
