@@ -111,10 +111,8 @@ impl Broker {
             return;
         };
         if let Some((session, packet_id)) = wait.inbound {
-            self.journal_session(session, |client_id| PersistRecord::InboundPending {
-                client_id,
-                packet_id,
-            });
+            // Nothing left to wait for: written now.
+            self.journal_inbound_pending(session, packet_id, None);
             // The PUBREC now stands for this record too.
             let seq = self.persist.last_seq;
             let connection = wait.conn.and_then(|conn| self.connections.get_mut(&conn));
@@ -209,12 +207,7 @@ impl Broker {
     /// tells `from` once its deliveries here hold nothing back and (when acknowledgements wait
     /// for durability) the records they wrote are durable.
     pub(in crate::broker) fn reply_when_accepted(&mut self, from: ShardId, token: u64, mark: u64) {
-        let journal = &self.persist;
-        let seq = if journal.last_seq > mark {
-            journal.last_seq
-        } else {
-            0
-        };
+        let seq = self.persist.awaited_since(mark);
         if !self.acks.defer_remote_reply(from, token, seq) {
             self.reply_after(seq, from, token);
         }

@@ -484,7 +484,7 @@ impl Broker {
             _ => error.reason_code(),
         };
         debug!(?conn, client_id = %connection.client_id, %error, %reason, "protocol error");
-        if let (true, DecodeError::UnsupportedProtocolLevel(_)) = (connecting, &error) {
+        if connecting && matches!(error, DecodeError::UnsupportedProtocolLevel(_)) {
             // MQTT-3.1.2-2: answer an unknown level with return code 1 in the 3.1.1 format,
             // which every version of client can read.
             let connack = crate::protocol::ConnAck {

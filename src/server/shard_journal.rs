@@ -5,7 +5,7 @@
 //! Nothing here waits for a disk. `StreamWriter::append` only queues the record for the stream's
 //! background thread; durability comes back as notices, received by a task of the shard's own
 //! event loop. The core numbers records with its own sequence and the store with LSNs, so the
-//! records in between are kept as `(seq, lsn)` pairs, in order.
+//! records in between are kept as runs of both, in order (`PendingRecords`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -271,7 +271,7 @@ impl Broker {
         ack: Ack,
         now: Timestamp,
     ) {
-        let mark = self.persist.last_seq;
+        let mark = self.journal_mark();
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
