@@ -1,4 +1,5 @@
-# Shell helpers shared by the benchmark scripts (compare.sh, persistence.sh, instructions.sh).
+# Shell helpers shared by the benchmark scripts (compare.sh, memory.sh, persistence.sh,
+# instructions.sh, soak.sh).
 # Sourced, not run: set SCRIPT to the script's name (for messages) before sourcing.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

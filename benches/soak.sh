@@ -72,7 +72,7 @@ while [ $# -gt 0 ]; do
         --broker) BROKER=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,51p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -86,11 +86,11 @@ if [ "$BUILD" = 1 ]; then
         (cd "$ROOT" && cargo build --release -p mqtt-broker --bin mqtt-broker) \
             || die "cannot build the broker"
     fi
-    (cd "$ROOT" && cargo build --release -p mqtt-broker-benches --bin mqtt-soak) \
-        || die "cannot build mqtt-soak"
+    (cd "$ROOT" && cargo build --release -p mqtt-broker-benches --bin mqtt-soak \
+        --bin mqtt-persist-bench) || die "cannot build mqtt-soak"
 fi
 BROKER=${BROKER:-$RELEASE/mqtt-broker}
-for binary in "$BROKER" "$RELEASE/mqtt-soak"; do
+for binary in "$BROKER" "$RELEASE/mqtt-soak" "$RELEASE/mqtt-persist-bench"; do
     [ -x "$binary" ] || die "no $binary; build it or drop --no-build"
 done
 
@@ -102,7 +102,7 @@ DATA=$OUT/data
 LOG=$OUT/broker.log
 SAMPLES=$OUT/samples.txt  # UNIX_SECONDS PID VMRSS_KIB FDS, every second
 EVENTS=$OUT/events.txt    # UNIX_SECONDS EVENT, from mqtt-soak and from the kills here
-STARTS_FILE=$OUT/starts.txt  # seconds from each broker start to its first accepted connection
+STARTS_FILE=$OUT/starts.txt  # seconds from each broker start to its first CONNACK
 : >"$LOG"
 : >"$STARTS_FILE"
 : >"$SAMPLES"
@@ -125,8 +125,8 @@ trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
 
-# Starts the broker on DATA; sets BROKER_PID once it accepts connections (restoring the
-# journal may take a while), or fails after 30 s.
+# Starts the broker on DATA; sets BROKER_PID once it answers a CONNECT, which it does only once
+# it has restored the journal (the port accepts before that), or fails after 30 s.
 start_broker() {
     STARTS=$((STARTS + 1))
     echo "=== soak.sh: broker start $STARTS at $(date -u '+%H:%M:%S.%N') ===" >>"$LOG"
@@ -135,17 +135,11 @@ start_broker() {
         --log-level info $BROKER_ARGS >>"$LOG" 2>&1 &
     BROKER_PID=$!
     echo "$BROKER_PID" >"$OUT/broker.pid"
-    local started
-    started=$(now)
-    for _ in $(seq 300); do
-        kill -0 "$BROKER_PID" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            awk -v from="$started" -v now="$(now)" 'BEGIN { printf "%.2f\n", now - from }' >>"$STARTS_FILE"
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
+    local ready
+    ready=$("$RELEASE/mqtt-persist-bench" --json ready --addr "127.0.0.1:$PORT" --timeout 30 \
+        2>>"$LOG") || return 1
+    kill -0 "$BROKER_PID" 2>/dev/null || return 1
+    jq -r '(.waited_ms / 10 | round) / 100' <<<"$ready" >>"$STARTS_FILE"
 }
 
 # Descriptors and VmRSS (KiB) of the broker now: "FDS RSS".
@@ -292,9 +286,9 @@ RSS_PEAK=$(awk '$3 > m { m = $3 } END { print m + 0 }' "$SAMPLES")
 FDS_PEAK=$(awk '$4 > m { m = $4 } END { print m + 0 }' "$SAMPLES")
 RATIO=$(awk -v a="$RSS_END" -v b="$RSS_FIRST" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 99) }')
 PANICS=$(grep -c 'panicked' "$LOG" || true)
-# The restarts after a kill: the first start had an empty data directory, the last two
-# followed a SIGTERM.
-RESTART_MAX=$(head -n "$((KILLS + 1))" "$STARTS_FILE" | tail -n +2 | sort -n | tail -1)
+# The restarts: not the first start, with an empty data directory, nor the last, the fresh
+# broker started after a SIGTERM for the descriptor count.
+RESTART_MAX=$(sed '1d;$d' "$STARTS_FILE" | sort -n | tail -1)
 
 jq -c --argjson duration "$DURATION" --argjson kill_every "$KILL_EVERY" --argjson kills "$KILLS" \
     --argjson deaths "$DEATHS" --argjson rss_first "$RSS_FIRST" --argjson rss_first_median "$RSS_FIRST_MEDIAN" \

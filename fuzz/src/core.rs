@@ -679,8 +679,7 @@ impl Oracle {
             // records not yet written at the instant of kill -9 are the window this mode
             // accepts. The oracle crashes just after that window: the shards have exchanged
             // their batches, and what they wrote survives in the page cache.
-            self.sim.hold_mail = false;
-            while self.sim.deliver_mail(0) {}
+            self.sim.release_mail();
             Some(Source::Journals)
         };
         let downtime = Duration::from_secs(downtime);
@@ -911,8 +910,7 @@ impl Oracle {
     /// Lets everything finish: batches and journals catch up, clients read and acknowledge,
     /// and the witness comes back if it is away.
     fn settle(&mut self) {
-        self.sim.hold_mail = false;
-        while self.sim.deliver_mail(0) {}
+        self.sim.release_mail();
         self.sim.auto_persist = true;
         self.sim.persist_all();
         for client in 0..CLIENTS {

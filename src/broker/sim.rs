@@ -309,6 +309,12 @@ impl Sim {
         true
     }
 
+    /// Stops holding batches between shards and delivers every one still held, in order.
+    pub fn release_mail(&mut self) {
+        self.hold_mail = false;
+        while self.deliver_mail(0) {}
+    }
+
     /// Batches between shards sent and not delivered yet.
     pub fn mail_in_flight(&self) -> usize {
         self.mail.len()
