@@ -4,25 +4,21 @@
 //! line on stderr and a non-zero exit code.
 
 use std::error::Error;
-use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
-use mqtt_broker_shards::Backend;
 use tracing::info;
 
+use crate::server::ServerOptions;
 use crate::settings::{init_logging, Settings};
 use crate::{server, sync_server};
 
 /// Runs the sharded broker; the whole of `main`.
 pub fn main_sharded(program: &str) -> ExitCode {
     main_with(program, |settings| {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|error| {
-            format!(
-                "cannot create data directory {}: {error}",
-                settings.data_dir.display()
-            )
-        })?;
-        Ok(server::run(settings.server_options())?)
+        let data = &settings.server.data_dir;
+        std::fs::create_dir_all(data)
+            .map_err(|error| format!("cannot create data directory {}: {error}", data.display()))?;
+        Ok(server::run(settings.server)?)
     })
 }
 
@@ -31,15 +27,14 @@ pub fn main_sync(program: &str) -> ExitCode {
     main_with(program, |settings| {
         // The flags are shared with the sharded build so one command line runs both; say so
         // when they were set, because here they change nothing.
-        let default_shards = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        if settings.runtime != Backend::Auto || settings.shards != default_shards {
+        let server = settings.server;
+        let defaults = ServerOptions::default();
+        if (server.backend, server.shards) != (defaults.backend, defaults.shards) {
             info!(
-                runtime = ?settings.runtime,
-                shards = settings.shards,
                 "the blocking build ignores --runtime and --shards: one thread per connection, one broker core"
             );
         }
-        Ok(sync_server::run(&settings.server_options())?)
+        Ok(sync_server::run(&server)?)
     })
 }
 
@@ -56,7 +51,7 @@ fn main_with(
             return ExitCode::from(crate::settings::EXIT_CONFIG);
         }
     };
-    let served = init_logging(&settings.log_level)
+    let served = init_logging(&settings.logging)
         .map_err(Box::<dyn Error>::from)
         .and_then(|()| serve(settings));
     match served {

@@ -2,29 +2,37 @@
 //! logging setup. It exists so that defaults, flags, file keys and their validation live in one
 //! place and cannot drift apart, and so that every mistake is caught before a socket is bound and
 //! reported as one line naming the flag or key to fix. The broker core never sees any of this: it
-//! gets a plain [`Config`] from [`Settings::broker_config`].
+//! gets a plain [`crate::broker::Config`] inside the [`ServerOptions`] of [`Settings::server`].
 //!
 //! Precedence is defaults, then the file given with `--config`, then flags: every flag is also a
 //! file key with the same name (`max-connections = 5000`), and a flag given on the command line
 //! wins over the file.
+//!
+//! Each setting is one entry of the `settings!` list below, in the manner of ripgrep's flag
+//! definitions: the entry's field name is the flag and the key (dashed), its doc comment is the
+//! `--help` text with the default, its reader (`int`, `seconds`, ...) does the precedence and the
+//! checks, and its target is where the value lands. The default is the target's value in
+//! [`Settings::default`], so it is written once, beside the code that uses it. README's table and
+//! `ops/mqtt-broker.toml` are checked against `--help` by the tests at the end.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Display;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use argh::FromArgs;
 use mqtt_broker_persistence::DEFAULT_FSYNC_INTERVAL;
 use mqtt_broker_shards::Backend;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
 use tracing_subscriber::EnvFilter;
 
-use crate::broker::Config;
 use crate::protocol::decoder::MAX_PACKET_SIZE;
 use crate::protocol::QoS;
-use crate::server::{Fsync, PersistenceOptions, ServerOptions};
+use crate::server::{Fsync, ServerOptions};
 
 /// The exit status for a [`SettingsError`] (sysexits' EX_CONFIG, for `ExitCode::from`): the
 /// systemd unit does not restart on it, since a restart cannot fix a wrong setting.
@@ -33,178 +41,224 @@ pub const EXIT_CONFIG: u8 = 78;
 /// The largest packet the protocol can express, in the integer type file values are checked in.
 const PROTOCOL_MAX_PACKET_SIZE: i64 = MAX_PACKET_SIZE as i64;
 
-/// A sharded, thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker. Settings come from the defaults,
-/// then the --config file, then these flags; every flag is also a config file key with the same
-/// name (for example `max-connections = 5000`).
-#[derive(FromArgs, Debug, Default, Clone, PartialEq)]
-pub struct Args {
+/// Expands the list of settings into the flags ([`Args`]), the file keys ([`SETTING_NAMES`])
+/// and the one statement per setting of [`Settings::resolve`]. An entry reads like a field of
+/// `Args` (doc comment, argh attribute, name and flag type, spelled out for argh to see an
+/// `Option` or `Vec`) followed by `=> target = reader(check)`.
+macro_rules! settings {
+    ($(
+        $(#[$attribute:meta])+
+        $name:ident: $flag:ident$(<$value:ty>)? =>
+            $($target:ident).+ = $reader:ident($($check:expr)?);
+    )+) => {
+        /// A sharded, thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker. Settings come from the
+        /// defaults, then the --config file, then these flags; every flag is also a config file
+        /// key with the same name (for example `max-connections = 5000`).
+        #[derive(FromArgs, Debug, Default, Clone, PartialEq)]
+        pub struct Args {
+            /// TOML config file; its keys are the flag names without the dashes in front
+            /// (default: none)
+            #[argh(option, arg_name = "FILE")]
+            pub config: Option<PathBuf>,
+            $(
+                $(#[$attribute])+
+                pub $name: $flag$(<$value>)?,
+            )+
+        }
+
+        /// Every setting by its field name; the flag and the file key are its dashed form.
+        const SETTING_NAMES: &[&str] = &[$(stringify!($name)),+];
+
+        impl Settings {
+            /// Each setting in turn: flag, else file, else the target's default, checked.
+            fn read_layers(&mut self, args: Args, layers: &Layers) -> Result<(), SettingsError> {
+                $(
+                    let default = self.$($target).+.clone();
+                    self.$($target).+ =
+                        layers.given(stringify!($name), args.$name).$reader($($check,)? default)?;
+                )+
+                Ok(())
+            }
+        }
+    };
+}
+
+settings! {
     /// address to accept MQTT connections on; repeat for several, and flags replace the file's
     /// list (default: 0.0.0.0:1883)
     #[argh(option, arg_name = "ADDR:PORT")]
-    pub listen: Vec<SocketAddr>,
+    listen: Vec<SocketAddr> => server.listen = addresses();
 
     /// directory for persistent sessions and retained messages (default: ./data)
     #[argh(option, arg_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf> => server.data_dir = value();
 
     /// when the journal is flushed to disk: always (acknowledgements wait for it), interval or
     /// never (default: interval)
     #[argh(option, arg_name = "MODE")]
-    pub fsync: Option<String>,
+    fsync: Option<String> => server.persistence.fsync = fsync_mode();
 
     /// milliseconds between journal flushes with --fsync interval (default: 1000)
     #[argh(option, arg_name = "MS")]
-    pub fsync_interval_ms: Option<u64>,
+    fsync_interval_ms: Option<u64> => server.persistence.fsync = fsync_interval();
 
     /// seconds between snapshots of each shard's state (default: 300)
     #[argh(option, arg_name = "SECONDS")]
-    pub snapshot_interval: Option<u64>,
+    snapshot_interval: Option<u64> => server.persistence.snapshot_interval =
+        seconds(Bound::AtLeast(1));
 
     /// journal bytes per shard after which a snapshot is taken early (default: 67108864)
     #[argh(option, arg_name = "BYTES")]
-    pub journal_max_bytes: Option<u64>,
+    journal_max_bytes: Option<u64> => server.persistence.journal_max_bytes =
+        int(Bound::AtLeast(1));
 
     /// refuse to start when the data directory is damaged, instead of setting the damaged files
     /// aside and starting with what is intact (file key: strict-recovery = true) (default: off)
     #[argh(switch)]
-    pub strict_recovery: bool,
+    strict_recovery: bool => server.persistence.strict_recovery = value();
 
     /// shard threads, each with its own event loop (default: one per available core)
     #[argh(option, arg_name = "N")]
-    pub shards: Option<usize>,
+    shards: Option<usize> => server.shards = int(Bound::AtLeast(1));
 
     /// event loop: auto, io-uring, epoll or tokio; auto uses io_uring when the kernel allows it
     /// and falls back to epoll (default: auto)
     #[argh(option, arg_name = "RUNTIME")]
-    pub runtime: Option<Backend>,
-
-    /// TOML config file; its keys are the flag names without the dashes in front (default: none)
-    #[argh(option, arg_name = "FILE")]
-    pub config: Option<PathBuf>,
+    runtime: Option<Backend> => server.backend = parsed();
 
     /// connections accepted across all shards before new ones are refused (default: 10000)
     #[argh(option, arg_name = "N")]
-    pub max_connections: Option<usize>,
+    max_connections: Option<usize> => server.broker.max_connections = int(Bound::AtLeast(1));
 
     /// new connections per second from one source address (a burst of as many is allowed);
     /// more are closed before anything is read from them, 0 = no limit (default: 0)
     #[argh(option, arg_name = "N")]
-    pub max_connection_rate: Option<u32>,
+    max_connection_rate: Option<u32> => server.max_connection_rate = int(Bound::U32);
 
     /// bytes each connection reads from its socket at a time; at least 512 (default: 8192)
     #[argh(option, arg_name = "BYTES")]
-    pub read_buffer_size: Option<usize>,
+    read_buffer_size: Option<usize> => server.read_buffer_size = int(Bound::AtLeast(512));
 
     /// read buffers allocated at start, spread over the shards (default: 1000)
     #[argh(option, arg_name = "N")]
-    pub initial_pool_size: Option<usize>,
+    initial_pool_size: Option<usize> => server.initial_pool_size = int(Bound::AtLeast(0));
 
     /// seconds a new connection may take to send CONNECT before it is closed, 1 to 3600
     /// (default: 20)
     #[argh(option, arg_name = "SECONDS")]
-    pub connect_timeout: Option<u64>,
+    connect_timeout: Option<u64> => server.broker.connect_timeout =
+        seconds(Bound::Between(1, 3600));
 
     /// seconds a disconnected MQTT 3.x session with clean session 0 is kept (default: 3600)
     #[argh(option, arg_name = "SECONDS")]
-    pub session_expiry: Option<u32>,
+    session_expiry: Option<u32> => server.broker.session_expiry = int(Bound::U32);
 
     /// upper bound on the session expiry an MQTT 5 client may ask for, in seconds (default: the
     /// client's value is honoured)
     #[argh(option, arg_name = "SECONDS")]
-    pub max_session_expiry: Option<u32>,
+    max_session_expiry: Option<u32> => server.broker.max_session_expiry = optional(Bound::U32);
 
     /// largest keepalive accepted, in seconds, 1 to 65535 (default: 65535)
     #[argh(option, arg_name = "SECONDS")]
-    pub max_keepalive: Option<u16>,
+    max_keepalive: Option<u16> => server.broker.max_keepalive = int(Bound::NONZERO_U16);
 
     /// seconds between sweeps of queued and retained messages for expired ones, 1 to 3600
     /// (default: 10)
     #[argh(option, arg_name = "SECONDS")]
-    pub expiry_sweep_interval: Option<u64>,
+    expiry_sweep_interval: Option<u64> => server.broker.expiry_sweep_interval =
+        seconds(Bound::Between(1, 3600));
 
     /// largest packet accepted, in bytes, 64 to 268435460 (the protocol's limit); announced
     /// to MQTT 5 clients (default: 33554432)
     #[argh(option, arg_name = "BYTES")]
-    pub max_packet_size: Option<usize>,
+    max_packet_size: Option<usize> => server.broker.max_packet_size =
+        int(Bound::Between(64, PROTOCOL_MAX_PACKET_SIZE));
 
     /// outbound QoS 1/2 messages in flight to one client, before its own receive maximum, 1 to
     /// 65535 (default: 1024)
     #[argh(option, arg_name = "N")]
-    pub max_inflight: Option<u16>,
+    max_inflight: Option<u16> => server.broker.max_inflight = int(Bound::NONZERO_U16);
 
     /// messages queued per session beyond the in-flight window (default: 10000)
     #[argh(option, arg_name = "N")]
-    pub max_queued_messages: Option<usize>,
+    max_queued_messages: Option<usize> => server.broker.max_queued_messages =
+        int(Bound::AtLeast(0));
 
     /// payload bytes queued per session beyond the in-flight window (default: 67108864)
     #[argh(option, arg_name = "BYTES")]
-    pub max_queued_bytes: Option<usize>,
+    max_queued_bytes: Option<usize> => server.broker.max_queued_bytes = int(Bound::AtLeast(0));
 
     /// bytes waiting in a connection's send buffer above which QoS 0 messages to it are
     /// dropped, 1024 to 1073741824 (default: 4194304)
     #[argh(option, arg_name = "BYTES")]
-    pub max_outbound_buffer: Option<usize>,
+    max_outbound_buffer: Option<usize> => server.broker.max_outbound_buffer =
+        int(Bound::Between(1024, 1 << 30));
 
     /// milliseconds a connected subscriber with a full queue may hold its publishers'
     /// acknowledgements back while acknowledging nothing itself; after that, messages beyond
     /// its queue are dropped for it. 0 never holds publishers back: a full queue drops at once
     /// (default: 1000)
     #[argh(option, arg_name = "MS")]
-    pub subscriber_stall_timeout_ms: Option<u64>,
+    subscriber_stall_timeout_ms: Option<u64> => server.broker.stall_timeout =
+        millis(Bound::Between(0, 3_600_000));
 
     /// bytes all send buffers and partly received large packets together may hold; beyond it
     /// QoS 0 messages go only to clients with less than 64 KiB unsent and large packets wait
     /// before they grow their buffer, at least 1048576 (default: 268435456)
     #[argh(option, arg_name = "BYTES")]
-    pub buffer_budget: Option<usize>,
+    buffer_budget: Option<usize> => server.broker.buffer_budget = int(Bound::AtLeast(1 << 20));
 
     /// unacknowledged QoS 1/2 publishes an MQTT 5 client may send the broker, 1 to 65535
     /// (default: 65535)
     #[argh(option, arg_name = "N")]
-    pub receive_maximum: Option<u16>,
+    receive_maximum: Option<u16> => server.broker.receive_maximum = int(Bound::NONZERO_U16);
 
     /// topic aliases an MQTT 5 client may use towards the broker; 0 disables them (default: 10)
     #[argh(option, arg_name = "N")]
-    pub topic_alias_maximum: Option<u16>,
+    topic_alias_maximum: Option<u16> => server.broker.topic_alias_maximum = int(Bound::U16);
 
     /// subscriptions one session may hold; 0 means no limit (default: 0)
     #[argh(option, arg_name = "N")]
-    pub max_subscriptions_per_client: Option<usize>,
+    max_subscriptions_per_client: Option<usize> =>
+        server.broker.max_subscriptions_per_client = int(Bound::AtLeast(0));
 
     /// levels a topic name or filter may have; 0 means no limit (default: 0)
     #[argh(option, arg_name = "N")]
-    pub max_topic_levels: Option<usize>,
+    max_topic_levels: Option<usize> => server.broker.max_topic_levels = int(Bound::AtLeast(0));
 
     /// retained messages sent for one SUBSCRIBE filter; 0 means no limit (default: 0)
     #[argh(option, arg_name = "N")]
-    pub max_retained_per_subscribe: Option<usize>,
+    max_retained_per_subscribe: Option<usize> =>
+        server.broker.max_retained_per_subscribe = int(Bound::AtLeast(0));
 
     /// topics with a retained message kept at most; a message for a new topic beyond it is not
     /// retained (MQTT 5 QoS 1/2: refused with 0x97); 0 means no limit (default: 0)
     #[argh(option, arg_name = "N")]
-    pub max_retained_messages: Option<usize>,
+    max_retained_messages: Option<usize> => server.broker.max_retained_messages =
+        int(Bound::AtLeast(0));
 
     /// payload and topic bytes of all retained messages at most, likewise; 0 means no limit
     /// (default: 0)
     #[argh(option, arg_name = "BYTES")]
-    pub max_retained_bytes: Option<usize>,
+    max_retained_bytes: Option<usize> => server.broker.max_retained_bytes =
+        int(Bound::AtLeast(0));
 
     /// whether retained messages are stored: true or false (default: true)
     #[argh(option, arg_name = "BOOL")]
-    pub retain_available: Option<bool>,
+    retain_available: Option<bool> => server.broker.retain_available = value();
 
     /// highest QoS granted to subscriptions and accepted on publishes: 0, 1 or 2 (default: 2)
     #[argh(option, arg_name = "QOS")]
-    pub maximum_qos: Option<u8>,
+    maximum_qos: Option<u8> => server.broker.maximum_qos = qos();
 
     /// log level (error, warn, info, debug, trace, off) or a tracing filter such as
     /// "info,mqtt_broker::server=debug"; RUST_LOG overrides it (default: info)
     #[argh(option, arg_name = "LEVEL")]
-    pub log_level: Option<String>,
+    log_level: Option<String> => logging = log_filter();
 
     /// don't pin shard threads to cores, e.g. when sharing the machine (file key: no-pin = true)
     #[argh(switch)]
-    pub no_pin: bool,
+    no_pin: bool => server.pin_cores = negated();
 }
 
 /// The resolved settings the broker runs with.
@@ -212,41 +266,22 @@ pub struct Args {
 pub struct Settings {
     /// The file the settings were read from, if any; for the startup log.
     pub config_file: Option<PathBuf>,
-    pub listen: Vec<SocketAddr>,
-    pub data_dir: PathBuf,
-    pub persistence: PersistenceOptions,
-    /// At least 1.
-    pub shards: usize,
-    /// As requested; [`Backend::resolve`] picks the concrete one at start.
-    pub runtime: Backend,
-    pub pin_cores: bool,
-    pub read_buffer_size: usize,
-    pub initial_pool_size: usize,
-    pub connect_timeout: Duration,
-    /// A level or an `EnvFilter` directive, already checked to parse.
-    pub log_level: String,
-    pub max_connections: usize,
-    pub max_connection_rate: u32,
-    pub session_expiry: u32,
-    pub max_session_expiry: Option<u32>,
-    pub max_keepalive: u16,
-    pub expiry_sweep_interval: Duration,
-    pub max_packet_size: usize,
-    pub max_inflight: u16,
-    pub max_queued_messages: usize,
-    pub max_queued_bytes: usize,
-    pub max_outbound_buffer: usize,
-    pub subscriber_stall_timeout: Duration,
-    pub buffer_budget: usize,
-    pub receive_maximum: u16,
-    pub topic_alias_maximum: u16,
-    pub max_subscriptions_per_client: usize,
-    pub max_topic_levels: usize,
-    pub max_retained_per_subscribe: usize,
-    pub max_retained_messages: usize,
-    pub max_retained_bytes: usize,
-    pub retain_available: bool,
-    pub maximum_qos: QoS,
+    /// What to log: a level or an `EnvFilter` directive list, already checked to parse.
+    pub logging: String,
+    /// Everything [`crate::server::run`] (and the blocking build) needs.
+    pub server: ServerOptions,
+}
+
+impl Default for Settings {
+    /// The defaults of every setting: the deployment's (port 1883, `./data`, one shard per core,
+    /// ...) in [`ServerOptions::default`], the core's in [`crate::broker::Config::default`].
+    fn default() -> Self {
+        Settings {
+            config_file: None,
+            logging: "info".to_owned(),
+            server: ServerOptions::default(),
+        }
+    }
 }
 
 /// Why the settings cannot be used; its `Display` is one line meant for the operator.
@@ -263,11 +298,11 @@ pub enum SettingsError {
         line: Option<usize>,
         message: String,
     },
-    #[error("config file {path}: unknown key {key:?}{}", suggestion.map(|known| format!(" (did you mean {known:?}?)")).unwrap_or_default())]
+    #[error("config file {path}: unknown key {key:?}{}", suggestion.as_ref().map(|known| format!(" (did you mean {known:?}?)")).unwrap_or_default())]
     UnknownKey {
         path: PathBuf,
         key: String,
-        suggestion: Option<&'static str>,
+        suggestion: Option<String>,
     },
     /// `setting` names where the value came from: `--max-connections`, or
     /// `config file ./x.toml: max-connections`.
@@ -280,122 +315,6 @@ pub enum SettingsError {
     Flags(String),
 }
 
-/// The config file's keys; dashes are canonical, underscores are accepted as aliases because
-/// they are what people type when they think of the Rust field names.
-#[derive(Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileSettings {
-    listen: Option<Vec<String>>,
-    #[serde(alias = "data_dir")]
-    data_dir: Option<PathBuf>,
-    fsync: Option<String>,
-    #[serde(alias = "fsync_interval_ms")]
-    fsync_interval_ms: Option<i64>,
-    #[serde(alias = "snapshot_interval")]
-    snapshot_interval: Option<i64>,
-    #[serde(alias = "journal_max_bytes")]
-    journal_max_bytes: Option<i64>,
-    #[serde(alias = "strict_recovery")]
-    strict_recovery: Option<bool>,
-    shards: Option<i64>,
-    runtime: Option<String>,
-    #[serde(alias = "max_connections")]
-    max_connections: Option<i64>,
-    #[serde(alias = "max_connection_rate")]
-    max_connection_rate: Option<i64>,
-    #[serde(alias = "read_buffer_size")]
-    read_buffer_size: Option<i64>,
-    #[serde(alias = "initial_pool_size")]
-    initial_pool_size: Option<i64>,
-    #[serde(alias = "connect_timeout")]
-    connect_timeout: Option<i64>,
-    #[serde(alias = "session_expiry")]
-    session_expiry: Option<i64>,
-    #[serde(alias = "max_session_expiry")]
-    max_session_expiry: Option<i64>,
-    #[serde(alias = "max_keepalive")]
-    max_keepalive: Option<i64>,
-    #[serde(alias = "expiry_sweep_interval")]
-    expiry_sweep_interval: Option<i64>,
-    #[serde(alias = "max_packet_size")]
-    max_packet_size: Option<i64>,
-    #[serde(alias = "max_inflight")]
-    max_inflight: Option<i64>,
-    #[serde(alias = "max_queued_messages")]
-    max_queued_messages: Option<i64>,
-    #[serde(alias = "max_queued_bytes")]
-    max_queued_bytes: Option<i64>,
-    #[serde(alias = "max_outbound_buffer")]
-    max_outbound_buffer: Option<i64>,
-    #[serde(alias = "subscriber_stall_timeout_ms")]
-    subscriber_stall_timeout_ms: Option<i64>,
-    #[serde(alias = "buffer_budget")]
-    buffer_budget: Option<i64>,
-    #[serde(alias = "receive_maximum")]
-    receive_maximum: Option<i64>,
-    #[serde(alias = "topic_alias_maximum")]
-    topic_alias_maximum: Option<i64>,
-    #[serde(alias = "max_subscriptions_per_client")]
-    max_subscriptions_per_client: Option<i64>,
-    #[serde(alias = "max_topic_levels")]
-    max_topic_levels: Option<i64>,
-    #[serde(alias = "max_retained_per_subscribe")]
-    max_retained_per_subscribe: Option<i64>,
-    #[serde(alias = "max_retained_messages")]
-    max_retained_messages: Option<i64>,
-    #[serde(alias = "max_retained_bytes")]
-    max_retained_bytes: Option<i64>,
-    #[serde(alias = "retain_available")]
-    retain_available: Option<bool>,
-    #[serde(alias = "maximum_qos")]
-    maximum_qos: Option<i64>,
-    #[serde(alias = "log_level")]
-    log_level: Option<String>,
-    #[serde(alias = "no_pin")]
-    no_pin: Option<bool>,
-}
-
-/// Every key [`FileSettings`] accepts, in dashed form. Checked before deserializing so an unknown
-/// key gets a one-line error with a suggestion instead of serde's list of every field.
-const KNOWN_KEYS: &[&str] = &[
-    "listen",
-    "data-dir",
-    "fsync",
-    "fsync-interval-ms",
-    "snapshot-interval",
-    "journal-max-bytes",
-    "strict-recovery",
-    "shards",
-    "runtime",
-    "max-connections",
-    "max-connection-rate",
-    "read-buffer-size",
-    "initial-pool-size",
-    "connect-timeout",
-    "session-expiry",
-    "max-session-expiry",
-    "max-keepalive",
-    "expiry-sweep-interval",
-    "max-packet-size",
-    "max-inflight",
-    "max-queued-messages",
-    "max-queued-bytes",
-    "max-outbound-buffer",
-    "subscriber-stall-timeout-ms",
-    "buffer-budget",
-    "receive-maximum",
-    "topic-alias-maximum",
-    "max-subscriptions-per-client",
-    "max-topic-levels",
-    "max-retained-per-subscribe",
-    "max-retained-messages",
-    "max-retained-bytes",
-    "retain-available",
-    "maximum-qos",
-    "log-level",
-    "no-pin",
-];
-
 /// Where a value came from, so an error can say which line of defence to fix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Origin {
@@ -404,66 +323,299 @@ enum Origin {
     Flag,
 }
 
-/// Merges the three layers for one load.
+/// The config file of one load, its values by dashed key (underscores are accepted too, because
+/// they are what people type when they think of the Rust field names), each with its place in
+/// the file for error messages.
+#[derive(Default)]
 struct Layers<'a> {
-    file: FileSettings,
     path: Option<&'a Path>,
+    text: &'a str,
+    values: BTreeMap<String, Spanned<toml::Value>>,
 }
 
-impl Layers<'_> {
-    fn invalid(&self, key: &str, origin: Origin, problem: String) -> SettingsError {
-        let setting = match (origin, self.path) {
+impl<'a> Layers<'a> {
+    /// Parses the config file; an unknown key is reported here, before any value is looked at,
+    /// as one line with a suggestion instead of a list of every key.
+    fn parse(path: &'a Path, text: &'a str) -> Result<Layers<'a>, SettingsError> {
+        let mut layers = Layers {
+            path: Some(path),
+            text,
+            values: BTreeMap::new(),
+        };
+        let table: BTreeMap<String, Spanned<toml::Value>> =
+            toml::from_str(text).map_err(|error| {
+                layers.parse_error(error.message(), error.span().map(|span| span.start))
+            })?;
+        for (key, value) in table {
+            let dashed = dashed(&key);
+            if !is_known_key(&dashed) {
+                return Err(SettingsError::UnknownKey {
+                    path: path.to_path_buf(),
+                    suggestion: closest_key(&dashed),
+                    key,
+                });
+            }
+            let start = value.span().start;
+            if layers.values.insert(dashed, value).is_some() {
+                let message = format!("{key} is given twice, with dashes and with underscores");
+                return Err(layers.parse_error(&message, Some(start)));
+            }
+        }
+        Ok(layers)
+    }
+
+    /// TOML's multi-line error as one line with a line number.
+    fn parse_error(&self, message: &str, offset: Option<usize>) -> SettingsError {
+        SettingsError::ParseConfig {
+            path: self.path.unwrap_or(Path::new("")).to_path_buf(),
+            line: offset.map(|offset| line_of(self.text, offset)),
+            // Integer settings are read as i64 to range-check them here; say it in TOML's terms.
+            message: message
+                .trim()
+                .replace("expected i64", "expected an integer")
+                .replace("expected a sequence", "expected an array"),
+        }
+    }
+
+    /// One setting's flag (if given on the command line) and file value (if in the file).
+    fn given<F: Flag>(&self, name: &str, flag: F) -> Given<'_, F::Value> {
+        let key = dashed(name);
+        Given {
+            file: self.values.get(&key),
+            key,
+            flag: flag.given(),
+            layers: self,
+        }
+    }
+}
+
+/// How a flag's field in [`Args`] says whether the flag was given.
+trait Flag {
+    type Value;
+    fn given(self) -> Option<Self::Value>;
+}
+
+impl<T> Flag for Option<T> {
+    type Value = T;
+    fn given(self) -> Option<T> {
+        self
+    }
+}
+
+/// A switch: present or not.
+impl Flag for bool {
+    type Value = bool;
+    fn given(self) -> Option<bool> {
+        self.then_some(true)
+    }
+}
+
+/// A repeatable flag: given if given at least once.
+impl<T> Flag for Vec<T> {
+    type Value = Vec<T>;
+    fn given(self) -> Option<Vec<T>> {
+        (!self.is_empty()).then_some(self)
+    }
+}
+
+/// One setting as the layers give it. Its readers (the `reader` of a `settings!` entry) apply
+/// the precedence, flag over file over default, and the checks; every error names the flag or
+/// the key the bad value came from.
+struct Given<'a, T> {
+    key: String,
+    flag: Option<T>,
+    file: Option<&'a Spanned<toml::Value>>,
+    layers: &'a Layers<'a>,
+}
+
+impl<T> Given<'_, T> {
+    /// The file's value as a `V`, or an error with its line. A flag does not excuse a value of
+    /// the wrong type: the file is wrong either way.
+    fn file_as<V: DeserializeOwned>(&self) -> Result<Option<V>, SettingsError> {
+        let Some(value) = self.file else {
+            return Ok(None);
+        };
+        let start = value.span().start;
+        let parsed = value.get_ref().clone().try_into();
+        parsed
+            .map(Some)
+            .map_err(|error| self.layers.parse_error(error.message(), Some(start)))
+    }
+
+    fn invalid(&self, origin: Origin, problem: impl Display) -> SettingsError {
+        let key = &self.key;
+        let setting = match (origin, self.layers.path) {
             (Origin::File, Some(path)) => format!("config file {}: {key}", path.display()),
             (Origin::Default, _) => format!("the default {key}"),
             _ => format!("--{key}"),
         };
+        let problem = problem.to_string();
         SettingsError::Invalid { setting, problem }
     }
+}
 
-    fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> (T, Origin) {
-        match (flag, file) {
-            (Some(value), _) => (value, Origin::Flag),
-            (None, Some(value)) => (value, Origin::File),
-            (None, None) => (default, Origin::Default),
-        }
+fn pick<V>(flag: Option<V>, file: Option<V>, default: V) -> (V, Origin) {
+    match (flag, file) {
+        (Some(value), _) => (value, Origin::Flag),
+        (None, Some(value)) => (value, Origin::File),
+        (None, None) => (default, Origin::Default),
     }
+}
 
-    /// An integer setting within `bound`. Flags already have their Rust type (argh rejects
-    /// out-of-type values itself); file values are TOML's i64 and are range-checked here, so the
-    /// message names the key instead of a Rust type.
-    fn int<T, F>(
-        &self,
-        key: &str,
-        flag: Option<F>,
-        file: Option<i64>,
-        default: T,
-        bound: Bound,
-    ) -> Result<T, SettingsError>
+/// Readers of settings whose flag and file value have the same type.
+impl<T: DeserializeOwned> Given<'_, T> {
+    fn value(self, default: T) -> Result<T, SettingsError> {
+        let file = self.file_as()?;
+        Ok(pick(self.flag, file, default).0)
+    }
+}
+
+impl Given<'_, bool> {
+    /// A switch that turns something off (`no-pin` clears `pin_cores`).
+    fn negated(self, default: bool) -> Result<bool, SettingsError> {
+        Ok(!self.value(!default)?)
+    }
+}
+
+/// Readers of integer settings. Flags already have their Rust type (argh rejects out-of-type
+/// values itself); file values are TOML's i64 and are range-checked here, so the message names
+/// the key instead of a Rust type.
+impl<F: TryInto<i64>> Given<'_, F> {
+    /// An integer within `bound`.
+    fn int<T>(mut self, bound: Bound, default: T) -> Result<T, SettingsError>
     where
         T: TryFrom<i64> + TryInto<i64>,
-        F: TryInto<i64>,
     {
-        let flag = flag.map(|value| value.try_into().unwrap_or(i64::MAX));
+        let file = self.file_as::<i64>()?;
+        let flag = self
+            .flag
+            .take()
+            .map(|value| value.try_into().unwrap_or(i64::MAX));
         let default = default.try_into().unwrap_or(i64::MAX);
-        let (value, origin) = Self::pick(flag, file, default);
-        let out_of_range = || self.invalid(key, origin, bound.problem(value));
+        let (value, origin) = pick(flag, file, default);
+        let out_of_range = || self.invalid(origin, bound.problem(value));
         if !bound.contains(value) {
             return Err(out_of_range());
         }
         T::try_from(value).map_err(|_| out_of_range())
     }
 
-    /// A duration setting given in whole seconds, within `bound`; [`Layers::int`] otherwise.
-    fn seconds(
-        &self,
-        key: &str,
-        flag: Option<u64>,
-        file: Option<i64>,
-        default: Duration,
-        bound: Bound,
-    ) -> Result<Duration, SettingsError> {
-        let secs = self.int(key, flag, file, default.as_secs(), bound)?;
-        Ok(Duration::from_secs(secs))
+    /// An integer that has no default: absent unless given.
+    fn optional<T>(self, bound: Bound, default: Option<T>) -> Result<Option<T>, SettingsError>
+    where
+        T: TryFrom<i64> + TryInto<i64> + Default,
+    {
+        if self.flag.is_none() && self.file.is_none() {
+            return Ok(default);
+        }
+        self.int(bound, T::default()).map(Some)
+    }
+
+    /// A duration given in whole seconds.
+    fn seconds(self, bound: Bound, default: Duration) -> Result<Duration, SettingsError> {
+        Ok(Duration::from_secs(self.int(bound, default.as_secs())?))
+    }
+
+    /// A duration given in milliseconds.
+    fn millis(self, bound: Bound, default: Duration) -> Result<Duration, SettingsError> {
+        let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+        Ok(Duration::from_millis(self.int(bound, default)?))
+    }
+
+    fn qos(self, default: QoS) -> Result<QoS, SettingsError> {
+        let qos = self.int(Bound::OneOf(&[0, 1, 2]), default as u8)?;
+        Ok(QoS::from_u8(qos).unwrap_or(default))
+    }
+
+    /// `--fsync-interval-ms`: the interval of `--fsync interval`; checked whatever the mode.
+    fn fsync_interval(self, mode: Fsync) -> Result<Fsync, SettingsError> {
+        let interval = self.millis(Bound::AtLeast(1), interval_of(mode))?;
+        Ok(match mode {
+            Fsync::Interval(_) => Fsync::Interval(interval),
+            other => other,
+        })
+    }
+}
+
+/// The interval `mode` syncs at, or the one `--fsync interval` would.
+fn interval_of(mode: Fsync) -> Duration {
+    match mode {
+        Fsync::Interval(interval) => interval,
+        Fsync::Always | Fsync::Never => DEFAULT_FSYNC_INTERVAL,
+    }
+}
+
+impl<T: FromStr<Err: Display>> Given<'_, T> {
+    /// A value with its own parser, which argh applies to the flag and this to the file's text.
+    fn parsed(mut self, default: T) -> Result<T, SettingsError> {
+        let file = self.file_as::<String>()?;
+        match (self.flag.take(), file) {
+            (Some(value), _) => Ok(value),
+            (None, Some(text)) => T::from_str(&text)
+                .map_err(|problem| self.invalid(Origin::File, format!("is invalid: {problem}"))),
+            (None, None) => Ok(default),
+        }
+    }
+}
+
+impl Given<'_, String> {
+    fn log_filter(mut self, default: String) -> Result<String, SettingsError> {
+        let file = self.file_as()?;
+        let (level, origin) = pick(self.flag.take(), file, default);
+        match log_filter(&level) {
+            Ok(_) => Ok(level),
+            Err(problem) => Err(self.invalid(origin, problem)),
+        }
+    }
+
+    fn fsync_mode(mut self, default: Fsync) -> Result<Fsync, SettingsError> {
+        let default_mode = match default {
+            Fsync::Always => "always",
+            Fsync::Interval(_) => "interval",
+            Fsync::Never => "never",
+        };
+        let file = self.file_as()?;
+        let (mode, origin) = pick(self.flag.take(), file, default_mode.to_owned());
+        match mode.as_str() {
+            "always" => Ok(Fsync::Always),
+            "interval" => Ok(Fsync::Interval(interval_of(default))),
+            "never" => Ok(Fsync::Never),
+            other => Err(self.invalid(
+                origin,
+                format!("must be always, interval or never, got {other:?}"),
+            )),
+        }
+    }
+}
+
+impl Given<'_, Vec<SocketAddr>> {
+    /// `--listen`: IP:PORT addresses, at least one, none twice.
+    fn addresses(mut self, default: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, SettingsError> {
+        let file = self.file_as::<Vec<String>>()?;
+        let file = file
+            .map(|texts| texts.iter().map(|text| self.file_address(text)).collect())
+            .transpose()?;
+        let (addresses, origin) = pick(self.flag.take(), file, default);
+        if addresses.is_empty() {
+            let problem = "must have at least one address, e.g. [\"0.0.0.0:1883\"]";
+            return Err(self.invalid(origin, problem));
+        }
+        // With SO_REUSEPORT a repeated address would bind twice without complaint and split
+        // accepts between the two copies, which is never what was meant.
+        let mut seen = BTreeSet::new();
+        if let Some(repeated) = addresses.iter().find(|address| !seen.insert(**address)) {
+            return Err(self.invalid(origin, format!("has {repeated} more than once")));
+        }
+        Ok(addresses)
+    }
+
+    fn file_address(&self, text: &str) -> Result<SocketAddr, SettingsError> {
+        text.parse().map_err(|_| {
+            let problem = format!(
+                "has {text:?}, which is not an IP:PORT address (host names are not resolved; use 0.0.0.0:1883 or [::]:1883 for every interface)"
+            );
+            self.invalid(Origin::File, problem)
+        })
     }
 }
 
@@ -478,6 +630,8 @@ enum Bound {
 impl Bound {
     const U16: Bound = Bound::Between(0, u16::MAX as i64);
     const U32: Bound = Bound::Between(0, u32::MAX as i64);
+    /// For counts where 0 would mean something other than a limit (MQTT 5 makes a Receive
+    /// Maximum of 0 a protocol error; a keepalive of 0 means none).
     const NONZERO_U16: Bound = Bound::Between(1, u16::MAX as i64);
 
     fn contains(self, value: i64) -> bool {
@@ -545,260 +699,20 @@ impl Settings {
 
     /// [`Settings::load`] with the file's text already read, so tests need no files.
     fn resolve(args: Args, file: Option<(&Path, &str)>) -> Result<Settings, SettingsError> {
-        let layers = Layers {
-            file: match file {
-                Some((path, text)) => parse_file(path, text)?,
-                None => FileSettings::default(),
-            },
-            path: file.map(|(path, _)| path),
+        let layers = match file {
+            Some((path, text)) => Layers::parse(path, text)?,
+            None => Layers::default(),
         };
-        let defaults = Config::default();
-        let f = &layers.file;
-        let persistence = layers.persistence(&args)?;
-        // One integer setting, by its field name: the same in `Args`, in the file and (for the
-        // default, unless one is given) in the core's `Config`; the flag and key are its dashed
-        // form.
-        macro_rules! int {
-            ($name:ident, $bound:expr) => {
-                int!($name, defaults.$name, $bound)
-            };
-            ($name:ident, $default:expr, $bound:expr) => {
-                layers.int(
-                    &dashed(stringify!($name)),
-                    args.$name,
-                    f.$name,
-                    $default,
-                    $bound,
-                )?
-            };
-        }
-        // The same for a duration given in whole seconds.
-        macro_rules! seconds {
-            ($name:ident, $bound:expr) => {
-                layers.seconds(
-                    &dashed(stringify!($name)),
-                    args.$name,
-                    f.$name,
-                    defaults.$name,
-                    $bound,
-                )?
-            };
-        }
-
-        let listen = layers.listen(args.listen, f.listen.as_deref())?;
-        let data_dir = Layers::pick(args.data_dir, f.data_dir.clone(), PathBuf::from("./data")).0;
-        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        let shards = int!(shards, cores, Bound::AtLeast(1));
-        let runtime = layers.runtime(args.runtime, f.runtime.as_deref())?;
-        let (log_level, origin) = Layers::pick(args.log_level, f.log_level.clone(), "info".into());
-        if let Err(problem) = log_filter(&log_level) {
-            return Err(layers.invalid("log-level", origin, problem));
-        }
-        let no_pin = Layers::pick(args.no_pin.then_some(true), f.no_pin, false).0;
-
-        let maximum_qos = int!(maximum_qos, 2u8, Bound::OneOf(&[0, 1, 2]));
-        let maximum_qos = QoS::from_u8(maximum_qos).unwrap_or(QoS::ExactlyOnce);
-        let max_session_expiry = match (args.max_session_expiry, f.max_session_expiry) {
-            (None, None) => None,
-            (flag, file) => Some(layers.int("max-session-expiry", flag, file, 0u32, Bound::U32)?),
-        };
-
-        Ok(Settings {
+        let mut settings = Settings {
             config_file: layers.path.map(Path::to_path_buf),
-            listen,
-            data_dir,
-            persistence,
-            shards,
-            runtime,
-            pin_cores: !no_pin,
-            read_buffer_size: int!(read_buffer_size, 8192usize, Bound::AtLeast(512)),
-            initial_pool_size: int!(initial_pool_size, 1000usize, Bound::AtLeast(0)),
-            connect_timeout: seconds!(connect_timeout, Bound::Between(1, 3600)),
-            log_level,
-            max_connections: int!(max_connections, Bound::AtLeast(1)),
-            max_connection_rate: int!(max_connection_rate, 0u32, Bound::U32),
-            session_expiry: int!(session_expiry, Bound::U32),
-            max_session_expiry,
-            // 0 would mean "no keepalive" to the core, which is not a maximum.
-            max_keepalive: int!(max_keepalive, Bound::NONZERO_U16),
-            expiry_sweep_interval: seconds!(expiry_sweep_interval, Bound::Between(1, 3600)),
-            // Below 64 bytes even a CONNECT with a short client id cannot get through.
-            max_packet_size: int!(
-                max_packet_size,
-                Bound::Between(64, PROTOCOL_MAX_PACKET_SIZE)
-            ),
-            max_inflight: int!(max_inflight, Bound::NONZERO_U16),
-            max_queued_messages: int!(max_queued_messages, Bound::AtLeast(0)),
-            max_queued_bytes: int!(max_queued_bytes, Bound::AtLeast(0)),
-            max_outbound_buffer: int!(max_outbound_buffer, Bound::Between(1024, 1 << 30)),
-            subscriber_stall_timeout: Duration::from_millis(int!(
-                subscriber_stall_timeout_ms,
-                u64::try_from(defaults.stall_timeout.as_millis()).unwrap_or(u64::MAX),
-                Bound::Between(0, 3_600_000)
-            )),
-            buffer_budget: int!(buffer_budget, Bound::AtLeast(1 << 20)),
-            // MQTT 5 makes a Receive Maximum of 0 a protocol error.
-            receive_maximum: int!(receive_maximum, Bound::NONZERO_U16),
-            topic_alias_maximum: int!(topic_alias_maximum, Bound::U16),
-            max_subscriptions_per_client: int!(max_subscriptions_per_client, Bound::AtLeast(0)),
-            max_topic_levels: int!(max_topic_levels, Bound::AtLeast(0)),
-            max_retained_per_subscribe: int!(max_retained_per_subscribe, Bound::AtLeast(0)),
-            max_retained_messages: int!(max_retained_messages, Bound::AtLeast(0)),
-            max_retained_bytes: int!(max_retained_bytes, Bound::AtLeast(0)),
-            retain_available: Layers::pick(
-                args.retain_available,
-                f.retain_available,
-                defaults.retain_available,
-            )
-            .0,
-            maximum_qos,
-        })
-    }
-
-    /// The broker core's tunables; those without a flag keep the core's defaults.
-    pub fn broker_config(&self) -> Config {
-        let defaults = Config::default();
-        Config {
-            max_connections: self.max_connections,
-            max_packet_size: self.max_packet_size,
-            // The pre-CONNECT limit guards against unauthenticated peers; it must never let
-            // through more than the limit for connected clients.
-            max_connect_packet_size: defaults.max_connect_packet_size.min(self.max_packet_size),
-            connect_timeout: self.connect_timeout,
-            session_expiry: self.session_expiry,
-            max_session_expiry: self.max_session_expiry,
-            max_keepalive: self.max_keepalive,
-            receive_maximum: self.receive_maximum,
-            max_inflight: self.max_inflight,
-            max_queued_messages: self.max_queued_messages,
-            max_queued_bytes: self.max_queued_bytes,
-            max_outbound_buffer: self.max_outbound_buffer,
-            stall_timeout: self.subscriber_stall_timeout,
-            buffer_budget: self.buffer_budget,
-            topic_alias_maximum: self.topic_alias_maximum,
-            max_subscriptions_per_client: self.max_subscriptions_per_client,
-            max_topic_levels: self.max_topic_levels,
-            retain_available: self.retain_available,
-            maximum_qos: self.maximum_qos,
-            max_retained_per_subscribe: self.max_retained_per_subscribe,
-            max_retained_messages: self.max_retained_messages,
-            max_retained_bytes: self.max_retained_bytes,
-            expiry_sweep_interval: self.expiry_sweep_interval,
-            ..defaults
-        }
-    }
-
-    /// What [`crate::server::run`] needs.
-    pub fn server_options(&self) -> ServerOptions {
-        ServerOptions {
-            listen: self.listen.clone(),
-            shards: self.shards,
-            backend: self.runtime,
-            pin_cores: self.pin_cores,
-            read_buffer_size: self.read_buffer_size,
-            initial_pool_size: self.initial_pool_size,
-            max_connection_rate: self.max_connection_rate,
-            broker: self.broker_config(),
-            data_dir: self.data_dir.clone(),
-            persistence: self.persistence.clone(),
-        }
-    }
-}
-
-impl Layers<'_> {
-    fn listen(
-        &self,
-        flags: Vec<SocketAddr>,
-        file: Option<&[String]>,
-    ) -> Result<Vec<SocketAddr>, SettingsError> {
-        let (listen, origin) = match (flags.is_empty(), file) {
-            (false, _) => (flags, Origin::Flag),
-            (true, Some(file)) => {
-                let mut addrs = Vec::with_capacity(file.len());
-                for addr in file {
-                    addrs.push(addr.parse().map_err(|_| {
-                        let problem = format!(
-                            "has {addr:?}, which is not an IP:PORT address (host names are not resolved; use 0.0.0.0:1883 or [::]:1883 for every interface)"
-                        );
-                        self.invalid("listen", Origin::File, problem)
-                    })?);
-                }
-                (addrs, Origin::File)
-            }
-            (true, None) => (
-                vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
-                Origin::Default,
-            ),
+            ..Settings::default()
         };
-        if listen.is_empty() {
-            let problem = "must have at least one address, e.g. [\"0.0.0.0:1883\"]".into();
-            return Err(self.invalid("listen", origin, problem));
-        }
-        // With SO_REUSEPORT a repeated address would bind twice without complaint and split
-        // accepts between the two copies, which is never what was meant.
-        let mut seen = BTreeSet::new();
-        if let Some(repeated) = listen.iter().find(|addr| !seen.insert(**addr)) {
-            let problem = format!("has {repeated} more than once");
-            return Err(self.invalid("listen", origin, problem));
-        }
-        Ok(listen)
-    }
-
-    /// `--fsync`, `--fsync-interval-ms`, `--snapshot-interval`, `--journal-max-bytes` and
-    /// `--strict-recovery`.
-    fn persistence(&self, args: &Args) -> Result<PersistenceOptions, SettingsError> {
-        let f = &self.file;
-        let defaults = PersistenceOptions::default();
-        let interval_ms = self.int(
-            "fsync-interval-ms",
-            args.fsync_interval_ms,
-            f.fsync_interval_ms,
-            u64::try_from(DEFAULT_FSYNC_INTERVAL.as_millis()).unwrap_or(u64::MAX),
-            Bound::AtLeast(1),
-        )?;
-        let (mode, origin) = Layers::pick(args.fsync.clone(), f.fsync.clone(), "interval".into());
-        let fsync = match mode.as_str() {
-            "always" => Fsync::Always,
-            "interval" => Fsync::Interval(Duration::from_millis(interval_ms)),
-            "never" => Fsync::Never,
-            other => {
-                let problem = format!("must be always, interval or never, got {other:?}");
-                return Err(self.invalid("fsync", origin, problem));
-            }
-        };
-        Ok(PersistenceOptions {
-            fsync,
-            snapshot_interval: self.seconds(
-                "snapshot-interval",
-                args.snapshot_interval,
-                f.snapshot_interval,
-                defaults.snapshot_interval,
-                Bound::AtLeast(1),
-            )?,
-            journal_max_bytes: self.int(
-                "journal-max-bytes",
-                args.journal_max_bytes,
-                f.journal_max_bytes,
-                defaults.journal_max_bytes,
-                Bound::AtLeast(1),
-            )?,
-            strict_recovery: Layers::pick(
-                args.strict_recovery.then_some(true),
-                f.strict_recovery,
-                false,
-            )
-            .0,
-        })
-    }
-
-    fn runtime(&self, flag: Option<Backend>, file: Option<&str>) -> Result<Backend, SettingsError> {
-        match (flag, file) {
-            (Some(backend), _) => Ok(backend),
-            (None, Some(name)) => name.parse().map_err(|problem| {
-                self.invalid("runtime", Origin::File, format!("is invalid: {problem}"))
-            }),
-            (None, None) => Ok(Backend::Auto),
-        }
+        settings.read_layers(args, &layers)?;
+        let broker = &mut settings.server.broker;
+        // The pre-CONNECT limit guards against unauthenticated peers; it must never let
+        // through more than the limit for connected clients.
+        broker.max_connect_packet_size = broker.max_connect_packet_size.min(broker.max_packet_size);
+        Ok(settings)
     }
 }
 
@@ -807,30 +721,8 @@ fn dashed(name: &str) -> String {
     name.replace('_', "-")
 }
 
-/// Parses the config file, turning TOML's multi-line errors into one line with a line number.
-fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsError> {
-    let parse_error = |error: toml::de::Error| SettingsError::ParseConfig {
-        path: path.to_path_buf(),
-        line: error.span().map(|span| line_of(text, span.start)),
-        // The file's fields are i64 and Vec only to defer range checks; say it in TOML's terms.
-        message: error
-            .message()
-            .trim()
-            .replace("expected i64", "expected an integer")
-            .replace("expected a sequence", "expected an array"),
-    };
-    let table: toml::Table = toml::from_str(text).map_err(parse_error)?;
-    for key in table.keys() {
-        let dashed = key.replace('_', "-");
-        if !KNOWN_KEYS.contains(&dashed.as_str()) {
-            return Err(SettingsError::UnknownKey {
-                path: path.to_path_buf(),
-                key: key.clone(),
-                suggestion: closest_key(&dashed),
-            });
-        }
-    }
-    toml::from_str(text).map_err(parse_error)
+fn is_known_key(dashed_key: &str) -> bool {
+    SETTING_NAMES.iter().any(|name| dashed(name) == dashed_key)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -842,10 +734,11 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// The known key a typo most likely meant, if any is close enough to be worth suggesting.
-fn closest_key(key: &str) -> Option<&'static str> {
-    KNOWN_KEYS
+fn closest_key(key: &str) -> Option<String> {
+    SETTING_NAMES
         .iter()
-        .map(|known| (edit_distance(key, known), *known))
+        .map(|name| dashed(name))
+        .map(|known| (edit_distance(key, &known), known))
         .filter(|(distance, _)| *distance <= 3)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, known)| known)
@@ -940,36 +833,45 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let settings = defaults();
-        assert_eq!(settings.listen, vec!["0.0.0.0:1883".parse().unwrap()]);
-        assert_eq!(settings.data_dir, PathBuf::from("./data"));
+        assert_eq!(
+            settings.server.listen,
+            vec!["0.0.0.0:1883".parse().unwrap()]
+        );
+        assert_eq!(settings.server.data_dir, PathBuf::from("./data"));
         let cores = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(settings.shards, cores);
-        assert_eq!(settings.runtime, Backend::Auto);
-        assert!(settings.pin_cores);
+        assert_eq!(settings.server.shards, cores);
+        assert_eq!(settings.server.backend, Backend::Auto);
+        assert!(settings.server.pin_cores);
         assert_eq!(settings.config_file, None);
-        assert_eq!(settings.max_connections, 10_000);
-        assert_eq!(settings.read_buffer_size, 8192);
-        assert_eq!(settings.initial_pool_size, 1000);
-        assert_eq!(settings.session_expiry, 3600);
-        assert_eq!(settings.max_session_expiry, None);
-        assert_eq!(settings.max_keepalive, 65_535);
-        assert_eq!(settings.max_packet_size, 33_554_432);
-        assert_eq!(settings.log_level, "info");
-        assert_eq!(settings.max_inflight, 1024);
-        assert_eq!(settings.max_queued_messages, 10_000);
-        assert_eq!(settings.max_queued_bytes, 67_108_864);
-        assert_eq!(settings.receive_maximum, 65_535);
-        assert_eq!(settings.topic_alias_maximum, 10);
-        assert_eq!(settings.max_subscriptions_per_client, 0);
-        assert_eq!(settings.max_topic_levels, 0);
-        assert!(settings.retain_available);
-        assert_eq!(settings.maximum_qos, QoS::ExactlyOnce);
-        assert_eq!(settings.connect_timeout, Duration::from_secs(20));
-        assert_eq!(settings.max_outbound_buffer, 4_194_304);
-        assert_eq!(settings.subscriber_stall_timeout, Duration::from_secs(1));
-        assert_eq!(settings.buffer_budget, 268_435_456);
-        assert_eq!(settings.max_retained_per_subscribe, 0);
-        assert_eq!(settings.expiry_sweep_interval, Duration::from_secs(10));
+        assert_eq!(settings.server.broker.max_connections, 10_000);
+        assert_eq!(settings.server.read_buffer_size, 8192);
+        assert_eq!(settings.server.initial_pool_size, 1000);
+        assert_eq!(settings.server.broker.session_expiry, 3600);
+        assert_eq!(settings.server.broker.max_session_expiry, None);
+        assert_eq!(settings.server.broker.max_keepalive, 65_535);
+        assert_eq!(settings.server.broker.max_packet_size, 33_554_432);
+        assert_eq!(settings.logging, "info");
+        assert_eq!(settings.server.broker.max_inflight, 1024);
+        assert_eq!(settings.server.broker.max_queued_messages, 10_000);
+        assert_eq!(settings.server.broker.max_queued_bytes, 67_108_864);
+        assert_eq!(settings.server.broker.receive_maximum, 65_535);
+        assert_eq!(settings.server.broker.topic_alias_maximum, 10);
+        assert_eq!(settings.server.broker.max_subscriptions_per_client, 0);
+        assert_eq!(settings.server.broker.max_topic_levels, 0);
+        assert!(settings.server.broker.retain_available);
+        assert_eq!(settings.server.broker.maximum_qos, QoS::ExactlyOnce);
+        assert_eq!(
+            settings.server.broker.connect_timeout,
+            Duration::from_secs(20)
+        );
+        assert_eq!(settings.server.broker.max_outbound_buffer, 4_194_304);
+        assert_eq!(settings.server.broker.stall_timeout, Duration::from_secs(1));
+        assert_eq!(settings.server.broker.buffer_budget, 268_435_456);
+        assert_eq!(settings.server.broker.max_retained_per_subscribe, 0);
+        assert_eq!(
+            settings.server.broker.expiry_sweep_interval,
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
@@ -997,7 +899,7 @@ mod tests {
             described += 1;
         }
         // --config has a default but no key, --no-pin a key but no default.
-        assert_eq!(described, KNOWN_KEYS.len(), "{help}");
+        assert_eq!(described, SETTING_NAMES.len(), "{help}");
     }
 
     #[test]
@@ -1015,22 +917,25 @@ mod tests {
             toml,
         )
         .unwrap();
-        assert_eq!(settings.max_connections, 5);
-        assert_eq!(settings.max_inflight, 16);
-        assert_eq!(settings.runtime, Backend::Epoll);
-        assert_eq!(settings.listen.len(), 2);
-        assert!(!settings.pin_cores);
-        assert!(settings.retain_available);
+        assert_eq!(settings.server.broker.max_connections, 5);
+        assert_eq!(settings.server.broker.max_inflight, 16);
+        assert_eq!(settings.server.backend, Backend::Epoll);
+        assert_eq!(settings.server.listen.len(), 2);
+        assert!(!settings.server.pin_cores);
+        assert!(settings.server.broker.retain_available);
         assert_eq!(
-            settings.max_queued_messages, 10_000,
+            settings.server.broker.max_queued_messages, 10_000,
             "untouched keys keep defaults"
         );
         assert_eq!(settings.config_file, Some(PathBuf::from("./x.toml")));
 
         let settings =
             with_file(&["--listen", "10.0.0.1:1883", "--runtime", "tokio"], toml).unwrap();
-        assert_eq!(settings.listen, vec!["10.0.0.1:1883".parse().unwrap()]);
-        assert_eq!(settings.runtime, Backend::Tokio);
+        assert_eq!(
+            settings.server.listen,
+            vec!["10.0.0.1:1883".parse().unwrap()]
+        );
+        assert_eq!(settings.server.backend, Backend::Tokio);
 
         let toml = r#"
             connect-timeout = 5
@@ -1039,10 +944,16 @@ mod tests {
             expiry-sweep-interval = 60
         "#;
         let settings = with_file(&[], toml).unwrap();
-        assert_eq!(settings.connect_timeout, Duration::from_secs(5));
-        assert_eq!(settings.max_outbound_buffer, 65_536);
-        assert_eq!(settings.max_retained_per_subscribe, 100);
-        assert_eq!(settings.expiry_sweep_interval, Duration::from_secs(60));
+        assert_eq!(
+            settings.server.broker.connect_timeout,
+            Duration::from_secs(5)
+        );
+        assert_eq!(settings.server.broker.max_outbound_buffer, 65_536);
+        assert_eq!(settings.server.broker.max_retained_per_subscribe, 100);
+        assert_eq!(
+            settings.server.broker.expiry_sweep_interval,
+            Duration::from_secs(60)
+        );
         let settings = with_file(
             &[
                 "--connect-timeout",
@@ -1057,20 +968,29 @@ mod tests {
             toml,
         )
         .unwrap();
-        assert_eq!(settings.connect_timeout, Duration::from_secs(30));
-        assert_eq!(settings.max_outbound_buffer, 1024);
-        assert_eq!(settings.max_retained_per_subscribe, 0);
-        assert_eq!(settings.expiry_sweep_interval, Duration::from_secs(1));
+        assert_eq!(
+            settings.server.broker.connect_timeout,
+            Duration::from_secs(30)
+        );
+        assert_eq!(settings.server.broker.max_outbound_buffer, 1024);
+        assert_eq!(settings.server.broker.max_retained_per_subscribe, 0);
+        assert_eq!(
+            settings.server.broker.expiry_sweep_interval,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
     fn underscored_keys_are_accepted() {
         let settings = with_file(&[], "max_connections = 7\nlog_level = \"debug\"").unwrap();
-        assert_eq!(settings.max_connections, 7);
-        assert_eq!(settings.log_level, "debug");
+        assert_eq!(settings.server.broker.max_connections, 7);
+        assert_eq!(settings.logging, "debug");
         let settings = with_file(&[], "connect_timeout = 3\nmax_outbound_buffer = 2048").unwrap();
-        assert_eq!(settings.connect_timeout, Duration::from_secs(3));
-        assert_eq!(settings.max_outbound_buffer, 2048);
+        assert_eq!(
+            settings.server.broker.connect_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(settings.server.broker.max_outbound_buffer, 2048);
     }
 
     #[test]
@@ -1086,7 +1006,7 @@ mod tests {
             "127.0.0.1:1883".parse().unwrap(),
             "[::]:8883".parse().unwrap(),
         ];
-        assert_eq!(settings.listen, expected);
+        assert_eq!(settings.server.listen, expected);
     }
 
     #[test]
@@ -1268,7 +1188,7 @@ mod tests {
             "60",
         ]))
         .unwrap();
-        let config = settings.broker_config();
+        let config = settings.server.broker;
         assert_eq!(config.max_packet_size, 1024);
         assert_eq!(config.max_connect_packet_size, 1024);
         assert_eq!(config.maximum_qos, QoS::AtLeastOnce);
@@ -1279,8 +1199,8 @@ mod tests {
         assert_eq!(config.max_retained_per_subscribe, 100);
         assert_eq!(config.expiry_sweep_interval, Duration::from_secs(60));
 
-        let config = defaults().broker_config();
-        let core = Config::default();
+        let config = defaults().server.broker;
+        let core = crate::broker::Config::default();
         assert_eq!(config.max_connect_packet_size, core.max_connect_packet_size);
         assert_eq!(config.connect_timeout, core.connect_timeout);
         assert_eq!(config.max_outbound_buffer, core.max_outbound_buffer);
@@ -1314,7 +1234,7 @@ mod tests {
             .map(|line| {
                 let rest = line.trim_start().strip_prefix("# ").unwrap_or(line);
                 let key = rest.split('=').next().unwrap_or("").trim();
-                if rest.contains('=') && KNOWN_KEYS.contains(&key) {
+                if rest.contains('=') && known_keys().iter().any(|known| known == key) {
                     rest
                 } else {
                     line
@@ -1323,24 +1243,34 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let table: toml::Table = toml::from_str(&uncommented).unwrap();
-        for key in KNOWN_KEYS {
-            assert!(table.contains_key(*key), "the example config lacks {key}");
+        for key in known_keys() {
+            assert!(table.contains_key(&key), "the example config lacks {key}");
         }
         with_file(&[], &uncommented).unwrap();
     }
 
+    /// Every setting's name, dashed: the keys the file accepts.
+    fn known_keys() -> Vec<String> {
+        SETTING_NAMES.iter().map(|name| dashed(name)).collect()
+    }
+
     #[test]
-    fn every_known_key_is_a_file_field() {
-        for key in KNOWN_KEYS {
+    fn every_setting_is_a_file_key_in_both_spellings_but_not_twice() {
+        for key in known_keys() {
             let underscored = key.replace('-', "_");
-            for spelling in [key.to_string(), underscored] {
-                let result = toml::from_str::<FileSettings>(&format!("{spelling} = 0"));
-                if let Err(error) = result {
-                    assert!(
-                        !error.message().contains("unknown field"),
-                        "{spelling}: {error}"
-                    );
-                }
+            for spelling in [&key, &underscored] {
+                let text = format!("{spelling} = 0");
+                let parsed = Layers::parse(Path::new("./x.toml"), &text);
+                assert!(parsed.is_ok(), "{spelling}");
+            }
+            if key != underscored {
+                let twice = format!("{key} = 0\n{underscored} = 0");
+                let message = error(with_file(&[], &twice));
+                assert!(
+                    message.starts_with("config file ./x.toml, line ")
+                        && message.contains("given twice"),
+                    "{message}"
+                );
             }
         }
     }
@@ -1391,7 +1321,7 @@ mod tests {
             "README's table and --help list different flags"
         );
         // Every flag is a file key, except the one that names the file.
-        let keys: BTreeSet<String> = KNOWN_KEYS.iter().map(|key| format!("--{key}")).collect();
+        let keys: BTreeSet<String> = known_keys().iter().map(|key| format!("--{key}")).collect();
         let flags_but_config: BTreeSet<String> = help_flags
             .iter()
             .filter(|flag| **flag != "--config")

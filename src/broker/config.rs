@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Connections across all shards; over it CONNACK says quota exceeded (v5 0x97) or server
     /// unavailable (3.x code 3).

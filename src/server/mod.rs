@@ -24,6 +24,7 @@ mod shard;
 pub(crate) mod shard_journal;
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Barrier};
@@ -41,7 +42,7 @@ pub use mqtt_broker_persistence::Fsync;
 pub use shard::Envelope;
 
 /// What the server needs to know; built from the command line and config file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerOptions {
     pub listen: Vec<SocketAddr>,
     pub shards: usize,
@@ -56,6 +57,25 @@ pub struct ServerOptions {
     /// Where sessions and retained messages are kept across restarts.
     pub data_dir: PathBuf,
     pub persistence: PersistenceOptions,
+}
+
+impl Default for ServerOptions {
+    /// The deployment's defaults: every interface on MQTT's port, one pinned shard per core on
+    /// the best event loop the kernel allows, data in `./data`.
+    fn default() -> Self {
+        ServerOptions {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
+            shards: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            backend: Backend::Auto,
+            pin_cores: true,
+            read_buffer_size: 8192,
+            initial_pool_size: 1000,
+            max_connection_rate: 0,
+            broker: Config::default(),
+            data_dir: PathBuf::from("./data"),
+            persistence: PersistenceOptions::default(),
+        }
+    }
 }
 
 /// How the data directory is written (`--fsync`, `--snapshot-interval`, ...).
