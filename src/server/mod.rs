@@ -11,9 +11,9 @@
 //! - `outputs.rs`: what a runtime does with its core's outputs after each input, and how often
 //!   it gives the core the time.
 //!
-//! `recovery.rs` and `shard_journal.rs` are the runtime's half of persistence, and the blocking build
-//! (`crate::sync_server`) runs on them and on `outputs.rs` too, so that both builds share one data directory format
-//! and one recovery.
+//! `recovery.rs` and `shard_journal.rs` are the runtime's half of persistence, and the blocking
+//! build (`src/sync_server.rs`) runs on them and on `outputs.rs` too, so that both builds share
+//! one data directory format and one recovery.
 
 mod connection;
 mod large_packets;
