@@ -5,7 +5,11 @@
 //! - `listen.rs`: binding, with one SO_REUSEPORT listener per shard so the kernel spreads
 //!   accepts over the shards;
 //! - `shard.rs`: one shard's tasks (accept, inbox, timers) around its `Broker`;
-//! - `connection.rs`: one connection's reader and writer tasks;
+//! - `connection.rs`: one connection's reader and writer tasks, which reach their shard through
+//!   the `Host` trait it defines and `shard.rs` implements;
+//! - `conn_handle.rs`: `ConnHandle`, what a connection's tasks and its shard share;
+//! - `envelope.rs`: `Envelope`, what shards send each other;
+//! - `large_packets.rs`: the shard's memory for packets larger than a read;
 //! - `recovery.rs`: opening the data directory and rebuilding each shard's state, before start;
 //! - `shard_journal.rs`: a shard's journal stream (records, durability, snapshots);
 //! - `outputs.rs`: what a runtime does with its core's outputs after each input, and how often
@@ -15,7 +19,9 @@
 //! build (`src/sync_server.rs`) runs on them and on `outputs.rs` too, so that both builds share
 //! one data directory format and one recovery.
 
+mod conn_handle;
 mod connection;
+mod envelope;
 mod large_packets;
 mod listen;
 pub(crate) mod outputs;
@@ -37,8 +43,8 @@ use crate::broker::persist::ShardState;
 use crate::broker::Config;
 use crate::connection_rate::ConnectionRate;
 
+pub use envelope::Envelope;
 pub use mqtt_broker_persistence::Fsync;
-pub use shard::Envelope;
 
 /// What the server needs to know; built from the command line and config file.
 #[derive(Debug, Clone)]
