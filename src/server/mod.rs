@@ -190,9 +190,9 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     ));
     let pin = shared.options.pin_cores;
     let shard_shared = shared.clone();
-    let threads = start_shards(shard_count, backend, pin, move |shard| {
+    let threads = start_shards(shard_count, backend, pin, move |index| {
         let shared = shard_shared.clone();
-        let taken = slots.lock().ok().and_then(|mut slots| slots[shard].take());
+        let taken = slots.lock().ok().and_then(|mut slots| slots[index].take());
         async move {
             let Some((endpoint, listeners, start)) = taken else {
                 return;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use bytes::BytesMut;
-use mqtt_broker_shards::{Io, MeshEndpoint, SendError, ShardId};
+use mqtt_broker_shards::{Io, MeshEndpoint, SendError};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
@@ -23,7 +23,7 @@ use super::outputs::{drain_outputs, Outputs, TICK};
 use super::recovery::{self, ShardStart};
 use super::shard_journal::ShardJournal;
 use super::Shared;
-use crate::broker::{Broker, ConnId, Event, ShardMessage, Timestamp};
+use crate::broker::{Broker, ConnId, Event, ShardId, ShardMessage, Timestamp};
 
 /// How often paused publishers are looked at while the shard holds them back: short, so a
 /// backlog that clears in a few milliseconds does not leave them idle for a whole tick.
@@ -195,7 +195,7 @@ pub(super) async fn run<I: Io>(
     listeners: Vec<std::net::TcpListener>,
     start: ShardStart,
 ) {
-    let id = mesh.shard();
+    let id = mesh.index();
     let shard_count = mesh.shard_count();
     let mut broker = Broker::new(
         shared.options.broker.clone(),
