@@ -7,8 +7,6 @@ use std::thread::JoinHandle;
 
 use tracing::{info, warn};
 
-use crate::ShardId;
-
 /// The event loop each shard runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -169,7 +167,8 @@ impl ShardThreads {
 }
 
 /// Starts `count` shard threads running `backend` (already resolved), each pinned to a core when
-/// `pin` is set, and runs `shard_main(shard)` on each until it completes.
+/// `pin` is set, and runs `shard_main(index)` on each until it completes, `index` being the
+/// shard's position among them, from 0 (the broker core's `ShardId`).
 pub fn start_shards<F, Fut>(
     count: usize,
     backend: Backend,
@@ -177,25 +176,25 @@ pub fn start_shards<F, Fut>(
     shard_main: F,
 ) -> Result<ShardThreads, BackendError>
 where
-    F: Fn(ShardId) -> Fut + Send + Sync + Clone + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let cores = core_ids();
     let mut handles = Vec::with_capacity(count);
-    for shard in 0..count {
+    for index in 0..count {
         let shard_main = shard_main.clone();
         let core = if pin && !cores.is_empty() {
-            Some(cores[shard % cores.len()])
+            Some(cores[index % cores.len()])
         } else {
             None
         };
         let handle = std::thread::Builder::new()
-            .name(format!("shard-{shard}"))
+            .name(format!("shard-{index}"))
             .spawn(move || {
                 if let Some(core) = core {
                     pin_to(core);
                 }
-                run_event_loop(backend, shard_main(shard));
+                run_event_loop(backend, shard_main(index));
             })
             .map_err(|error| BackendError(format!("cannot start shard thread: {error}")))?;
         handles.push(handle);

@@ -1,6 +1,9 @@
 //! Thread-per-core runtime for the broker: one shard thread per core, each pinned to its core and
 //! running its own single-threaded event loop, plus the channels that connect the shards.
 //!
+//! A shard is named by its index, a `usize`: its position among the runtime's shards, counted
+//! from 0, which the broker core calls its `ShardId`.
+//!
 //! This crate knows nothing of MQTT. It offers:
 //! - [`Backend`]: which event loop a shard runs (monoio on io_uring or epoll, tokio, and glommio
 //!   with the `glommio` feature), chosen
@@ -27,6 +30,3 @@ pub use io::Io;
 pub use io::MonoioIo;
 pub use io::TokioIo;
 pub use mesh::{mesh, MeshEndpoint, SendError};
-
-/// Index of a shard.
-pub type ShardId = usize;

@@ -12,8 +12,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::ShardId;
-
 /// What `send` could not do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SendError {
@@ -21,11 +19,15 @@ pub enum SendError {
     Disconnected,
 }
 
-/// One shard's view of the mesh: its own inbox and a sender to every shard.
+/// One shard's view of the mesh: its own inbox and a sender to every shard. Shards are named by
+/// their index, their position among the runtime's shards (the broker core's `ShardId`).
 pub struct MeshEndpoint<T> {
-    shard: ShardId,
-    inbox: flume::Receiver<(ShardId, T, usize)>,
-    outboxes: Vec<flume::Sender<(ShardId, T, usize)>>,
+    /// The index of the shard this endpoint belongs to.
+    index: usize,
+    /// Items sent to this shard, each with its sender's index and its weight.
+    inbox: flume::Receiver<(usize, T, usize)>,
+    /// By shard index.
+    outboxes: Vec<flume::Sender<(usize, T, usize)>>,
     /// Per shard, the weight sent to its inbox and not yet received; shared by every endpoint.
     pending: Arc<[AtomicUsize]>,
     /// Pending weight at which a destination counts as congested.
@@ -40,8 +42,8 @@ pub fn mesh<T>(shards: usize, limit: usize) -> Vec<MeshEndpoint<T>> {
     receivers
         .into_iter()
         .enumerate()
-        .map(|(shard, inbox)| MeshEndpoint {
-            shard,
+        .map(|(index, inbox)| MeshEndpoint {
+            index,
             inbox,
             outboxes: senders.clone(),
             pending: pending.clone(),
@@ -51,48 +53,51 @@ pub fn mesh<T>(shards: usize, limit: usize) -> Vec<MeshEndpoint<T>> {
 }
 
 impl<T> MeshEndpoint<T> {
-    pub fn shard(&self) -> ShardId {
-        self.shard
+    /// The index of the shard this endpoint belongs to.
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     pub fn shard_count(&self) -> usize {
         self.outboxes.len()
     }
 
-    /// Sends `item`, which keeps about `weight` bytes alive until received, without waiting.
-    pub fn send(&self, to: ShardId, item: T, weight: usize) -> Result<(), SendError> {
+    /// Sends `item` to the shard of index `to`, without waiting; it keeps about `weight` bytes
+    /// alive until received.
+    pub fn send(&self, to: usize, item: T, weight: usize) -> Result<(), SendError> {
         self.pending[to].fetch_add(weight, Ordering::Relaxed);
         self.outboxes[to]
-            .send((self.shard, item, weight))
+            .send((self.index, item, weight))
             .map_err(|_| {
                 self.pending[to].fetch_sub(weight, Ordering::Relaxed);
                 SendError::Disconnected
             })
     }
 
-    /// Weight sent to `to` and not yet received.
-    pub fn backlog(&self, to: ShardId) -> usize {
+    /// Weight sent to the shard of index `to` and not yet received.
+    pub fn backlog(&self, to: usize) -> usize {
         self.pending[to].load(Ordering::Relaxed)
     }
 
     /// True while some other shard's inbox holds more than the limit: producers should pause.
     pub fn is_congested(&self) -> bool {
-        (0..self.outboxes.len()).any(|to| to != self.shard && self.backlog(to) >= self.limit)
+        (0..self.outboxes.len()).any(|to| to != self.index && self.backlog(to) >= self.limit)
     }
 
-    /// Waits for the next item from any shard; `None` once every sender is gone.
-    pub async fn recv(&self) -> Option<(ShardId, T)> {
+    /// Waits for the next item from any shard, with the index of the shard that sent it; `None`
+    /// once every sender is gone.
+    pub async fn recv(&self) -> Option<(usize, T)> {
         let received = self.inbox.recv_async().await.ok();
         received.map(|item| self.received(item))
     }
 
-    /// The next item if one is waiting.
-    pub fn try_recv(&self) -> Option<(ShardId, T)> {
+    /// The next item if one is waiting, with the index of the shard that sent it.
+    pub fn try_recv(&self) -> Option<(usize, T)> {
         self.inbox.try_recv().ok().map(|item| self.received(item))
     }
 
-    fn received(&self, (from, item, weight): (ShardId, T, usize)) -> (ShardId, T) {
-        self.pending[self.shard].fetch_sub(weight, Ordering::Relaxed);
+    fn received(&self, (from, item, weight): (usize, T, usize)) -> (usize, T) {
+        self.pending[self.index].fetch_sub(weight, Ordering::Relaxed);
         (from, item)
     }
 }

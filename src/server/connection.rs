@@ -1,7 +1,11 @@
 //! One connection's two tasks. The reader feeds bytes to the broker and carries out a hand-over;
 //! the writer, started on the first output, sends what the broker queued and closes the socket
 //! when the broker says so.
+//!
+//! The tasks reach the shard that serves them only through [`Host`], which this file defines and
+//! `shard.rs` implements: the shard depends on its connections' tasks, never the reverse.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,14 +15,43 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use futures_lite::future;
-use mqtt_broker_shards::Io;
+use mqtt_broker_shards::{Io, SendError};
 use tracing::{debug, warn};
 
-use super::large_packets::LargePacketTicket;
+use super::conn_handle::ConnHandle;
+use super::envelope::Envelope;
+use super::large_packets::{LargePacketTicket, LargePackets};
 use super::outputs::TICK;
-use super::shard::{ConnHandle, Envelope, Shard};
-use crate::broker::{Arrival, ConnId, HandedOverConnect};
+use crate::broker::{Arrival, Broker, ConnId, HandedOverConnect, ShardId, Timestamp};
 use crate::protocol::decoder::{large_packet_growth, reserve_for_read};
+
+/// What a connection's tasks need from the shard that serves them. Implemented by the shard
+/// (`shard.rs`) and taken as a type parameter, so every call is static.
+pub(super) trait Host<I: Io>: 'static {
+    /// The shard's broker core.
+    fn broker(&self) -> &RefCell<Broker>;
+    /// The shard's clock, for the core.
+    fn now(&self) -> Timestamp;
+    /// Carries out everything the core asked for after an input.
+    fn pump(self: &Rc<Self>);
+    /// Counts `conn` among the shard's connections, so the core's outputs reach it.
+    fn add_conn(&self, conn: ConnId, handle: Rc<ConnHandle<I>>);
+    fn remove_conn(&self, conn: ConnId);
+    /// Waits while the shard is held back (another shard's inbox or the journal behind).
+    async fn pause_publisher(self: &Rc<Self>);
+    /// Size of a read buffer (`--read-buffer-size`).
+    fn read_buffer_size(&self) -> usize;
+    /// The shard's share of `--buffer-budget`, for unsent output and large packets together.
+    fn buffer_budget(&self) -> usize;
+    /// The shard's large packets in progress.
+    fn large_packets(&self) -> &RefCell<LargePackets>;
+    /// A read buffer from the shard's pool.
+    fn take_buffer(&self) -> BytesMut;
+    /// Gives a buffer back to the shard's pool.
+    fn return_buffer(&self, buf: BytesMut);
+    /// Sends an envelope to shard `to`.
+    fn send_envelope(&self, to: ShardId, envelope: Envelope) -> Result<(), SendError>;
+}
 
 enum ReadOutcome {
     /// Bytes arrived; the flag says they filled the buffer.
@@ -28,8 +61,8 @@ enum ReadOutcome {
 }
 
 /// Serves a connection from accept (or hand-over) until it closes.
-pub(super) async fn read_loop<I: Io>(
-    shard: Rc<Shard<I>>,
+pub(super) async fn read_loop<I: Io, H: Host<I>>(
+    shard: Rc<H>,
     stream: I::Stream,
     conn: ConnId,
     peer: Option<SocketAddr>,
@@ -45,10 +78,10 @@ pub(super) async fn read_loop<I: Io>(
     // when the shard is overloaded.
     let mut publishing = false;
     let handle = Rc::new(ConnHandle::<I>::new(writer));
-    shard.conns.borrow_mut().insert(conn, handle.clone());
+    shard.add_conn(conn, handle.clone());
     {
         let now = shard.now();
-        let mut broker = shard.broker.borrow_mut();
+        let mut broker = shard.broker().borrow_mut();
         match handed_over {
             Some(connect) => broker.handle_handed_over(conn, peer, connect, now),
             None => broker.handle_accepted(conn, peer, now),
@@ -58,10 +91,10 @@ pub(super) async fn read_loop<I: Io>(
         }
     }
     shard.pump();
-    let read_buffer_size = shard.shared.options.read_buffer_size;
+    let read_buffer_size = shard.read_buffer_size();
     // The last read filled the buffer, so more is waiting: read again without asking first.
     let mut more_waiting = false;
-    let mut large_packet = LargePacketTicket::new(&shard.large_packets);
+    let mut large_packet = LargePacketTicket::new(shard.large_packets());
     loop {
         if let Some((to, connect)) = handle.hand_over.borrow_mut().take() {
             return hand_over(&shard, conn, &handle, reader, to, connect, buf);
@@ -79,7 +112,7 @@ pub(super) async fn read_loop<I: Io>(
         if publishing {
             shard.pause_publisher().await;
             // A client that ignores the acknowledgements held back for it: rare, so polled.
-            while shard.broker.borrow().wants_pause(conn) {
+            while shard.broker().borrow().wants_pause(conn) {
                 Box::pin(I::sleep(TICK)).await;
             }
         }
@@ -152,7 +185,10 @@ pub(super) async fn read_loop<I: Io>(
                     arrival_noted = true;
                 }
                 let now = shard.now();
-                publishing = shard.broker.borrow_mut().handle_bytes(conn, &mut buf, now);
+                publishing = shard
+                    .broker()
+                    .borrow_mut()
+                    .handle_bytes(conn, &mut buf, now);
                 large_packet.update(buf.capacity(), read_buffer_size);
                 shard.pump();
                 // On a readiness backend a read of a busy socket completes without waiting, so
@@ -175,23 +211,26 @@ pub(super) async fn read_loop<I: Io>(
         }
     }
     let now = shard.now();
-    shard.broker.borrow_mut().handle_closed(conn, now);
-    shard.conns.borrow_mut().remove(&conn);
+    shard.broker().borrow_mut().handle_closed(conn, now);
+    shard.remove_conn(conn);
     handle.closing.set(true);
-    shard.start_writer(conn, &handle);
+    start_writer(&shard, conn, &handle);
     shard.pump();
     shard.return_buffer(buf);
 }
 
 /// Tells the broker when the connection's first bytes arrived, on the wall clock every shard
 /// shares (and the kernel stamps packets with).
-fn note_arrival<I: Io>(shard: &Shard<I>, conn: ConnId, arrived: SystemTime) {
+fn note_arrival<I: Io, H: Host<I>>(shard: &Rc<H>, conn: ConnId, arrived: SystemTime) {
     let nanos = arrived
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| {
             u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
         });
-    shard.broker.borrow_mut().note_arrival(conn, Arrival(nanos));
+    shard
+        .broker()
+        .borrow_mut()
+        .note_arrival(conn, Arrival(nanos));
 }
 
 /// How long a connection the broker closed goes on being read, at most.
@@ -202,7 +241,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// socket with unread input makes the kernel send a reset, which can destroy the final
 /// DISCONNECT before the client has read it (a client still sending PUBRELs when it is told
 /// 0x93, say).
-async fn drain<I: Io>(shard: &Shard<I>, reader: &mut I::Reader) {
+async fn drain<I: Io, H: Host<I>>(shard: &Rc<H>, reader: &mut I::Reader) {
     let deadline = Instant::now() + LINGER;
     let mut buf = shard.take_buffer();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -227,16 +266,16 @@ async fn drain<I: Io>(shard: &Shard<I>, reader: &mut I::Reader) {
 
 /// Waits until the shard's buffer budget lets this reader grow its buffer by `growth` bytes
 /// for a packet larger than a read; false when the connection must stop reading meanwhile.
-async fn wait_to_grow<I: Io>(
-    shard: &Shard<I>,
+async fn wait_to_grow<I: Io, H: Host<I>>(
+    shard: &Rc<H>,
     handle: &ConnHandle<I>,
     ticket: &mut LargePacketTicket<'_>,
     capacity: usize,
     growth: usize,
 ) -> bool {
-    let budget = shard.shared.options.broker.buffer_budget;
+    let budget = shard.buffer_budget();
     loop {
-        let unsent = shard.broker.borrow().unsent_output();
+        let unsent = shard.broker().borrow().unsent_output();
         if ticket.may_grow(capacity, growth, unsent, budget) {
             return true;
         }
@@ -288,16 +327,16 @@ impl<F: Future> Future for NotingWait<F> {
 }
 
 /// Moves the connection to the shard that owns its client, with the bytes read after CONNECT.
-fn hand_over<I: Io>(
-    shard: &Rc<Shard<I>>,
+fn hand_over<I: Io, H: Host<I>>(
+    shard: &Rc<H>,
     conn: ConnId,
     handle: &ConnHandle<I>,
     reader: I::Reader,
-    to: usize,
+    to: ShardId,
     connect: HandedOverConnect,
     buffered: BytesMut,
 ) {
-    shard.conns.borrow_mut().remove(&conn);
+    shard.remove_conn(conn);
     let Some(writer) = handle.writer.borrow_mut().take() else {
         warn!(
             ?conn,
@@ -323,16 +362,29 @@ fn hand_over<I: Io>(
     }
 }
 
+/// Starts a writer task for `conn` unless one is running; a running one sends everything queued
+/// before it stops, so nothing else is needed.
+pub(super) fn start_writer<I: Io, H: Host<I>>(
+    shard: &Rc<H>,
+    conn: ConnId,
+    handle: &Rc<ConnHandle<I>>,
+) {
+    let writer = handle.writer.borrow_mut().take();
+    if let Some(writer) = writer {
+        I::spawn(write_loop(shard.clone(), conn, handle.clone(), writer));
+    }
+}
+
 /// Sends whatever the broker queued for `conn`, then gives the write half back and stops; on
 /// close, flushes, shuts the socket down and stops the reader instead.
-pub(super) async fn write_loop<I: Io>(
-    shard: Rc<Shard<I>>,
+async fn write_loop<I: Io, H: Host<I>>(
+    shard: Rc<H>,
     conn: ConnId,
     handle: Rc<ConnHandle<I>>,
     mut writer: I::Writer,
 ) {
     loop {
-        let chunks = shard.broker.borrow_mut().take_output(conn, shard.now());
+        let chunks = shard.broker().borrow_mut().take_output(conn, shard.now());
         if chunks.is_empty() {
             break;
         }

@@ -5,17 +5,23 @@
 //! - `listen.rs`: binding, with one SO_REUSEPORT listener per shard so the kernel spreads
 //!   accepts over the shards;
 //! - `shard.rs`: one shard's tasks (accept, inbox, timers) around its `Broker`;
-//! - `connection.rs`: one connection's reader and writer tasks;
+//! - `connection.rs`: one connection's reader and writer tasks, which reach their shard through
+//!   the `Host` trait it defines and `shard.rs` implements;
+//! - `conn_handle.rs`: `ConnHandle`, what a connection's tasks and its shard share;
+//! - `envelope.rs`: `Envelope`, what shards send each other;
+//! - `large_packets.rs`: the shard's memory for packets larger than a read;
 //! - `recovery.rs`: opening the data directory and rebuilding each shard's state, before start;
 //! - `shard_journal.rs`: a shard's journal stream (records, durability, snapshots);
 //! - `outputs.rs`: what a runtime does with its core's outputs after each input, and how often
 //!   it gives the core the time.
 //!
-//! `recovery.rs` and `shard_journal.rs` are the runtime's half of persistence, and the blocking build
-//! (`crate::sync_server`) runs on them and on `outputs.rs` too, so that both builds share one data directory format
-//! and one recovery.
+//! `recovery.rs` and `shard_journal.rs` are the runtime's half of persistence, and the blocking
+//! build (`src/sync_server.rs`) runs on them and on `outputs.rs` too, so that both builds share
+//! one data directory format and one recovery.
 
+mod conn_handle;
 mod connection;
+mod envelope;
 mod large_packets;
 mod listen;
 pub(crate) mod outputs;
@@ -38,8 +44,8 @@ use crate::broker::persist::ShardState;
 use crate::broker::Config;
 use crate::connection_rate::ConnectionRate;
 
+pub use envelope::Envelope;
 pub use mqtt_broker_persistence::Fsync;
-pub use shard::Envelope;
 
 /// What the server needs to know; built from the command line and config file.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,9 +210,9 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     ));
     let pin = shared.options.pin_cores;
     let shard_shared = shared.clone();
-    let threads = start_shards(shard_count, backend, pin, move |shard| {
+    let threads = start_shards(shard_count, backend, pin, move |index| {
         let shared = shard_shared.clone();
-        let taken = slots.lock().ok().and_then(|mut slots| slots[shard].take());
+        let taken = slots.lock().ok().and_then(|mut slots| slots[index].take());
         async move {
             let Some((endpoint, listeners, start)) = taken else {
                 return;

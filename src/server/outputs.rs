@@ -1,7 +1,7 @@
 //! What a runtime does after every input to its broker core, in the order that keeps the core's
 //! promises: bytes for connections first, then work for other shards, then journal records,
 //! then events (closing a connection after its last bytes were asked for). The sharded build and
-//! the blocking build (`crate::sync_server`) differ only in how they wake a writer, reach another
+//! the blocking build (`src/sync_server.rs`) differ only in how they wake a writer, reach another
 //! shard and carry out an event, so they share this and plug those in.
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Start-up, before any shard runs: opens the store in the data directory, turns what it
 //! recovered into the state of each shard, and makes sure that state sits in the right streams
-//! before anything new is written. The blocking build (`crate::sync_server`) starts the same
+//! before anything new is written. The blocking build (`src/sync_server.rs`) starts the same
 //! way, as one shard: both read and write one data directory format.
 //!
 //! Every snapshot and record of every stream is decoded and applied in LSN order (see

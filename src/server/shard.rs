@@ -1,5 +1,7 @@
 //! One shard: its `Broker`, the tasks that feed it (accept loops, the inbox from other shards,
 //! the timer) and `pump`, which carries out everything the broker asks for after each input.
+//! It starts its connections' tasks (`connection.rs`) and serves them through their `Host`
+//! trait.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -9,31 +11,19 @@ use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use bytes::BytesMut;
-use mqtt_broker_shards::{Io, MeshEndpoint, SendError, ShardId};
+use mqtt_broker_shards::{Io, MeshEndpoint, SendError};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use super::connection;
+use super::conn_handle::ConnHandle;
+use super::connection::{self, Host};
+use super::envelope::Envelope;
 use super::large_packets::LargePackets;
 use super::outputs::{drain_outputs, Outputs, TICK};
 use super::recovery::{self, ShardStart};
 use super::shard_journal::ShardJournal;
 use super::Shared;
-use crate::broker::{Broker, ConnId, Event, HandedOverConnect, ShardMessage, Timestamp};
-
-/// What shards send each other.
-pub enum Envelope {
-    /// Work for the receiving shard's broker core.
-    Broker(Vec<ShardMessage>),
-    /// A connection whose client lives on the receiving shard, with the bytes already read
-    /// after its CONNECT.
-    HandOver {
-        conn: ConnId,
-        stream: std::net::TcpStream,
-        connect: HandedOverConnect,
-        buffered: BytesMut,
-    },
-}
+use crate::broker::{Broker, ConnId, Event, ShardId, ShardMessage, Timestamp};
 
 /// How often paused publishers are looked at while the shard holds them back: short, so a
 /// backlog that clears in a few milliseconds does not leave them idle for a whole tick.
@@ -45,128 +35,32 @@ const PACE: Duration = Duration::from_millis(1);
 /// never wait for room in ordinary operation.
 pub(super) const MESH_BACKLOG_LIMIT: usize = 4 << 20;
 
-/// What one shard message keeps alive beyond its payload and topic: the message's own
-/// allocation and its place in a batch.
-const SHARD_MESSAGE_OVERHEAD: usize = 128;
-
 /// How long shutdown waits for send buffers to drain before the shard stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 
-/// The runtime's side of one connection, shared by its reader task, its writer task and `pump`.
-pub(super) struct ConnHandle<I: Io> {
-    /// The write half while no writer task runs. A writer task lives only while there is
-    /// output to send, so an idle connection costs no task, and a connection can be put back
-    /// together and moved to another shard between writes.
-    pub writer: RefCell<Option<I::Writer>>,
-    /// The broker has closed the connection: flush, then stop.
-    pub closing: Cell<bool>,
-    /// Wakes the reader when the connection must stop reading.
-    pub stop_reading: Notify,
-    /// Set when the broker moves the client to another shard.
-    pub hand_over: RefCell<Option<(ShardId, HandedOverConnect)>>,
-}
-
-impl<I: Io> ConnHandle<I> {
-    pub fn new(writer: I::Writer) -> Self {
-        ConnHandle {
-            writer: RefCell::new(Some(writer)),
-            closing: Cell::new(false),
-            stop_reading: Notify::new(),
-            hand_over: RefCell::new(None),
-        }
-    }
-}
-
 pub(super) struct Shard<I: Io> {
-    pub id: ShardId,
-    pub shared: Arc<Shared>,
-    pub broker: RefCell<Broker>,
-    pub mesh: MeshEndpoint<Envelope>,
-    pub conns: RefCell<AHashMap<ConnId, Rc<ConnHandle<I>>>>,
+    id: ShardId,
+    shared: Arc<Shared>,
+    broker: RefCell<Broker>,
+    mesh: MeshEndpoint<Envelope>,
+    conns: RefCell<AHashMap<ConnId, Rc<ConnHandle<I>>>>,
     /// Read buffers not in use, so connection churn does not churn the allocator.
-    pub buffers: RefCell<Vec<BytesMut>>,
+    buffers: RefCell<Vec<BytesMut>>,
     /// How many buffers the pool keeps at most: this shard's part of `--initial-pool-size`.
-    pub pool_limit: usize,
-    pub journal: ShardJournal,
-    /// Publishers paused while the shard is held back wait here (see `pause_while_held_back`).
-    pub resume: Notify,
+    pool_limit: usize,
+    journal: ShardJournal,
+    /// Publishers paused while the shard is held back wait here (see `pause_publisher`).
+    resume: Notify,
     /// How many are waiting; the pacer runs while there are some.
-    pub paused: Cell<usize>,
+    paused: Cell<usize>,
     /// Packets larger than a read being received, which share the buffer budget.
-    pub large_packets: RefCell<LargePackets>,
-}
-
-impl Envelope {
-    /// Roughly the bytes an envelope keeps alive until its shard takes it, for the mesh's limit.
-    fn weight(&self) -> usize {
-        match self {
-            Envelope::Broker(batch) => batch
-                .iter()
-                .map(|message| match message {
-                    ShardMessage::Publish { message, .. } => message.weight(),
-                    _ => 0,
-                } + SHARD_MESSAGE_OVERHEAD)
-                .sum(),
-            Envelope::HandOver { buffered, .. } => buffered.len() + SHARD_MESSAGE_OVERHEAD,
-        }
-    }
+    large_packets: RefCell<LargePackets>,
 }
 
 impl<I: Io> Shard<I> {
-    pub fn now(&self) -> Timestamp {
-        Timestamp::since(self.shared.epoch)
-    }
-
-    /// Carries out the broker's outputs, in the documented order: transmits, shard messages,
-    /// journal records, events.
-    pub fn pump(self: &Rc<Self>) {
-        let mut broker = self.broker.borrow_mut();
-        drain_outputs(&mut broker, &self.journal, &mut ShardOutputs(self));
-    }
-
-    /// Sends an envelope to another shard, counting what it keeps alive.
-    pub fn send_envelope(&self, to: ShardId, envelope: Envelope) -> Result<(), SendError> {
-        let weight = envelope.weight();
-        self.mesh.send(to, envelope, weight)
-    }
-
     /// Whether publishers must wait: another shard's inbox or the journal is too far behind.
     fn held_back(&self) -> bool {
         self.mesh.is_congested() || self.journal.is_backlogged()
-    }
-
-    /// Waits while the shard is held back. One pacer task per shard looks every `PACE` and
-    /// wakes every waiter once the shard is free again, so a thousand paused publishers cost
-    /// one timer, not a thousand.
-    pub async fn pause_publisher(self: &Rc<Self>) {
-        while self.held_back() {
-            if self.paused.get() == 0 {
-                I::spawn(pace(self.clone()));
-            }
-            let _waiting = PausedGuard::new(&self.paused);
-            self.resume.notified().await;
-        }
-    }
-
-    /// A read buffer from the pool, or a new one when the pool is empty.
-    pub fn take_buffer(&self) -> BytesMut {
-        let size = self.shared.options.read_buffer_size;
-        self.buffers
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(size))
-    }
-
-    /// Returns an emptied buffer to the pool if its whole allocation can be reused. Payloads
-    /// decoded from it may still share its memory; then it is dropped and they keep it alive.
-    /// One grown for a large packet is dropped too: pooled, it would keep that memory for good.
-    pub fn return_buffer(&self, mut buf: BytesMut) {
-        let size = self.shared.options.read_buffer_size;
-        buf.clear();
-        let mut pool = self.buffers.borrow_mut();
-        if pool.len() < self.pool_limit && buf.try_reclaim(size) && buf.capacity() == size {
-            pool.push(buf);
-        }
     }
 
     /// Snapshots the broker's state into the journal stream. Every record the broker emitted
@@ -181,22 +75,86 @@ impl<I: Io> Shard<I> {
     fn wake_writer(self: &Rc<Self>, conn: ConnId) {
         let handle = self.conns.borrow().get(&conn).cloned();
         if let Some(handle) = handle {
-            self.start_writer(conn, &handle);
+            connection::start_writer(self, conn, &handle);
+        }
+    }
+}
+
+/// What the shard gives its connections' tasks (`connection.rs`).
+impl<I: Io> Host<I> for Shard<I> {
+    fn broker(&self) -> &RefCell<Broker> {
+        &self.broker
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::since(self.shared.epoch)
+    }
+
+    /// Carries out the broker's outputs, in the documented order: transmits, shard messages,
+    /// journal records, events.
+    fn pump(self: &Rc<Self>) {
+        let mut broker = self.broker.borrow_mut();
+        drain_outputs(&mut broker, &self.journal, &mut ShardOutputs(self));
+    }
+
+    fn add_conn(&self, conn: ConnId, handle: Rc<ConnHandle<I>>) {
+        self.conns.borrow_mut().insert(conn, handle);
+    }
+
+    fn remove_conn(&self, conn: ConnId) {
+        self.conns.borrow_mut().remove(&conn);
+    }
+
+    /// Waits while the shard is held back. One pacer task per shard looks every `PACE` and
+    /// wakes every waiter once the shard is free again, so a thousand paused publishers cost
+    /// one timer, not a thousand.
+    async fn pause_publisher(self: &Rc<Self>) {
+        while self.held_back() {
+            if self.paused.get() == 0 {
+                I::spawn(pace(self.clone()));
+            }
+            let _waiting = PausedGuard::new(&self.paused);
+            self.resume.notified().await;
         }
     }
 
-    /// Starts a writer task unless one is running; a running one sends everything queued
-    /// before it stops, so nothing else is needed.
-    pub fn start_writer(self: &Rc<Self>, conn: ConnId, handle: &Rc<ConnHandle<I>>) {
-        let writer = handle.writer.borrow_mut().take();
-        if let Some(writer) = writer {
-            I::spawn(connection::write_loop(
-                self.clone(),
-                conn,
-                handle.clone(),
-                writer,
-            ));
+    fn read_buffer_size(&self) -> usize {
+        self.shared.options.read_buffer_size
+    }
+
+    fn buffer_budget(&self) -> usize {
+        self.shared.options.broker.buffer_budget
+    }
+
+    fn large_packets(&self) -> &RefCell<LargePackets> {
+        &self.large_packets
+    }
+
+    /// A read buffer from the pool, or a new one when the pool is empty.
+    fn take_buffer(&self) -> BytesMut {
+        let size = self.shared.options.read_buffer_size;
+        self.buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(size))
+    }
+
+    /// Returns an emptied buffer to the pool if its whole allocation can be reused. Payloads
+    /// decoded from it may still share its memory; then it is dropped and they keep it alive.
+    /// One grown for a large packet is dropped too: pooled, it would keep that memory for good.
+    fn return_buffer(&self, mut buf: BytesMut) {
+        let size = self.shared.options.read_buffer_size;
+        buf.clear();
+        let mut pool = self.buffers.borrow_mut();
+        if pool.len() < self.pool_limit && buf.try_reclaim(size) && buf.capacity() == size {
+            pool.push(buf);
         }
+    }
+
+    /// Sends an envelope to another shard, counting what it keeps alive.
+    fn send_envelope(&self, to: ShardId, envelope: Envelope) -> Result<(), SendError> {
+        let weight = envelope.weight();
+        self.mesh.send(to, envelope, weight)
     }
 }
 
@@ -237,7 +195,7 @@ pub(super) async fn run<I: Io>(
     listeners: Vec<std::net::TcpListener>,
     start: ShardStart,
 ) {
-    let id = mesh.shard();
+    let id = mesh.index();
     let shard_count = mesh.shard_count();
     let mut broker = Broker::new(
         shared.options.broker.clone(),

@@ -1,6 +1,6 @@
 //! One shard's link to its journal stream: appends the records its broker core emits, tells the
 //! core which of them are durable, and takes snapshots of the core's state. The blocking build
-//! (`crate::sync_server`) uses it too, for its one shard, from behind its core's lock.
+//! (`src/sync_server.rs`) uses it too, for its one shard, from behind its core's lock.
 //!
 //! Nothing here waits for a disk. `StreamWriter::append` only queues the record for the stream's
 //! background thread; durability comes back as notices, received by a task of the shard's own
