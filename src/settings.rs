@@ -32,7 +32,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::protocol::decoder::MAX_PACKET_SIZE;
 use crate::protocol::QoS;
-use crate::server::{Fsync, ServerOptions};
+use crate::server::{Fsync, Listener, ServerOptions};
 
 /// The exit status for a [`SettingsError`] (sysexits' EX_CONFIG, for `ExitCode::from`): the
 /// systemd unit does not restart on it, since a restart cannot fix a wrong setting.
@@ -87,7 +87,7 @@ settings! {
     /// address to accept MQTT connections on; repeat for several, and flags replace the file's
     /// list (default: 0.0.0.0:1883)
     #[argh(option, arg_name = "ADDR:PORT")]
-    listen: Vec<SocketAddr> => server.listen = addresses();
+    listen: Vec<SocketAddr> => server.listeners = tcp_listeners();
 
     /// directory for persistent sessions and retained messages (default: ./data)
     #[argh(option, arg_name = "DIR")]
@@ -589,8 +589,9 @@ impl Given<'_, String> {
 }
 
 impl Given<'_, Vec<SocketAddr>> {
-    /// `--listen`: IP:PORT addresses, at least one, none twice.
-    fn addresses(mut self, default: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, SettingsError> {
+    /// `--listen`: the MQTT-over-TCP listeners by IP:PORT address, at least one, none twice.
+    fn tcp_listeners(mut self, default: Vec<Listener>) -> Result<Vec<Listener>, SettingsError> {
+        let default = default.iter().map(|listener| listener.address).collect();
         let file = self.file_as::<Vec<String>>()?;
         let file = file
             .map(|texts| texts.iter().map(|text| self.file_address(text)).collect())
@@ -606,7 +607,7 @@ impl Given<'_, Vec<SocketAddr>> {
         if let Some(repeated) = addresses.iter().find(|address| !seen.insert(**address)) {
             return Err(self.invalid(origin, format!("has {repeated} more than once")));
         }
-        Ok(addresses)
+        Ok(addresses.into_iter().map(Listener::tcp).collect())
     }
 
     fn file_address(&self, text: &str) -> Result<SocketAddr, SettingsError> {
@@ -804,6 +805,7 @@ pub fn init_logging(level: &str) -> Result<(), SettingsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::Transport;
 
     const EXAMPLE: &str = include_str!("../ops/mqtt-broker.toml");
     const README: &str = include_str!("../README.md");
@@ -826,6 +828,18 @@ mod tests {
         }
     }
 
+    /// The addresses of the listeners, all of which `--listen` makes MQTT over TCP.
+    fn tcp_addresses(settings: &Settings) -> Vec<String> {
+        let listeners = &settings.server.listeners;
+        assert!(listeners
+            .iter()
+            .all(|listener| listener.transport == Transport::Tcp));
+        listeners
+            .iter()
+            .map(|listener| listener.address.to_string())
+            .collect()
+    }
+
     fn defaults() -> Settings {
         Settings::load(args(&[])).unwrap()
     }
@@ -833,10 +847,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let settings = defaults();
-        assert_eq!(
-            settings.server.listen,
-            vec!["0.0.0.0:1883".parse().unwrap()]
-        );
+        assert_eq!(tcp_addresses(&settings), ["0.0.0.0:1883"]);
         assert_eq!(settings.server.data_dir, PathBuf::from("./data"));
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(settings.server.shards, cores);
@@ -920,7 +931,7 @@ mod tests {
         assert_eq!(settings.server.broker.max_connections, 5);
         assert_eq!(settings.server.broker.max_inflight, 16);
         assert_eq!(settings.server.backend, Backend::Epoll);
-        assert_eq!(settings.server.listen.len(), 2);
+        assert_eq!(settings.server.listeners.len(), 2);
         assert!(!settings.server.pin_cores);
         assert!(settings.server.broker.retain_available);
         assert_eq!(
@@ -931,10 +942,7 @@ mod tests {
 
         let settings =
             with_file(&["--listen", "10.0.0.1:1883", "--runtime", "tokio"], toml).unwrap();
-        assert_eq!(
-            settings.server.listen,
-            vec!["10.0.0.1:1883".parse().unwrap()]
-        );
+        assert_eq!(tcp_addresses(&settings), ["10.0.0.1:1883"]);
         assert_eq!(settings.server.backend, Backend::Tokio);
 
         let toml = r#"
@@ -1002,11 +1010,7 @@ mod tests {
             "[::]:8883",
         ]))
         .unwrap();
-        let expected: Vec<SocketAddr> = vec![
-            "127.0.0.1:1883".parse().unwrap(),
-            "[::]:8883".parse().unwrap(),
-        ];
-        assert_eq!(settings.server.listen, expected);
+        assert_eq!(tcp_addresses(&settings), ["127.0.0.1:1883", "[::]:8883"]);
     }
 
     #[test]

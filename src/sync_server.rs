@@ -46,6 +46,7 @@ use crate::protocol::decoder::reserve_for_read;
 use crate::server::outputs::{drain_outputs, Outputs, TICK};
 use crate::server::recovery::{self, ShardStart};
 use crate::server::shard_journal::ShardJournal;
+use crate::server::transport::{StreamLayer, Transport};
 use crate::server::{PersistenceOptions, ServerOptions};
 
 /// How long shutdown waits for clients to be sent their DISCONNECT and closed.
@@ -78,21 +79,21 @@ pub enum SyncServerError {
     Persistence(#[from] StoreError),
 }
 
-/// Runs the broker on `options.listen`, with its state in `options.data_dir`, until SIGINT or
+/// Runs the broker on `options.listeners`, with its state in `options.data_dir`, until SIGINT or
 /// SIGTERM; then disconnects every client, writes a final snapshot and returns. The options of
 /// the sharded runtime (shards, backend, pinning, buffer pool) do not apply here.
 pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
-    if options.listen.is_empty() {
+    if options.listeners.is_empty() {
         return Err(SyncServerError::NoListenAddress);
     }
     // Before binding, as the sharded server does: a data directory in use or unreadable stops
     // the start before any client can connect.
     let storage = Storage::open(&options.data_dir, &options.persistence)?;
     let listeners = options
-        .listen
+        .listeners
         .iter()
-        .map(|&addr| bind(addr))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|listener| Ok((bind(listener.address)?, listener.transport)))
+        .collect::<Result<Vec<_>, SyncServerError>>()?;
     // Installed before "listening on" is logged: whoever waits for that line may signal at once,
     // and the default action would kill the process instead of shutting it down.
     let (stop_tx, stop_rx) = mpsc::channel();
@@ -152,7 +153,7 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SyncServerError> 
 
 /// Serves `listeners` until `stop` receives (or its sender is dropped), then closes `storage`.
 fn serve(
-    listeners: Vec<(TcpListener, SocketAddr)>,
+    listeners: Vec<((TcpListener, SocketAddr), Transport)>,
     read_buffer_size: usize,
     connection_rate: ConnectionRate,
     config: broker::Config,
@@ -203,12 +204,12 @@ fn serve(
                 source,
             })?
     };
-    for (listener, addr) in listeners {
-        info!("listening on {addr}");
+    for ((listener, addr), transport) in listeners {
+        info!(%transport, "listening on {addr}");
         let shared = shared.clone();
         thread::Builder::new()
             .name("mqtt-accept".into())
-            .spawn(move || accept_loop(&shared, listener))
+            .spawn(move || accept_loop(&shared, listener, transport))
             .map_err(|source| SyncServerError::Thread {
                 what: "acceptor",
                 source,
@@ -411,7 +412,7 @@ fn timer_loop(shared: &Shared) {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, transport: Transport) {
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::Relaxed) {
             return;
@@ -422,7 +423,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                     .peer_addr()
                     .is_ok_and(|peer| shared.connection_rate.admit(peer.ip(), Instant::now()));
                 if admitted {
-                    start_connection(shared, stream);
+                    start_connection(shared, stream, StreamLayer::new(transport));
                 }
             }
             Err(error) => {
@@ -435,7 +436,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     }
 }
 
-fn start_connection(shared: &Arc<Shared>, stream: TcpStream) {
+fn start_connection(shared: &Arc<Shared>, stream: TcpStream, layer: StreamLayer) {
     let peer = stream.peer_addr().ok();
     if let Err(error) = stream.set_nodelay(true) {
         debug!(?peer, %error, "cannot set TCP_NODELAY");
@@ -445,7 +446,7 @@ fn start_connection(shared: &Arc<Shared>, stream: TcpStream) {
     let spawned = thread::Builder::new()
         .name("mqtt-reader".into())
         .stack_size(READER_STACK)
-        .spawn(move || read_loop(&reader_shared, stream, conn, peer));
+        .spawn(move || read_loop(&reader_shared, stream, layer, conn, peer));
     if let Err(error) = spawned {
         // The stream went with the closure and is closed: the client sees a reset.
         warn!(?peer, %error, "cannot start a connection thread; dropping the connection");
@@ -454,7 +455,13 @@ fn start_connection(shared: &Arc<Shared>, stream: TcpStream) {
 
 /// Serves one connection: starts its writer, then feeds everything read to the broker until the
 /// peer closes, a read fails, or the writer shuts the socket down after the broker closed it.
-fn read_loop(shared: &Arc<Shared>, mut stream: TcpStream, conn: ConnId, peer: Option<SocketAddr>) {
+fn read_loop(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    layer: StreamLayer,
+    conn: ConnId,
+    peer: Option<SocketAddr>,
+) {
     let (writer_stream, handle_stream) = match (stream.try_clone(), stream.try_clone()) {
         (Ok(writer), Ok(handle)) => (writer, handle),
         (Err(error), _) | (_, Err(error)) => {
@@ -463,12 +470,23 @@ fn read_loop(shared: &Arc<Shared>, mut stream: TcpStream, conn: ConnId, peer: Op
         }
     };
     let closing = Arc::new(AtomicBool::new(false));
+    // Both threads use it under the core's lock, so this lock is never contended.
+    let layer = Arc::new(Mutex::new(layer));
     let writer_shared = shared.clone();
     let writer_closing = closing.clone();
+    let writer_layer = layer.clone();
     let writer = thread::Builder::new()
         .name("mqtt-writer".into())
         .stack_size(WRITER_STACK)
-        .spawn(move || write_loop(&writer_shared, writer_stream, conn, &writer_closing));
+        .spawn(move || {
+            write_loop(
+                &writer_shared,
+                writer_stream,
+                &writer_layer,
+                conn,
+                &writer_closing,
+            )
+        });
     let writer = match writer {
         Ok(writer) => writer,
         Err(error) => {
@@ -506,7 +524,8 @@ fn read_loop(shared: &Arc<Shared>, mut stream: TcpStream, conn: ConnId, peer: Op
                 let published = {
                     let mut core = shared.lock();
                     let now = shared.now();
-                    let published = core.broker.handle_bytes(conn, &mut buf, now);
+                    let mut layer = lock_layer(&layer);
+                    let published = core.broker.handle_bytes(conn, layer.inbound(&mut buf), now);
                     core.pump();
                     published
                 };
@@ -545,14 +564,21 @@ fn read_loop(shared: &Arc<Shared>, mut stream: TcpStream, conn: ConnId, peer: Op
 /// Writes whatever the broker queued for `conn` each time it is unparked; once the broker closes
 /// the connection (or the reader is done), flushes and shuts the socket down, which also ends
 /// the reader's blocking read.
-fn write_loop(shared: &Shared, mut stream: TcpStream, conn: ConnId, closing: &AtomicBool) {
+fn write_loop(
+    shared: &Shared,
+    mut stream: TcpStream,
+    layer: &Mutex<StreamLayer>,
+    conn: ConnId,
+    closing: &AtomicBool,
+) {
     loop {
         // `closing` is set under the lock after the output that goes with it was queued, so
         // reading both under the lock never leaves that output behind.
         let (chunks, closing) = {
             let mut core = shared.lock();
+            let output = core.broker.take_output(conn, shared.now());
             (
-                core.broker.take_output(conn, shared.now()),
+                lock_layer(layer).outbound(output),
                 closing.load(Ordering::Acquire),
             )
         };
@@ -570,6 +596,12 @@ fn write_loop(shared: &Shared, mut stream: TcpStream, conn: ConnId, closing: &At
         thread::park();
     }
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// A connection's layer; a thread that panicked holding it left nothing half-done that the
+/// other could trip on, as each use is one call.
+fn lock_layer(layer: &Mutex<StreamLayer>) -> MutexGuard<'_, StreamLayer> {
+    layer.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `write_all` for a list of chunks, in as few system calls as the kernel allows.
@@ -634,7 +666,7 @@ mod tests {
         let server = thread::spawn(move || {
             let unlimited = ConnectionRate::new(0);
             serve(
-                vec![(listener, addr)],
+                vec![((listener, addr), Transport::Tcp)],
                 4096,
                 unlimited,
                 config,

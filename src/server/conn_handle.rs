@@ -8,6 +8,7 @@ use std::cell::{Cell, RefCell};
 use mqtt_broker_shards::Io;
 use tokio::sync::Notify;
 
+use super::transport::StreamLayer;
 use crate::broker::{HandedOverConnect, ShardId};
 
 /// The runtime's side of one connection, shared by its reader task, its writer task and `pump`.
@@ -22,15 +23,18 @@ pub(super) struct ConnHandle<I: Io> {
     pub stop_reading: Notify,
     /// Set when the broker moves the client to another shard.
     pub hand_over: RefCell<Option<(ShardId, HandedOverConnect)>>,
+    /// The transport's layer, which both directions go through.
+    pub layer: RefCell<StreamLayer>,
 }
 
 impl<I: Io> ConnHandle<I> {
-    pub fn new(writer: I::Writer) -> Self {
+    pub fn new(writer: I::Writer, layer: StreamLayer) -> Self {
         ConnHandle {
             writer: RefCell::new(Some(writer)),
             closing: Cell::new(false),
             stop_reading: Notify::new(),
             hand_over: RefCell::new(None),
+            layer: RefCell::new(layer),
         }
     }
 }

@@ -22,6 +22,7 @@ use super::conn_handle::ConnHandle;
 use super::envelope::Envelope;
 use super::large_packets::{LargePacketTicket, LargePackets};
 use super::outputs::TICK;
+use super::transport::StreamLayer;
 use crate::broker::{Arrival, Broker, ConnId, HandedOverConnect, ShardId, Timestamp};
 use crate::protocol::decoder::{large_packet_growth, reserve_for_read};
 
@@ -64,6 +65,7 @@ enum ReadOutcome {
 pub(super) async fn read_loop<I: Io, H: Host<I>>(
     shard: Rc<H>,
     stream: I::Stream,
+    layer: StreamLayer,
     conn: ConnId,
     peer: Option<SocketAddr>,
     mut buf: BytesMut,
@@ -77,7 +79,7 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
     // The last read carried a PUBLISH: this connection adds load, so it is the one to slow down
     // when the shard is overloaded.
     let mut publishing = false;
-    let handle = Rc::new(ConnHandle::<I>::new(writer));
+    let handle = Rc::new(ConnHandle::<I>::new(writer, layer));
     shard.add_conn(conn, handle.clone());
     {
         let now = shard.now();
@@ -87,7 +89,8 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
             None => broker.handle_accepted(conn, peer, now),
         }
         if !buf.is_empty() {
-            publishing = broker.handle_bytes(conn, &mut buf, now);
+            let mut layer = handle.layer.borrow_mut();
+            publishing = broker.handle_bytes(conn, layer.inbound(&mut buf), now);
         }
     }
     shard.pump();
@@ -185,10 +188,11 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
                     arrival_noted = true;
                 }
                 let now = shard.now();
-                publishing = shard
-                    .broker()
-                    .borrow_mut()
-                    .handle_bytes(conn, &mut buf, now);
+                publishing = shard.broker().borrow_mut().handle_bytes(
+                    conn,
+                    handle.layer.borrow_mut().inbound(&mut buf),
+                    now,
+                );
                 large_packet.update(buf.capacity(), read_buffer_size);
                 shard.pump();
                 // On a readiness backend a read of a busy socket completes without waiting, so
@@ -354,6 +358,8 @@ fn hand_over<I: Io, H: Host<I>>(
     let envelope = Envelope::HandOver {
         conn,
         stream,
+        // The handle is dropped after this: the layer's state goes with the socket.
+        layer: handle.layer.replace(StreamLayer::Plain),
         connect,
         buffered,
     };
@@ -384,10 +390,11 @@ async fn write_loop<I: Io, H: Host<I>>(
     mut writer: I::Writer,
 ) {
     loop {
-        let chunks = shard.broker().borrow_mut().take_output(conn, shard.now());
-        if chunks.is_empty() {
+        let output = shard.broker().borrow_mut().take_output(conn, shard.now());
+        if output.is_empty() {
             break;
         }
+        let chunks = handle.layer.borrow_mut().outbound(output);
         for chunk in chunks {
             if let Err(error) = I::write_all(&mut writer, chunk).await {
                 debug!(?conn, %error, "write failed");

@@ -6,17 +6,19 @@
 
 use bytes::BytesMut;
 
+use super::transport::StreamLayer;
 use crate::broker::{ConnId, HandedOverConnect, ShardMessage};
 
 /// What shards send each other.
 pub enum Envelope {
     /// Work for the receiving shard's broker core.
     Broker(Vec<ShardMessage>),
-    /// A connection whose client lives on the receiving shard, with the bytes already read
-    /// after its CONNECT.
+    /// A connection whose client lives on the receiving shard, with its transport's state and
+    /// the bytes already read after its CONNECT.
     HandOver {
         conn: ConnId,
         stream: std::net::TcpStream,
+        layer: StreamLayer,
         connect: HandedOverConnect,
         buffered: BytesMut,
     },

@@ -1,4 +1,4 @@
-//! Binding the listening sockets. On Linux each shard gets its own listener on the same address
+//! Binding the listening sockets of the configured listeners. On Linux each shard gets its own listener on the same address
 //! (SO_REUSEPORT), so the kernel balances new connections over the shards with no shared accept
 //! queue. Elsewhere one listener per address serves, on shard 0, and connections reach their
 //! shards by hand-over.
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::info;
 
+use super::transport::{Listener, Transport};
 use super::ServerError;
 
 /// How long an address found in use is tried again at start. A broker killed a moment ago
@@ -17,14 +18,21 @@ use super::ServerError;
 /// milliseconds after the process is gone, and a supervisor restarts it sooner than that.
 const IN_USE_RETRY: Duration = Duration::from_secs(2);
 
-/// Listeners per address: one per shard where SO_REUSEPORT is available, else one.
+/// A bound listening socket and what its connections speak.
+pub(super) struct Bound {
+    pub socket: TcpListener,
+    pub transport: Transport,
+}
+
+/// Sockets per listener: one per shard where SO_REUSEPORT is available, else one.
 pub(super) fn bind_all(
-    addrs: &[SocketAddr],
+    listeners: &[Listener],
     shards: usize,
-) -> Result<Vec<Vec<TcpListener>>, ServerError> {
-    addrs
+) -> Result<Vec<Vec<Bound>>, ServerError> {
+    listeners
         .iter()
-        .map(|&requested| {
+        .map(|listener| {
+            let requested = listener.address;
             // SO_REUSEPORT would let this bind share a port with another broker of the same
             // user; bind once without it first, so a port in use fails as it should. The probe
             // never listens: a client that connected to it would be reset when it is dropped.
@@ -50,21 +58,29 @@ pub(super) fn bind_all(
                     group.push(bind_one(addr)?);
                 }
             }
-            Ok(group)
+            let transport = listener.transport;
+            Ok(group
+                .into_iter()
+                .map(|socket| Bound { socket, transport })
+                .collect())
         })
         .collect()
 }
 
-pub(super) fn local_addrs(listeners: &[Vec<TcpListener>]) -> Vec<SocketAddr> {
+/// Each listener's address (with the port picked for port 0) and transport.
+pub(super) fn local_addrs(listeners: &[Vec<Bound>]) -> Vec<(SocketAddr, Transport)> {
     listeners
         .iter()
-        .filter_map(|group| group.first()?.local_addr().ok())
+        .filter_map(|group| {
+            let first = group.first()?;
+            Some((first.socket.local_addr().ok()?, first.transport))
+        })
         .collect()
 }
 
 /// Which listeners each shard accepts on.
-pub(super) fn distribute(listeners: Vec<Vec<TcpListener>>, shards: usize) -> Vec<Vec<TcpListener>> {
-    let mut per_shard: Vec<Vec<TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
+pub(super) fn distribute(listeners: Vec<Vec<Bound>>, shards: usize) -> Vec<Vec<Bound>> {
+    let mut per_shard: Vec<Vec<Bound>> = (0..shards).map(|_| Vec::new()).collect();
     for group in listeners {
         for (shard, listener) in group.into_iter().enumerate() {
             per_shard[shard % shards].push(listener);

@@ -28,6 +28,7 @@ pub(crate) mod outputs;
 pub(crate) mod recovery;
 mod shard;
 pub(crate) mod shard_journal;
+pub(crate) mod transport;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -46,11 +47,13 @@ use crate::connection_rate::ConnectionRate;
 
 pub use envelope::Envelope;
 pub use mqtt_broker_persistence::Fsync;
+pub use transport::{Listener, Transport};
 
 /// What the server needs to know; built from the command line and config file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerOptions {
-    pub listen: Vec<SocketAddr>,
+    /// What to accept connections on; at least one.
+    pub listeners: Vec<Listener>,
     pub shards: usize,
     pub backend: Backend,
     pub pin_cores: bool,
@@ -70,7 +73,7 @@ impl Default for ServerOptions {
     /// the best event loop the kernel allows, data in `./data`.
     fn default() -> Self {
         ServerOptions {
-            listen: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
+            listeners: vec![Listener::default_tcp()],
             shards: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
             backend: Backend::Auto,
             pin_cores: true,
@@ -177,7 +180,7 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     // Each shard's core spends its share of the send buffer budget.
     options.broker.buffer_budget /= shard_count;
     let (store, starts) = recovery::open(&options.data_dir, &options.persistence, shard_count)?;
-    let listeners = listen::bind_all(&options.listen, shard_count)?;
+    let listeners = listen::bind_all(&options.listeners, shard_count)?;
     // Installed before announcing the address, so a signal sent as soon as a supervisor sees
     // "listening on" still shuts down gracefully.
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
@@ -185,8 +188,8 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
         let _ = stop_tx.send(());
     })
     .map_err(|error| ServerError::Signals(error.to_string()))?;
-    for addr in listen::local_addrs(&listeners) {
-        info!("listening on {addr}");
+    for (addr, transport) in listen::local_addrs(&listeners) {
+        info!(%transport, "listening on {addr}");
     }
     let shared = Arc::new(Shared {
         connection_rate: ConnectionRate::new(options.max_connection_rate),

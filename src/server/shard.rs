@@ -19,9 +19,11 @@ use super::conn_handle::ConnHandle;
 use super::connection::{self, Host};
 use super::envelope::Envelope;
 use super::large_packets::LargePackets;
+use super::listen::Bound;
 use super::outputs::{drain_outputs, Outputs, TICK};
 use super::recovery::{self, ShardStart};
 use super::shard_journal::ShardJournal;
+use super::transport::{StreamLayer, Transport};
 use super::Shared;
 use crate::broker::{Broker, ConnId, Event, ShardId, ShardMessage, Timestamp};
 
@@ -192,7 +194,7 @@ async fn pace<I: Io>(shard: Rc<Shard<I>>) {
 pub(super) async fn run<I: Io>(
     shared: Arc<Shared>,
     mesh: MeshEndpoint<Envelope>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Bound>,
     start: ShardStart,
 ) {
     let id = mesh.index();
@@ -232,9 +234,9 @@ pub(super) async fn run<I: Io>(
         handle_envelope(&shard, from, envelope);
     }
     I::spawn(durable_loop(shard.clone()));
-    for listener in listeners {
-        match I::listener(listener) {
-            Ok(listener) => I::spawn(accept_loop(shard.clone(), listener)),
+    for Bound { socket, transport } in listeners {
+        match I::listener(socket) {
+            Ok(listener) => I::spawn(accept_loop(shard.clone(), listener, transport)),
             Err(error) => warn!(shard = id, %error, "cannot register listener"),
         }
     }
@@ -242,7 +244,7 @@ pub(super) async fn run<I: Io>(
     timer_loop(&shard).await;
 }
 
-async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener) {
+async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener, transport: Transport) {
     loop {
         match I::accept(&listener).await {
             Ok((stream, peer)) => {
@@ -260,6 +262,7 @@ async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener) {
                 I::spawn(connection::read_loop(
                     shard.clone(),
                     stream,
+                    StreamLayer::new(transport),
                     conn,
                     Some(peer),
                     BytesMut::new(),
@@ -331,6 +334,7 @@ fn handle_envelope<I: Io>(shard: &Rc<Shard<I>>, from: ShardId, envelope: Envelop
             Envelope::HandOver {
                 conn,
                 stream,
+                layer,
                 connect,
                 buffered,
             } => {
@@ -339,6 +343,7 @@ fn handle_envelope<I: Io>(shard: &Rc<Shard<I>>, from: ShardId, envelope: Envelop
                     Ok(stream) => I::spawn(connection::read_loop(
                         shard.clone(),
                         stream,
+                        layer,
                         conn,
                         peer,
                         buffered,
