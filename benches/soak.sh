@@ -18,7 +18,7 @@
 #   QoS 2 dups    a QoS 2 subscriber given one message twice after its publisher got PUBREC: must
 #                 be 0. Duplicates of messages whose publisher had no PUBREC when the broker was
 #                 killed, and so sent them again, are reported beside it: the broker forwards a
-#                 QoS 2 message before it acknowledges it (see src/broker/persist/outbox.rs).
+#                 QoS 2 message before it acknowledges it (src/core/broker/persist/outbox.rs).
 #   retained      topics whose retained message differs from the last acknowledged operation;
 #                 takeovers whose previous connection the broker left open: must be 0.
 #   RSS           the final broker process's VmRSS once the load stopped and the subscribers

@@ -11,12 +11,18 @@
 //!   built from them; [`allocator`] the memory allocator the programs run on.
 //! - [`sync_server`]: the blocking comparison build: the same core with one shard behind a
 //!   mutex, one `std::net` thread per connection, for benchmarks against the sharded server.
+//!
+//! [`protocol`] and [`broker`] live in their own crate, `mqtt_broker_core` (`src/core/`), and
+//! are re-exported here so they read as modules of this one. The split is the point: that
+//! crate's manifest has no runtime, socket, thread or storage dependency, so the compiler
+//! checks that the codec and the core stay sans-IO while this crate wires in the runtimes
+//! (`mqtt_broker_shards`) and the journal (`mqtt_broker_persistence`).
 
 pub mod allocator;
 pub mod app;
-pub mod broker;
 pub mod connection_rate;
-pub mod protocol;
 pub mod server;
 pub mod settings;
 pub mod sync_server;
+
+pub use mqtt_broker_core::{broker, protocol};

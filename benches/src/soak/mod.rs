@@ -418,7 +418,7 @@ impl Outcome {
 
     /// QoS 2 duplicates whose publisher had no PUBREC when the broker was killed, and so sent
     /// the message again: the broker forwards a QoS 2 message before acknowledging it, and a
-    /// crash in between forgets it (the gap `src/broker/persist/outbox.rs` describes).
+    /// crash in between forgets it (the gap `src/core/broker/persist/outbox.rs` describes).
     /// Exactly once holds from the PUBREC on.
     pub fn qos2_duplicates_before_pubrec(&self) -> u64 {
         self.exactly_once_subscribers()

@@ -29,7 +29,7 @@ mod connection;
 mod core;
 mod handlers;
 mod inflight;
-pub(crate) mod limited_log;
+pub mod limited_log;
 mod message;
 pub mod persist;
 mod retained;
