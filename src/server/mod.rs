@@ -2,6 +2,8 @@
 //! runs the broker core on each. This is the thin adapter between `mqtt_broker_shards` (event
 //! loops, sockets, channels; no MQTT) and `crate::broker` (MQTT; no I/O).
 //!
+//! - `transport.rs`: the listeners (address and transport) and each connection's `StreamLayer`,
+//!   the sans-IO byte-stream layer between its socket and the core;
 //! - `listen.rs`: binding, with one SO_REUSEPORT listener per shard so the kernel spreads
 //!   accepts over the shards;
 //! - `shard.rs`: one shard's tasks (accept, inbox, timers) around its `Broker`;
@@ -16,7 +18,7 @@
 //!   it gives the core the time.
 //!
 //! `recovery.rs` and `shard_journal.rs` are the runtime's half of persistence, and the blocking
-//! build (`src/sync_server.rs`) runs on them and on `outputs.rs` too, so that both builds share
+//! build (`src/sync_server.rs`) runs on them and on `outputs.rs` and `transport.rs` too, so that both builds share
 //! one data directory format and one recovery.
 
 mod conn_handle;
