@@ -205,7 +205,7 @@ fn serve(
             })?
     };
     for ((listener, addr), transport) in listeners {
-        info!(%transport, "listening on {addr}");
+        info!("{transport} listening on {addr}");
         let shared = shared.clone();
         thread::Builder::new()
             .name("mqtt-accept".into())

@@ -25,7 +25,7 @@ pub enum Transport {
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Transport::Tcp => "mqtt",
+            Transport::Tcp => "MQTT over TCP",
         })
     }
 }
