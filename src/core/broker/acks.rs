@@ -195,14 +195,6 @@ impl Broker {
         self.acks.hold_on(conn);
     }
 
-    /// Whether a runtime should stop reading `conn` for now: it holds more acknowledgements
-    /// than any client that waits for them would let pile up.
-    pub fn wants_pause(&self, conn: ConnId) -> bool {
-        self.connections
-            .get(&conn)
-            .is_some_and(|connection| connection.held_acks.len() >= MAX_HELD_ACKS)
-    }
-
     /// A `ShardMessage::Publish` carrying `token` was handled from journal position `mark`:
     /// tells `from` once its deliveries here hold nothing back and (when acknowledgements wait
     /// for durability) the records they wrote are durable.

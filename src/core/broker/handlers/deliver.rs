@@ -14,6 +14,7 @@ use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
 use crate::broker::message::{Delivery, SharedMessage};
 use crate::broker::persist::{stored_subscription_ids, PersistRecord, QueuedFor};
+use crate::broker::routing::Route;
 use crate::broker::session::{Session, SessionId, Subscription};
 use crate::broker::time::Timestamp;
 use crate::broker::timers::Timer;
@@ -71,6 +72,36 @@ impl Broker {
             }
         }
         self.await_replies(ack, sent);
+    }
+
+    /// A message another shard routed here (`ShardMessage::Publish`): stored if retained, then
+    /// delivered as `route` says. A token in `ack` makes its origin wait for this shard's reply,
+    /// sent once the deliveries hold nothing back and what they journaled is durable.
+    pub(in crate::broker) fn deliver_from_shard(
+        &mut self,
+        from: ShardId,
+        message: &SharedMessage,
+        route: Route,
+        store_retained: bool,
+        ack: Option<u64>,
+        now: Timestamp,
+    ) {
+        let mark = self.journal_mark();
+        if store_retained {
+            self.store_retained(message);
+        }
+        let push_back = match ack {
+            Some(token) => PushBack::Hold(Hold {
+                origin: from,
+                token,
+            }),
+            None if message.template.qos != QoS::AtMostOnce => PushBack::Pace(from),
+            None => PushBack::Nobody,
+        };
+        self.deliver_local(message, route.deliver, Some(&route.groups), push_back, now);
+        if let Some(token) = ack {
+            self.reply_when_accepted(from, token, mark);
+        }
     }
 
     /// Delivers to this shard's sessions: ordinary subscribers when `deliver`, and one member of

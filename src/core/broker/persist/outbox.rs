@@ -65,6 +65,11 @@ impl Journal {
         self.outbox.push_back((self.last_seq, record));
     }
 
+    /// The oldest record not yet polled (`Broker::poll_persist`).
+    pub fn next_record(&mut self) -> Option<(u64, PersistRecord)> {
+        self.outbox.pop_front()
+    }
+
     /// Owes `to` its reply for `token` once the records up to `seq` are durable.
     pub fn defer_reply(&mut self, seq: u64, to: ShardId, token: u64) {
         self.replies.push_back((seq, to, token));
@@ -72,15 +77,9 @@ impl Journal {
 }
 
 impl Broker {
-    /// The next journal record, with its sequence number; drain after shard messages and before
-    /// events. Append them in order and report durability with [`Broker::handle_persisted`].
-    pub fn poll_persist(&mut self) -> Option<(u64, PersistRecord)> {
-        self.persist.outbox.pop_front()
-    }
-
-    /// Every record up to `up_to_seq` is durable: releases the acknowledgements and the replies
-    /// to other shards that were waiting for them.
-    pub fn handle_persisted(&mut self, up_to_seq: u64) {
+    /// Every record up to `up_to_seq` is durable (`Broker::handle_persisted`): sends the replies
+    /// to other shards and the acknowledgements that were waiting for it.
+    pub(in crate::broker) fn release_persisted(&mut self, up_to_seq: u64) {
         self.persist.persisted = self.persist.persisted.max(up_to_seq);
         while let Some(&(seq, shard, token)) = self.persist.replies.front() {
             if seq > self.persist.persisted {
@@ -90,11 +89,6 @@ impl Broker {
             self.send_to_shard(shard, ShardMessage::Accepted { token });
         }
         self.release_acks();
-    }
-
-    /// Highest `seq` reported durable.
-    pub fn persisted_seq(&self) -> u64 {
-        self.persist.persisted
     }
 
     /// The `seq` of the last record emitted; the journal position a handler starts from.

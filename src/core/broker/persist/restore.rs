@@ -50,19 +50,12 @@ pub struct RestoreSummary {
 }
 
 impl Broker {
-    /// This shard's persistent state: its journaled sessions and, on shard 0, the retained set.
-    /// Encoded as a snapshot it replaces every record this shard has emitted so far. A shard
-    /// that must not stop for the conversion takes [`Broker::capture_state`] instead and
-    /// converts it elsewhere; this is the same in one step.
-    pub fn snapshot_state(&self) -> ShardState {
-        self.capture_state().into_state()
-    }
-
-    /// Loads recovered state into a shard that has served nothing yet. Sessions not homed on
-    /// this shard are skipped (the runtime re-homes them first); subscriptions rebuild the trie
-    /// and the interest of the other shards (through the usual `Interest` shard messages).
-    /// Nothing is journaled: this state is on disk already.
-    pub fn restore(&mut self, state: ShardState, now: Timestamp) -> RestoreSummary {
+    /// Loads `state` into a shard that has served nothing yet (`Broker::restore`).
+    pub(in crate::broker) fn load_state(
+        &mut self,
+        state: ShardState,
+        now: Timestamp,
+    ) -> RestoreSummary {
         let mut summary = RestoreSummary::default();
         let mut messages: AHashMap<*const StoredMessage, Option<SharedMessage>> = AHashMap::new();
         // Sized once: grown entry by entry, maps of a hundred thousand sessions are rehashed
