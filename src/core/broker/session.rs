@@ -52,7 +52,7 @@ pub struct Session {
     pub outbound: OutboundQueue,
     /// Inbound QoS 2 identifiers whose PUBLISH was delivered and whose PUBREL has not arrived:
     /// a repeated PUBLISH with one of these ids is acknowledged but not delivered again. With
-    /// each, the token its first PUBREC waited on (`Broker::ack_token`), so a resend's PUBREC
+    /// each, the token its first PUBREC waited on (`Broker::wait_for_deliveries`), so a resend's PUBREC
     /// waits for the same shards; `None` when nothing was held (or after a restart).
     pub awaiting_pubrel: AHashMap<u16, Option<u64>>,
     pub delayed_will: Option<DelayedWill>,

@@ -9,6 +9,7 @@ use bytestring::ByteString;
 use tracing::warn;
 
 use crate::broker::ack_holds::{Hold, PushBack};
+use crate::broker::acks::AckGuard;
 use crate::broker::boundary::{ConnId, ShardId, ShardMessage};
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
@@ -22,14 +23,14 @@ use crate::protocol::QoS;
 
 impl Broker {
     /// Publishes a message that entered the broker on this shard (a client's PUBLISH or a will).
-    /// `ack` (see `Broker::ack_token`) goes with the copies sent to shards that need it
-    /// (`Broker::token_for`), so the publisher's acknowledgement waits until they have taken the
-    /// message in.
+    /// The token of the publisher's acknowledgement, `ack` (see `Broker::wait_for_deliveries`),
+    /// goes with the copies sent to shards that need it (`Broker::token_for`) and the guard
+    /// counts them, so the acknowledgement waits until they have taken the message in.
     pub(in crate::broker) fn route(
         &mut self,
         message: SharedMessage,
         now: Timestamp,
-        ack: Option<u64>,
+        ack: Option<&mut AckGuard>,
     ) {
         let retain = message.template.retain && self.config.retain_available;
         // A retained message outlives the receive buffer it was read into: detach it once here,
@@ -41,15 +42,15 @@ impl Broker {
         } else {
             message
         };
-        let push_back = ack.map_or(PushBack::Nobody, |token| {
+        let token = ack.as_ref().and_then(|ack| ack.token());
+        let push_back = token.map_or(PushBack::Nobody, |token| {
             PushBack::Hold(Hold {
                 origin: self.shard,
                 token,
             })
         });
         if self.shard_count == 1 {
-            self.deliver_local(&message, true, None, push_back, now);
-            return self.await_replies(ack, 0);
+            return self.deliver_local(&message, true, None, push_back, now);
         }
         let routes = self
             .interest
@@ -59,38 +60,40 @@ impl Broker {
             if shard == self.shard {
                 self.deliver_local(&message, route.deliver, Some(&route.groups), push_back, now);
             } else if route.deliver || !route.groups.is_empty() || retain {
-                let ack = self.token_for(shard, ack, now);
+                let token = self.token_for(shard, token, now);
                 let batch_item = ShardMessage::Publish {
                     message: message.clone(),
                     deliver: route.deliver,
                     groups: route.groups,
                     store_retained: retain,
-                    ack,
+                    ack: token,
                 };
                 self.send_to_shard(shard, batch_item);
-                sent += usize::from(ack.is_some());
+                sent += usize::from(token.is_some());
             }
         }
-        self.await_replies(ack, sent);
+        if let Some(ack) = ack {
+            ack.add_replies(sent);
+        }
     }
 
     /// A message another shard routed here (`ShardMessage::Publish`): stored if retained, then
-    /// delivered as `route` says. A token in `ack` makes its origin wait for this shard's reply,
-    /// sent once the deliveries hold nothing back and what they journaled is durable.
+    /// delivered as `route` says. A `token` makes its origin wait for this shard's reply, sent
+    /// once the deliveries hold nothing back and what they journaled is durable.
     pub(in crate::broker) fn deliver_from_shard(
         &mut self,
         from: ShardId,
         message: &SharedMessage,
         route: Route,
         store_retained: bool,
-        ack: Option<u64>,
+        token: Option<u64>,
         now: Timestamp,
     ) {
-        let mark = self.journal_mark();
+        let ack = self.start_ack();
         if store_retained {
             self.store_retained(message);
         }
-        let push_back = match ack {
+        let push_back = match token {
             Some(token) => PushBack::Hold(Hold {
                 origin: from,
                 token,
@@ -99,8 +102,8 @@ impl Broker {
             None => PushBack::Nobody,
         };
         self.deliver_local(message, route.deliver, Some(&route.groups), push_back, now);
-        if let Some(token) = ack {
-            self.reply_when_accepted(from, token, mark);
+        if let Some(token) = token {
+            self.reply_when_accepted(from, token, ack);
         }
     }
 

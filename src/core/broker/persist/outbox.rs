@@ -91,11 +91,6 @@ impl Broker {
         self.release_acks();
     }
 
-    /// The `seq` of the last record emitted; the journal position a handler starts from.
-    pub(in crate::broker) fn journal_mark(&self) -> u64 {
-        self.persist.last_seq
-    }
-
     pub(in crate::broker) fn journal(&mut self, record: PersistRecord) {
         if self.persist.enabled {
             self.persist.push(record);
