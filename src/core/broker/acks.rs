@@ -212,7 +212,7 @@ impl Broker {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        if seq > self.persist.persisted || !connection.held_pubrels.is_empty() {
+        if !self.persist.is_durable(seq) || !connection.held_pubrels.is_empty() {
             connection.held_pubrels.push_back((seq, packet));
             self.acks.hold_on(conn);
         } else {
@@ -270,7 +270,7 @@ impl Broker {
     }
 
     fn reply_after(&mut self, seq: u64, to: ShardId, token: u64) {
-        if self.persist.hold_acks && seq > self.persist.persisted {
+        if self.persist.hold_acks && !self.persist.is_durable(seq) {
             self.persist.defer_reply(seq, to, token);
         } else {
             self.send_to_shard(to, ShardMessage::Accepted { token });
@@ -303,7 +303,7 @@ impl Broker {
             ready.extend(connection.held_acks.pop_front().map(|ack| ack.packet));
         }
         while let Some((seq, _)) = connection.held_pubrels.front() {
-            if *seq > self.persist.persisted {
+            if !self.persist.is_durable(*seq) {
                 break;
             }
             ready.extend(

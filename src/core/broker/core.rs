@@ -24,7 +24,7 @@ use super::limited_log::LimitedLog;
 use super::persist::{Journal, PersistRecord, RestoreSummary, ShardState, StateCapture};
 use super::retained::Retained;
 use super::routing::{Interest, Route, Subscriber};
-use super::session::{Session, SessionId, Subscription};
+use super::session::{Sessions, Subscription};
 use super::time::Timestamp;
 use super::timers::{Timer, Timers};
 use super::topic::SubscriptionTrie;
@@ -65,12 +65,10 @@ pub struct Broker {
     pub(super) config: Config,
     pub(super) shard: ShardId,
     pub(super) shard_count: usize,
-    // Boxed: tables keep the capacity of their busiest moment, and an empty slot then costs a
-    // pointer instead of a whole connection or session.
+    // Boxed: the table keeps the capacity of its busiest moment, and an empty slot then costs
+    // a pointer instead of a whole connection.
     pub(super) connections: AHashMap<ConnId, Box<Connection>>,
-    pub(super) sessions: AHashMap<SessionId, Box<Session>>,
-    pub(super) client_ids: AHashMap<ByteString, SessionId>,
-    next_session: u64,
+    pub(super) sessions: Sessions,
     /// Exact subscriptions of this shard's sessions.
     pub(super) subscriptions: SubscriptionTrie<Subscriber, Subscription>,
     /// Which shards (this one included) want which filters; kept only with more than one shard,
@@ -119,9 +117,7 @@ impl Broker {
             shard,
             shard_count: shard_count.max(1),
             connections: AHashMap::new(),
-            sessions: AHashMap::new(),
-            client_ids: AHashMap::new(),
-            next_session: 0,
+            sessions: Sessions::default(),
             subscriptions: SubscriptionTrie::new(),
             interest: Interest::new(shard),
             retained: Retained::default(),
@@ -489,10 +485,5 @@ impl Broker {
         };
         self.output_bytes -= connection.send_buffer.len();
         true
-    }
-
-    pub(super) fn new_session_id(&mut self) -> SessionId {
-        self.next_session += 1;
-        SessionId(self.next_session)
     }
 }

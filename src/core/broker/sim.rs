@@ -457,7 +457,7 @@ impl Sim {
         for (shard, broker) in self.shards.iter().enumerate() {
             note(shard, "connections", broker.connections.len());
             note(shard, "sessions", broker.sessions.len());
-            note(shard, "client ids", broker.client_ids.len());
+            note(shard, "client ids", broker.sessions.client_id_count());
             note(shard, "subscriptions", broker.subscriptions.len());
             note(shard, "bytes of output", broker.output_bytes);
             note(shard, "held acknowledgements", broker.acks.len());

@@ -513,11 +513,7 @@ impl Broker {
             if delivery.qos == QoS::AtMostOnce || matches!(admission, Admission::Drop) {
                 continue;
             }
-            let Some(session) = self
-                .sessions
-                .get_mut(session_id)
-                .filter(|session| session.journaled)
-            else {
+            let Some(session) = self.sessions.journaled_mut(session_id) else {
                 continue;
             };
             delivery.id = session.next_delivery;

@@ -114,11 +114,10 @@ impl Broker {
         self.journal_session(session_id, |client_id| PersistRecord::SessionEnded {
             client_id,
         });
-        let Some(mut session) = self.sessions.remove(&session_id) else {
+        let Some(mut session) = self.sessions.remove(session_id) else {
             return;
         };
         self.release_holds(session.outbound.take_holds());
-        self.client_ids.remove(&session.client_id);
         let orphans = shared_orphans(&session);
         for (filter, _) in session.subscriptions_mut().drain() {
             self.remove_subscription_entry(session_id, &filter);

@@ -70,6 +70,11 @@ impl Journal {
         self.outbox.pop_front()
     }
 
+    /// Whether the record `seq` (and every earlier one) is durable.
+    pub fn is_durable(&self, seq: u64) -> bool {
+        seq <= self.persisted
+    }
+
     /// Owes `to` its reply for `token` once the records up to `seq` are durable.
     pub fn defer_reply(&mut self, seq: u64, to: ShardId, token: u64) {
         self.replies.push_back((seq, to, token));
@@ -82,7 +87,7 @@ impl Broker {
     pub(in crate::broker) fn release_persisted(&mut self, up_to_seq: u64) {
         self.persist.persisted = self.persist.persisted.max(up_to_seq);
         while let Some(&(seq, shard, token)) = self.persist.replies.front() {
-            if seq > self.persist.persisted {
+            if !self.persist.is_durable(seq) {
                 break;
             }
             self.persist.replies.pop_front();
@@ -106,7 +111,7 @@ impl Broker {
         if !self.persist.enabled {
             return;
         }
-        if let Some(session) = self.sessions.get(&session).filter(|s| s.journaled) {
+        if let Some(session) = self.sessions.journaled_mut(&session) {
             let record = make(session.client_id.to_string());
             self.persist.push(record);
         }
