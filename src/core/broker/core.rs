@@ -19,7 +19,7 @@ use super::ack_holds::AckHolds;
 use super::acks::MAX_HELD_ACKS;
 use super::boundary::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 use super::config::Config;
-use super::connection::{Connection, Phase};
+use super::connection::{Connection, Connections, Phase};
 use super::limited_log::LimitedLog;
 use super::persist::{Journal, PersistRecord, RestoreSummary, ShardState, StateCapture};
 use super::retained::Retained;
@@ -65,9 +65,7 @@ pub struct Broker {
     pub(super) config: Config,
     pub(super) shard: ShardId,
     pub(super) shard_count: usize,
-    // Boxed: the table keeps the capacity of its busiest moment, and an empty slot then costs
-    // a pointer instead of a whole connection.
-    pub(super) connections: AHashMap<ConnId, Box<Connection>>,
+    pub(super) connections: Connections,
     pub(super) sessions: Sessions,
     /// Exact subscriptions of this shard's sessions.
     pub(super) subscriptions: SubscriptionTrie<Subscriber, Subscription>,
@@ -77,10 +75,6 @@ pub struct Broker {
     pub(super) retained: Retained,
     pub(super) timers: Timers,
     events: VecDeque<Event>,
-    /// Bytes in all connections' send buffers (`unsent_output`).
-    pub(super) output_bytes: usize,
-    /// Connections with output not yet announced through `poll_transmit`.
-    writable: VecDeque<ConnId>,
     /// Per destination shard, messages not yet taken by `poll_shard_messages`.
     shard_outbox: Vec<Vec<ShardMessage>>,
     /// Connections on all shards together, for the connection limit.
@@ -116,15 +110,13 @@ impl Broker {
         Broker {
             shard,
             shard_count: shard_count.max(1),
-            connections: AHashMap::new(),
+            connections: Connections::default(),
             sessions: Sessions::default(),
             subscriptions: SubscriptionTrie::new(),
             interest: Interest::new(shard),
             retained: Retained::default(),
             timers,
             events: VecDeque::new(),
-            output_bytes: 0,
-            writable: VecDeque::new(),
             shard_outbox: (0..shard_count.max(1)).map(|_| Vec::new()).collect(),
             connection_count,
             share_cursors: AHashMap::new(),
@@ -170,7 +162,7 @@ impl Broker {
     pub fn handle_accepted(&mut self, conn: ConnId, peer: Option<SocketAddr>, now: Timestamp) {
         self.connection_count.fetch_add(1, Ordering::Relaxed);
         let connection = Connection::new(self.config.max_connect_packet_size, peer, now);
-        self.connections.insert(conn, Box::new(connection));
+        self.connections.insert(conn, connection);
         // Until CONNECT arrives, the keepalive timer is the connect timeout.
         self.timers
             .schedule(now + self.config.connect_timeout, Timer::KeepAlive(conn));
@@ -189,7 +181,7 @@ impl Broker {
         let mut connection = Connection::new(self.config.max_connect_packet_size, peer, now);
         connection.decoder =
             crate::protocol::Decoder::client(connect.protocol, self.config.max_packet_size);
-        self.connections.insert(conn, Box::new(connection));
+        self.connections.insert(conn, connection);
         self.handle_connect(conn, connect, arrived, now);
     }
 
@@ -218,7 +210,7 @@ impl Broker {
     pub fn handle_closed(&mut self, conn: ConnId, now: Timestamp) {
         self.end_connection(conn, now);
         self.release_slot(conn);
-        self.forget_connection(conn);
+        self.connections.remove(conn);
     }
 
     /// Runs every timer due at `now`.
@@ -275,8 +267,7 @@ impl Broker {
     /// Graceful shutdown: v5 clients are told the server is shutting down, everyone is closed.
     /// Wills are not published: the clients did nothing wrong and the subscribers are leaving too.
     pub fn shutdown(&mut self, now: Timestamp) {
-        let ids: Vec<ConnId> = self.connections.keys().copied().collect();
-        for conn in ids {
+        for conn in self.connections.ids() {
             if let Some(connection) = self.connections.get_mut(&conn) {
                 connection.disconnected_normally = true;
             }
@@ -288,15 +279,7 @@ impl Broker {
 
     /// The next connection that has bytes to send; take them with [`Broker::take_output`].
     pub fn poll_transmit(&mut self) -> Option<ConnId> {
-        while let Some(conn) = self.writable.pop_front() {
-            if let Some(connection) = self.connections.get_mut(&conn) {
-                connection.announced = false;
-                if !connection.send_buffer.is_empty() {
-                    return Some(conn);
-                }
-            }
-        }
-        None
+        self.connections.next_writable()
     }
 
     /// Everything waiting to be sent on `conn`, in order, as chunks to write one after another.
@@ -305,12 +288,10 @@ impl Broker {
     /// Taking it makes room for retained messages still owed to the connection, which are
     /// queued at once: a writer calls this until it comes back empty.
     pub fn take_output(&mut self, conn: ConnId, now: Timestamp) -> Vec<Bytes> {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some((output, session)) = self.connections.take_output(conn) else {
             return Vec::new();
         };
-        self.output_bytes -= connection.send_buffer.len();
-        let output = connection.send_buffer.take();
-        if let Some(session_id) = connection.session() {
+        if let Some(session_id) = session {
             self.resume_retained(session_id, now);
         }
         output
@@ -319,14 +300,12 @@ impl Broker {
     /// Bytes in the send buffers of all of this shard's connections, which a runtime has not
     /// taken yet: with what its writers still hold, the memory output costs.
     pub fn unsent_output(&self) -> usize {
-        self.output_bytes
+        self.connections.unsent()
     }
 
     /// Bytes waiting to be sent on `conn`.
     pub fn pending_output(&self, conn: ConnId) -> usize {
-        self.connections
-            .get(&conn)
-            .map_or(0, |connection| connection.send_buffer.len())
+        self.connections.pending(conn)
     }
 
     /// Whether a runtime should stop reading `conn` for now: it holds more acknowledgements
@@ -397,27 +376,13 @@ impl Broker {
 impl Broker {
     /// Queues a packet the broker built for `conn`.
     pub(super) fn send(&mut self, conn: ConnId, packet: Packet) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return;
-        };
-        let before = connection.send_buffer.len();
-        if let Err(error) = connection
-            .send_buffer
-            .push_packet(&packet, connection.version)
-        {
+        let encoded = self.connections.write(conn, |connection| {
+            connection
+                .send_buffer
+                .push_packet(&packet, connection.version)
+        });
+        if let Some(Err(error)) = encoded {
             warn!(?conn, %error, ?packet, "could not encode a packet the broker built");
-            return;
-        }
-        self.output_bytes += connection.send_buffer.len() - before;
-        self.mark_writable(conn);
-    }
-
-    pub(super) fn mark_writable(&mut self, conn: ConnId) {
-        if let Some(connection) = self.connections.get_mut(&conn) {
-            if !connection.announced {
-                connection.announced = true;
-                self.writable.push_back(conn);
-            }
         }
     }
 
@@ -445,7 +410,7 @@ impl Broker {
     /// Closes without a DISCONNECT: detaches the session now and asks the runtime to close once
     /// pending output is written.
     pub(super) fn close(&mut self, conn: ConnId, now: Timestamp) {
-        if !self.connections.contains_key(&conn) {
+        if !self.connections.contains(conn) {
             return;
         }
         self.end_connection(conn, now);
@@ -461,7 +426,7 @@ impl Broker {
         connect: Box<crate::protocol::Connect>,
         arrived: Arrival,
     ) {
-        self.forget_connection(conn);
+        self.connections.remove(conn);
         self.events.push_back(Event::HandOver {
             conn,
             shard,
@@ -476,14 +441,5 @@ impl Broker {
                 self.connection_count.fetch_sub(1, Ordering::Relaxed);
             }
         }
-    }
-
-    /// Removes a connection, with whatever output it had not sent; false if it was unknown.
-    fn forget_connection(&mut self, conn: ConnId) -> bool {
-        let Some(connection) = self.connections.remove(&conn) else {
-            return false;
-        };
-        self.output_bytes -= connection.send_buffer.len();
-        true
     }
 }

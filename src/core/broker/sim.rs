@@ -459,7 +459,7 @@ impl Sim {
             note(shard, "sessions", broker.sessions.len());
             note(shard, "client ids", broker.sessions.client_id_count());
             note(shard, "subscriptions", broker.subscriptions.len());
-            note(shard, "bytes of output", broker.output_bytes);
+            note(shard, "bytes of output", broker.connections.unsent());
             note(shard, "held acknowledgements", broker.acks.len());
             note(
                 shard,

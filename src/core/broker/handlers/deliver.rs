@@ -317,7 +317,7 @@ impl Broker {
             Admission::Send if delivery.qos == QoS::AtMostOnce => {
                 let conn = session.connection;
                 let backlog = conn.map(|conn| self.pending_output(conn));
-                let limit = if self.output_bytes > self.config.buffer_budget {
+                let limit = if self.connections.unsent() > self.config.buffer_budget {
                     TIGHT_OUTBOUND_BUFFER
                 } else {
                     self.config.max_outbound_buffer
@@ -564,30 +564,28 @@ impl Broker {
         dup: bool,
         now: Timestamp,
     ) -> bool {
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return false;
-        };
-        let Some(publish) = delivery.to_publish(connection.version, packet_id, dup, now) else {
-            self.stats.expired_dropped += 1;
-            return false;
-        };
-        let fits = publish
-            .encoded_len(connection.version)
-            .is_ok_and(|len| len <= connection.max_packet_size);
-        let before = connection.send_buffer.len();
-        if !fits
-            || connection
-                .send_buffer
-                .push_publish(&publish, connection.version)
-                .is_err()
-        {
-            self.stats.too_large_dropped += 1;
-            return false;
-        }
-        self.output_bytes += connection.send_buffer.len() - before;
-        self.stats.publishes_sent += 1;
-        self.mark_writable(conn);
-        true
+        let stats = &mut self.stats;
+        let written = self.connections.write(conn, |connection| {
+            let Some(publish) = delivery.to_publish(connection.version, packet_id, dup, now) else {
+                stats.expired_dropped += 1;
+                return false;
+            };
+            let fits = publish
+                .encoded_len(connection.version)
+                .is_ok_and(|len| len <= connection.max_packet_size);
+            if !fits
+                || connection
+                    .send_buffer
+                    .push_publish(&publish, connection.version)
+                    .is_err()
+            {
+                stats.too_large_dropped += 1;
+                return false;
+            }
+            stats.publishes_sent += 1;
+            true
+        });
+        written.unwrap_or(false)
     }
 }
 
