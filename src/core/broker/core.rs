@@ -96,6 +96,8 @@ pub struct Broker {
     pub(super) retained_full_log: LimitedLog,
 }
 
+// ----- the front door: every method a runtime calls -------------------------------------
+
 impl Broker {
     /// A shard's core. `connection_count` is shared by all shards of the process.
     pub fn new(

@@ -2,7 +2,8 @@
 //! QoS 1/2 state and queue, inbound QoS 2 identifiers awaiting PUBREL, and a delayed will.
 //!
 //! Sessions live on their client id's home shard only, so a session has exactly one owner and
-//! takeover never races across threads.
+//! takeover never races across threads. A shard finds its sessions by id and by client id in
+//! one [`Sessions`] table, which keeps the two in step.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
