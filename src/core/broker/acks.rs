@@ -26,6 +26,10 @@
 //! by the publishers' windows, and a runtime pauses reading a connection whose held
 //! acknowledgements pile up beyond any honest window (`Broker::wants_pause`).
 //!
+//! Every handler whose answer this may hold takes an [`AckGuard`] when it starts and consumes
+//! it by answering, so what an acknowledgement waits for is one value, and no path sends one
+//! without it.
+//!
 //! A subscriber that stops reading altogether must not stall its publishers for good: once it
 //! has made no progress for `Config::stall_timeout`, its holds are released and further messages
 //! beyond its queue limit are dropped for it alone, counted and logged (`handlers/deliver.rs`).
@@ -44,11 +48,72 @@ use crate::protocol::Packet;
 /// that ignores acknowledgements altogether would otherwise make the broker buffer without end.
 pub const MAX_HELD_ACKS: usize = 1024;
 
+/// What the acknowledgement of the packet a handler works on must wait for, taken when the
+/// handler starts ([`Broker::start_ack`]), carried along while it journals, queues and forwards,
+/// and consumed by sending that acknowledgement: [`Broker::acknowledge`], [`Broker::send_pubrel`]
+/// or, for a message from another shard, [`Broker::reply_when_accepted`]. Each sends at once
+/// or holds the answer until what it waits for is done, so no path can answer early.
+#[must_use = "an acknowledgement guard is consumed by sending the acknowledgement"]
+#[derive(Debug)]
+pub(in crate::broker) struct AckGuard {
+    /// The journal position the handler started from: with acknowledgements after
+    /// durability, the answer waits for every record written since.
+    mark: u64,
+    /// A QoS 1/2 PUBLISH's token ([`Broker::wait_for_deliveries`]): the answer also waits for
+    /// the other shards that got it and for room in full queues.
+    token: Option<u64>,
+    /// How many other shards the message went to with `token`, each owing a reply.
+    replies: usize,
+    /// A QoS 2 PUBLISH's `InboundPending` record, `(session, packet identifier)`, written once
+    /// the routing's own records are (see [`Broker::journal_inbound_pending`]).
+    inbound: Option<(SessionId, u16)>,
+}
+
+impl AckGuard {
+    /// The token, to send along with the message.
+    pub(in crate::broker) fn token(&self) -> Option<u64> {
+        self.token
+    }
+
+    /// The message went to `shards` other shards with the token.
+    pub(in crate::broker) fn add_replies(&mut self, shards: usize) {
+        self.replies += shards;
+    }
+
+    /// The `InboundPending` record of a QoS 2 PUBLISH, journaled when the guard is consumed.
+    pub(in crate::broker) fn journal_inbound(&mut self, session: SessionId, packet_id: u16) {
+        self.inbound = Some((session, packet_id));
+    }
+
+    /// A QoS 2 PUBLISH resent before its PUBREL, which is not routed again: its PUBREC waits
+    /// for its first routing, which may have been held when the connection it came on was lost:
+    /// every record journaled so far (mark 0), and the other shards it reached (`first`, the
+    /// first copy's token, set up long since).
+    pub(in crate::broker) fn resend_of(self, first: Option<u64>) -> AckGuard {
+        AckGuard {
+            mark: 0,
+            token: first,
+            ..self
+        }
+    }
+}
+
 impl Broker {
-    /// A token for a QoS 1/2 PUBLISH, whose acknowledgement may wait on other shards and on
-    /// queue room.
-    pub(in crate::broker) fn ack_token(&mut self, conn: ConnId) -> u64 {
-        self.acks.new_token(conn)
+    /// The guard of a handler whose answer waits for what the handler journals; taken before
+    /// it changes anything.
+    pub(in crate::broker) fn start_ack(&self) -> AckGuard {
+        AckGuard {
+            mark: self.persist.last_seq,
+            token: None,
+            replies: 0,
+            inbound: None,
+        }
+    }
+
+    /// A QoS 1/2 PUBLISH from `conn` about to be routed: its acknowledgement also waits for
+    /// other shards and for queue room, through a new token.
+    pub(in crate::broker) fn wait_for_deliveries(&mut self, ack: &mut AckGuard, conn: ConnId) {
+        ack.token = Some(self.acks.new_token(conn));
     }
 
     /// The token to send with a message for `shard`: only while acknowledgements wait for that
@@ -73,14 +138,6 @@ impl Broker {
     pub(in crate::broker) fn request_pacing(&mut self, origin: ShardId, now: Timestamp) {
         if origin != self.shard && self.acks.should_request_pacing(origin, now) {
             self.send_to_shard(origin, ShardMessage::Pace);
-        }
-    }
-
-    /// `token` went to `shards` other shards: its acknowledgement waits for that many replies.
-    /// Ends the token's setup: with nothing to wait for, it is forgotten at once.
-    pub(in crate::broker) fn await_replies(&mut self, token: Option<u64>, shards: usize) {
-        if let Some(token) = token {
-            self.acks.expect(token, shards);
         }
     }
 
@@ -133,12 +190,7 @@ impl Broker {
     /// own records of it durable (after this shard's, being later in its journal): a crash then
     /// leaves either the whole routing, or no record and a resend that routes the message
     /// again, never a record whose resend is dropped while another shard lost its copy.
-    pub(in crate::broker) fn journal_inbound_pending(
-        &mut self,
-        session: SessionId,
-        packet_id: u16,
-        token: Option<u64>,
-    ) {
+    fn journal_inbound_pending(&mut self, session: SessionId, packet_id: u16, token: Option<u64>) {
         let deferred = self.persist.hold_acks
             && token.is_some_and(|token| self.acks.defer_inbound(token, session, packet_id));
         if deferred {
@@ -150,17 +202,17 @@ impl Broker {
         });
     }
 
-    /// Sends PUBREL for a PUBREC whose handling began at journal position `mark`: at once, or
-    /// (when acknowledgements wait for durability) once the record of that PUBREC is durable.
+    /// Sends PUBREL for the PUBREC `ack` was taken for: at once, or (when acknowledgements wait
+    /// for durability) once the record of that PUBREC is durable.
     /// Once PUBREL is out the message must never be sent again (§4.3.3); after a crash without
     /// the record, the restored session would send the PUBLISH once more. PUBRELs keep their
     /// order among themselves (MQTT-4.6.0-3), and only that.
-    pub(in crate::broker) fn send_pubrel(&mut self, conn: ConnId, packet: Packet, mark: u64) {
-        let seq = self.persist.awaited_since(mark);
+    pub(in crate::broker) fn send_pubrel(&mut self, conn: ConnId, packet: Packet, ack: AckGuard) {
+        let seq = self.persist.awaited_since(ack.mark);
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        if seq > self.persist.persisted || !connection.held_pubrels.is_empty() {
+        if !self.persist.is_durable(seq) || !connection.held_pubrels.is_empty() {
             connection.held_pubrels.push_back((seq, packet));
             self.acks.hold_on(conn);
         } else {
@@ -168,22 +220,29 @@ impl Broker {
         }
     }
 
-    /// Sends PUBACK, PUBREC, PUBCOMP, SUBACK or UNSUBACK for a packet whose handling began at
-    /// journal position `mark`: at once, or once what it wrote is durable (when acknowledgements
-    /// wait for durability) and `token` waits for nothing, and never before an earlier held one
-    /// on the same connection.
-    pub(in crate::broker) fn send_ack(
-        &mut self,
-        conn: ConnId,
-        packet: Packet,
-        mark: u64,
-        token: Option<u64>,
-    ) {
-        let seq = self.persist.awaited_since(mark);
+    /// Sends PUBACK, PUBREC, PUBCOMP, SUBACK or UNSUBACK for the packet `ack` was taken for:
+    /// at once, or once what its handling journaled is durable (when acknowledgements wait for
+    /// durability) and its token waits for nothing, and never before an earlier held one on
+    /// the same connection.
+    pub(in crate::broker) fn acknowledge(&mut self, conn: ConnId, packet: Packet, ack: AckGuard) {
+        let AckGuard {
+            mark,
+            token,
+            replies,
+            inbound,
+        } = ack;
         if let Some(token) = token {
+            // The token's setup ends: with nothing to wait for, it is forgotten at once. (A
+            // resend's token was set up by its first copy: expecting no more changes nothing.)
+            self.acks.expect(token, replies);
             // A QoS 2 resend may come on a new connection: its PUBREC is the one to release.
             self.acks.move_to(token, conn);
         }
+        if let Some((session, packet_id)) = inbound {
+            // After the routing's own records, so that its durability implies theirs.
+            self.journal_inbound_pending(session, packet_id, token);
+        }
+        let seq = self.persist.awaited_since(mark);
         let ack = HeldAck { packet, seq, token };
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
@@ -195,26 +254,23 @@ impl Broker {
         self.acks.hold_on(conn);
     }
 
-    /// Whether a runtime should stop reading `conn` for now: it holds more acknowledgements
-    /// than any client that waits for them would let pile up.
-    pub fn wants_pause(&self, conn: ConnId) -> bool {
-        self.connections
-            .get(&conn)
-            .is_some_and(|connection| connection.held_acks.len() >= MAX_HELD_ACKS)
-    }
-
-    /// A `ShardMessage::Publish` carrying `token` was handled from journal position `mark`:
-    /// tells `from` once its deliveries here hold nothing back and (when acknowledgements wait
-    /// for durability) the records they wrote are durable.
-    pub(in crate::broker) fn reply_when_accepted(&mut self, from: ShardId, token: u64, mark: u64) {
-        let seq = self.persist.awaited_since(mark);
+    /// A `ShardMessage::Publish` carrying `token` was handled under `ack`: tells `from` once
+    /// its deliveries here hold nothing back and (when acknowledgements wait for durability)
+    /// the records they wrote are durable.
+    pub(in crate::broker) fn reply_when_accepted(
+        &mut self,
+        from: ShardId,
+        token: u64,
+        ack: AckGuard,
+    ) {
+        let seq = self.persist.awaited_since(ack.mark);
         if !self.acks.defer_remote_reply(from, token, seq) {
             self.reply_after(seq, from, token);
         }
     }
 
     fn reply_after(&mut self, seq: u64, to: ShardId, token: u64) {
-        if self.persist.hold_acks && seq > self.persist.persisted {
+        if self.persist.hold_acks && !self.persist.is_durable(seq) {
             self.persist.defer_reply(seq, to, token);
         } else {
             self.send_to_shard(to, ShardMessage::Accepted { token });
@@ -247,7 +303,7 @@ impl Broker {
             ready.extend(connection.held_acks.pop_front().map(|ack| ack.packet));
         }
         while let Some((seq, _)) = connection.held_pubrels.front() {
-            if *seq > self.persist.persisted {
+            if !self.persist.is_durable(*seq) {
                 break;
             }
             ready.extend(

@@ -1,14 +1,17 @@
 //! Per-connection state: what belongs to one network connection and dies with it (decoder,
 //! send buffer, keepalive, inbound topic aliases, the will of this connection), as opposed to the
-//! session, which may outlive it.
+//! session, which may outlive it; and the table of a shard's connections, which keeps count of
+//! the output their send buffers hold and of which have output to announce.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ahash::AHashMap;
+use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::boundary::Arrival;
+use super::boundary::{Arrival, ConnId};
 use super::retained_backlog::RetainedBacklog;
 use super::send_buffer::SendBuffer;
 use super::session::SessionId;
@@ -121,5 +124,102 @@ impl Connection {
             Phase::Connected(session) => Some(session),
             _ => None,
         }
+    }
+}
+
+/// This shard's connections, with the bytes all their send buffers hold together and the
+/// connections whose output `Broker::poll_transmit` has not announced yet.
+// Boxed: the table keeps the capacity of its busiest moment, and an empty slot then costs a
+// pointer instead of a whole connection.
+#[derive(Debug, Default)]
+pub struct Connections {
+    by_id: AHashMap<ConnId, Box<Connection>>,
+    unsent: usize,
+    writable: VecDeque<ConnId>,
+}
+
+impl Connections {
+    pub fn insert(&mut self, conn: ConnId, connection: Connection) {
+        self.by_id.insert(conn, Box::new(connection));
+    }
+
+    /// Removes a connection, with whatever output it had not sent.
+    pub fn remove(&mut self, conn: ConnId) {
+        if let Some(connection) = self.by_id.remove(&conn) {
+            self.unsent -= connection.send_buffer.len();
+        }
+    }
+
+    pub fn get(&self, conn: &ConnId) -> Option<&Connection> {
+        self.by_id.get(conn).map(Box::as_ref)
+    }
+
+    pub fn get_mut(&mut self, conn: &ConnId) -> Option<&mut Connection> {
+        self.by_id.get_mut(conn).map(Box::as_mut)
+    }
+
+    pub fn contains(&self, conn: ConnId) -> bool {
+        self.by_id.contains_key(&conn)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn ids(&self) -> Vec<ConnId> {
+        self.by_id.keys().copied().collect()
+    }
+
+    /// Lets `write` add to the send buffer of `conn`, counts what it added, and lists the
+    /// connection for `poll_transmit` unless it is listed already: one lookup for all three.
+    /// `None` if the connection is unknown.
+    pub fn write<T>(
+        &mut self,
+        conn: ConnId,
+        write: impl FnOnce(&mut Connection) -> T,
+    ) -> Option<T> {
+        let connection = self.by_id.get_mut(&conn)?;
+        let before = connection.send_buffer.len();
+        let written = write(connection);
+        let added = connection.send_buffer.len() - before;
+        if added > 0 {
+            self.unsent += added;
+            if !connection.announced {
+                connection.announced = true;
+                self.writable.push_back(conn);
+            }
+        }
+        Some(written)
+    }
+
+    /// The next connection with output to send, each announced once until its output is taken.
+    pub fn next_writable(&mut self) -> Option<ConnId> {
+        while let Some(conn) = self.writable.pop_front() {
+            if let Some(connection) = self.by_id.get_mut(&conn) {
+                connection.announced = false;
+                if !connection.send_buffer.is_empty() {
+                    return Some(conn);
+                }
+            }
+        }
+        None
+    }
+
+    /// Everything waiting to be sent on `conn`, and the session it serves.
+    pub fn take_output(&mut self, conn: ConnId) -> Option<(Vec<Bytes>, Option<SessionId>)> {
+        let connection = self.by_id.get_mut(&conn)?;
+        self.unsent -= connection.send_buffer.len();
+        Some((connection.send_buffer.take(), connection.session()))
+    }
+
+    /// Bytes waiting to be sent on `conn`.
+    pub fn pending(&self, conn: ConnId) -> usize {
+        self.get(&conn)
+            .map_or(0, |connection| connection.send_buffer.len())
+    }
+
+    /// Bytes in all send buffers, not taken yet.
+    pub fn unsent(&self) -> usize {
+        self.unsent
     }
 }

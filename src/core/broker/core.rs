@@ -1,36 +1,34 @@
-//! The [`Broker`] state machine of one shard: its state, its inputs and outputs, and the life
-//! cycle of connections and sessions (attach, detach, wills, expiry). What happens for each
-//! packet is in `handlers/`.
+//! The [`Broker`] of one shard: its state, and its front door, the one `impl` block holding
+//! every method a runtime calls (inputs, then outputs, then the persistent state), each handing
+//! on to the handler that does the work. Below it, the plumbing all handlers share: queueing
+//! output, closing and handing over connections. What happens for each packet is in
+//! `handlers/`, and the life cycle of connections and sessions (detach, wills, expiry) in
+//! `handlers/lifecycle.rs`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
-use super::ack_holds::{AckHolds, Hold, PushBack};
+use super::ack_holds::AckHolds;
+use super::acks::MAX_HELD_ACKS;
 use super::boundary::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 use super::config::Config;
-use super::connection::{Connection, Phase};
-use super::handlers::shared::shared_orphans;
+use super::connection::{Connection, Connections, Phase};
 use super::limited_log::LimitedLog;
-use super::message::Message;
-use super::persist::{Journal, PersistRecord};
+use super::persist::{Journal, PersistRecord, RestoreSummary, ShardState, StateCapture};
 use super::retained::Retained;
-use super::routing::{Interest, Subscriber};
-use super::session::{DelayedWill, Session, SessionId, Subscription};
+use super::routing::{Interest, Route, Subscriber};
+use super::session::{Sessions, Subscription};
 use super::time::Timestamp;
 use super::timers::{Timer, Timers};
 use super::topic::SubscriptionTrie;
-use crate::protocol::{
-    DecodeError, Disconnect, LastWill, Packet, ProtocolVersion, Publish, PublishProperties, QoS,
-    ReasonCode,
-};
+use crate::protocol::{Disconnect, Packet, ReasonCode};
 
 /// Counters a runtime can export as metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,12 +65,8 @@ pub struct Broker {
     pub(super) config: Config,
     pub(super) shard: ShardId,
     pub(super) shard_count: usize,
-    // Boxed: tables keep the capacity of their busiest moment, and an empty slot then costs a
-    // pointer instead of a whole connection or session.
-    pub(super) connections: AHashMap<ConnId, Box<Connection>>,
-    pub(super) sessions: AHashMap<SessionId, Box<Session>>,
-    pub(super) client_ids: AHashMap<ByteString, SessionId>,
-    next_session: u64,
+    pub(super) connections: Connections,
+    pub(super) sessions: Sessions,
     /// Exact subscriptions of this shard's sessions.
     pub(super) subscriptions: SubscriptionTrie<Subscriber, Subscription>,
     /// Which shards (this one included) want which filters; kept only with more than one shard,
@@ -81,10 +75,6 @@ pub struct Broker {
     pub(super) retained: Retained,
     pub(super) timers: Timers,
     events: VecDeque<Event>,
-    /// Bytes in all connections' send buffers (`unsent_output`).
-    pub(super) output_bytes: usize,
-    /// Connections with output not yet announced through `poll_transmit`.
-    writable: VecDeque<ConnId>,
     /// Per destination shard, messages not yet taken by `poll_shard_messages`.
     shard_outbox: Vec<Vec<ShardMessage>>,
     /// Connections on all shards together, for the connection limit.
@@ -106,6 +96,8 @@ pub struct Broker {
     pub(super) retained_full_log: LimitedLog,
 }
 
+// ----- the front door: every method a runtime calls -------------------------------------
+
 impl Broker {
     /// A shard's core. `connection_count` is shared by all shards of the process.
     pub fn new(
@@ -120,17 +112,13 @@ impl Broker {
         Broker {
             shard,
             shard_count: shard_count.max(1),
-            connections: AHashMap::new(),
-            sessions: AHashMap::new(),
-            client_ids: AHashMap::new(),
-            next_session: 0,
+            connections: Connections::default(),
+            sessions: Sessions::default(),
             subscriptions: SubscriptionTrie::new(),
             interest: Interest::new(shard),
             retained: Retained::default(),
             timers,
             events: VecDeque::new(),
-            output_bytes: 0,
-            writable: VecDeque::new(),
             shard_outbox: (0..shard_count.max(1)).map(|_| Vec::new()).collect(),
             connection_count,
             share_cursors: AHashMap::new(),
@@ -176,7 +164,7 @@ impl Broker {
     pub fn handle_accepted(&mut self, conn: ConnId, peer: Option<SocketAddr>, now: Timestamp) {
         self.connection_count.fetch_add(1, Ordering::Relaxed);
         let connection = Connection::new(self.config.max_connect_packet_size, peer, now);
-        self.connections.insert(conn, Box::new(connection));
+        self.connections.insert(conn, connection);
         // Until CONNECT arrives, the keepalive timer is the connect timeout.
         self.timers
             .schedule(now + self.config.connect_timeout, Timer::KeepAlive(conn));
@@ -195,7 +183,7 @@ impl Broker {
         let mut connection = Connection::new(self.config.max_connect_packet_size, peer, now);
         connection.decoder =
             crate::protocol::Decoder::client(connect.protocol, self.config.max_packet_size);
-        self.connections.insert(conn, Box::new(connection));
+        self.connections.insert(conn, connection);
         self.handle_connect(conn, connect, arrived, now);
     }
 
@@ -208,63 +196,23 @@ impl Broker {
         }
     }
 
-    /// Bytes read from a connection. Whole packets are taken off the front of `buf`; a partial
-    /// packet stays for the next read. After a hand-over the rest of `buf` belongs to the shard
-    /// the connection moved to.
+    /// Bytes read from a connection. Whole packets are taken off the front of `buf` and
+    /// handled (`handlers/dispatch.rs`); a partial packet stays for the next read. After a
+    /// hand-over the rest of `buf` belongs to the shard the connection moved to.
     ///
     /// Returns true when a PUBLISH was among the packets. A runtime that must slow clients down
     /// (a congested shard, a journal behind) pauses only connections that publish: the others
     /// send acknowledgements, which free queued messages and never add load, and pausing them
     /// would stall the very deliveries that drain the backlog.
     pub fn handle_bytes(&mut self, conn: ConnId, buf: &mut BytesMut, now: Timestamp) -> bool {
-        let mut published = false;
-        loop {
-            let Some(connection) = self.connections.get_mut(&conn) else {
-                return published;
-            };
-            if connection.phase == Phase::Closing {
-                buf.clear();
-                return published;
-            }
-            match connection.decoder.decode(buf) {
-                Ok(None) => return published,
-                Ok(Some(packet)) => {
-                    connection.last_received = now;
-                    published |= matches!(packet, Packet::Publish(_));
-                    self.handle_packet(conn, packet, now);
-                }
-                Err(error) => {
-                    self.decode_failed(conn, error, now);
-                    buf.clear();
-                    return published;
-                }
-            }
-        }
+        self.read_packets(conn, buf, now)
     }
 
     /// The network connection is gone (peer closed, I/O error, or after an `Event::Close`).
     pub fn handle_closed(&mut self, conn: ConnId, now: Timestamp) {
         self.end_connection(conn, now);
         self.release_slot(conn);
-        self.forget_connection(conn);
-    }
-
-    /// Gives the connection's place in `--max-connections` back, once.
-    fn release_slot(&mut self, conn: ConnId) {
-        if let Some(connection) = self.connections.get_mut(&conn) {
-            if std::mem::take(&mut connection.holds_slot) {
-                self.connection_count.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Removes a connection, with whatever output it had not sent; false if it was unknown.
-    fn forget_connection(&mut self, conn: ConnId) -> bool {
-        let Some(connection) = self.connections.remove(&conn) else {
-            return false;
-        };
-        self.output_bytes -= connection.send_buffer.len();
-        true
+        self.connections.remove(conn);
     }
 
     /// Runs every timer due at `now`.
@@ -290,22 +238,8 @@ impl Broker {
                 store_retained,
                 ack,
             } => {
-                let mark = self.journal_mark();
-                if store_retained {
-                    self.store_retained(&message);
-                }
-                let push_back = match ack {
-                    Some(token) => PushBack::Hold(Hold {
-                        origin: from,
-                        token,
-                    }),
-                    None if message.template.qos != QoS::AtMostOnce => PushBack::Pace(from),
-                    None => PushBack::Nobody,
-                };
-                self.deliver_local(&message, deliver, Some(&groups), push_back, now);
-                if let Some(token) = ack {
-                    self.reply_when_accepted(from, token, mark);
-                }
+                let route = Route { deliver, groups };
+                self.deliver_from_shard(from, &message, route, store_retained, ack, now)
             }
             ShardMessage::Accepted { token } => self.handle_accepted_remotely(token),
             ShardMessage::Pace => self.handle_pace(from, now),
@@ -320,11 +254,22 @@ impl Broker {
         }
     }
 
+    /// Every record up to `up_to_seq` is durable: releases the acknowledgements and the replies
+    /// to other shards that were waiting for them (`acks.rs`).
+    pub fn handle_persisted(&mut self, up_to_seq: u64) {
+        self.release_persisted(up_to_seq);
+    }
+
+    /// The wall clock reads `unix_ms` at `now`. Call it before `restore` and before the first
+    /// input that may write a record; deadlines written before it count from the unix epoch.
+    pub fn handle_wall_clock(&mut self, unix_ms: u64, now: Timestamp) {
+        self.persist.set_wall_clock(unix_ms, now);
+    }
+
     /// Graceful shutdown: v5 clients are told the server is shutting down, everyone is closed.
     /// Wills are not published: the clients did nothing wrong and the subscribers are leaving too.
     pub fn shutdown(&mut self, now: Timestamp) {
-        let ids: Vec<ConnId> = self.connections.keys().copied().collect();
-        for conn in ids {
+        for conn in self.connections.ids() {
             if let Some(connection) = self.connections.get_mut(&conn) {
                 connection.disconnected_normally = true;
             }
@@ -336,15 +281,7 @@ impl Broker {
 
     /// The next connection that has bytes to send; take them with [`Broker::take_output`].
     pub fn poll_transmit(&mut self) -> Option<ConnId> {
-        while let Some(conn) = self.writable.pop_front() {
-            if let Some(connection) = self.connections.get_mut(&conn) {
-                connection.announced = false;
-                if !connection.send_buffer.is_empty() {
-                    return Some(conn);
-                }
-            }
-        }
-        None
+        self.connections.next_writable()
     }
 
     /// Everything waiting to be sent on `conn`, in order, as chunks to write one after another.
@@ -353,12 +290,10 @@ impl Broker {
     /// Taking it makes room for retained messages still owed to the connection, which are
     /// queued at once: a writer calls this until it comes back empty.
     pub fn take_output(&mut self, conn: ConnId, now: Timestamp) -> Vec<Bytes> {
-        let Some(connection) = self.connections.get_mut(&conn) else {
+        let Some((output, session)) = self.connections.take_output(conn) else {
             return Vec::new();
         };
-        self.output_bytes -= connection.send_buffer.len();
-        let output = connection.send_buffer.take();
-        if let Some(session_id) = connection.session() {
+        if let Some(session_id) = session {
             self.resume_retained(session_id, now);
         }
         output
@@ -367,14 +302,20 @@ impl Broker {
     /// Bytes in the send buffers of all of this shard's connections, which a runtime has not
     /// taken yet: with what its writers still hold, the memory output costs.
     pub fn unsent_output(&self) -> usize {
-        self.output_bytes
+        self.connections.unsent()
     }
 
     /// Bytes waiting to be sent on `conn`.
     pub fn pending_output(&self, conn: ConnId) -> usize {
+        self.connections.pending(conn)
+    }
+
+    /// Whether a runtime should stop reading `conn` for now: it holds more acknowledgements
+    /// than any client that waits for them would let pile up (see `acks.rs`).
+    pub fn wants_pause(&self, conn: ConnId) -> bool {
         self.connections
             .get(&conn)
-            .map_or(0, |connection| connection.send_buffer.len())
+            .is_some_and(|connection| connection.held_acks.len() >= MAX_HELD_ACKS)
     }
 
     /// The next batch for another shard.
@@ -386,6 +327,12 @@ impl Broker {
         Some((shard, std::mem::take(&mut self.shard_outbox[shard])))
     }
 
+    /// The next journal record, with its sequence number; drain after shard messages and before
+    /// events. Append them in order and report durability with [`Broker::handle_persisted`].
+    pub fn poll_persist(&mut self) -> Option<(u64, PersistRecord)> {
+        self.persist.next_record()
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -395,31 +342,49 @@ impl Broker {
         self.timers.next_deadline()
     }
 
-    // ----- shared plumbing for the handlers ----------------------------------------------
+    // ----- persistent state (`persist/`) ----------------------------------------------------
 
-    /// Queues a packet the broker built for `conn`.
-    pub(super) fn send(&mut self, conn: ConnId, packet: Packet) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return;
-        };
-        let before = connection.send_buffer.len();
-        if let Err(error) = connection
-            .send_buffer
-            .push_packet(&packet, connection.version)
-        {
-            warn!(?conn, %error, ?packet, "could not encode a packet the broker built");
-            return;
-        }
-        self.output_bytes += connection.send_buffer.len() - before;
-        self.mark_writable(conn);
+    /// Highest `seq` reported durable.
+    pub fn persisted_seq(&self) -> u64 {
+        self.persist.persisted
     }
 
-    pub(super) fn mark_writable(&mut self, conn: ConnId) {
-        if let Some(connection) = self.connections.get_mut(&conn) {
-            if !connection.announced {
-                connection.announced = true;
-                self.writable.push_back(conn);
-            }
+    /// This shard's persistent state now: its journaled sessions and, on shard 0, the retained
+    /// set, as [`Broker::snapshot_state`] gives them once converted. Costs a walk over the
+    /// sessions with reference-count increments, no conversion and no sorting.
+    pub fn capture_state(&self) -> StateCapture {
+        StateCapture::take(self)
+    }
+
+    /// This shard's persistent state: its journaled sessions and, on shard 0, the retained set.
+    /// Encoded as a snapshot it replaces every record this shard has emitted so far. A shard
+    /// that must not stop for the conversion takes [`Broker::capture_state`] instead and
+    /// converts it elsewhere; this is the same in one step.
+    pub fn snapshot_state(&self) -> ShardState {
+        self.capture_state().into_state()
+    }
+
+    /// Loads recovered state into a shard that has served nothing yet. Sessions not homed on
+    /// this shard are skipped (the runtime re-homes them first); subscriptions rebuild the trie
+    /// and the interest of the other shards (through the usual `Interest` shard messages).
+    /// Nothing is journaled: this state is on disk already.
+    pub fn restore(&mut self, state: ShardState, now: Timestamp) -> RestoreSummary {
+        self.load_state(state, now)
+    }
+}
+
+// ----- shared plumbing for the handlers --------------------------------------------------
+
+impl Broker {
+    /// Queues a packet the broker built for `conn`.
+    pub(super) fn send(&mut self, conn: ConnId, packet: Packet) {
+        let encoded = self.connections.write(conn, |connection| {
+            connection
+                .send_buffer
+                .push_packet(&packet, connection.version)
+        });
+        if let Some(Err(error)) = encoded {
+            warn!(?conn, %error, ?packet, "could not encode a packet the broker built");
         }
     }
 
@@ -447,7 +412,7 @@ impl Broker {
     /// Closes without a DISCONNECT: detaches the session now and asks the runtime to close once
     /// pending output is written.
     pub(super) fn close(&mut self, conn: ConnId, now: Timestamp) {
-        if !self.connections.contains_key(&conn) {
+        if !self.connections.contains(conn) {
             return;
         }
         self.end_connection(conn, now);
@@ -463,7 +428,7 @@ impl Broker {
         connect: Box<crate::protocol::Connect>,
         arrived: Arrival,
     ) {
-        self.forget_connection(conn);
+        self.connections.remove(conn);
         self.events.push_back(Event::HandOver {
             conn,
             shard,
@@ -471,295 +436,12 @@ impl Broker {
         });
     }
 
-    fn decode_failed(&mut self, conn: ConnId, error: DecodeError, now: Timestamp) {
-        self.stats.protocol_errors += 1;
-        let Some(connection) = self.connections.get(&conn) else {
-            return;
-        };
-        let connecting = connection.phase == Phase::AwaitingConnect;
-        let reason = match error {
-            // Only CONNACK carries 0x84. Once connected, any CONNECT is a protocol error
-            // (MQTT-3.1.0-2), whatever level it names.
-            DecodeError::UnsupportedProtocolLevel(_) if !connecting => ReasonCode::PROTOCOL_ERROR,
-            _ => error.reason_code(),
-        };
-        debug!(?conn, client_id = %connection.client_id, %error, %reason, "protocol error");
-        if connecting && matches!(error, DecodeError::UnsupportedProtocolLevel(_)) {
-            // MQTT-3.1.2-2: answer an unknown level with return code 1 in the 3.1.1 format,
-            // which every version of client can read.
-            let connack = crate::protocol::ConnAck {
-                reason_code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-                ..Default::default()
-            };
-            if let Some(connection) = self.connections.get_mut(&conn) {
-                connection.version = ProtocolVersion::V3_1_1;
-            }
-            self.send(conn, Packet::ConnAck(Box::new(connack)));
-        }
-        self.disconnect(conn, reason, now);
-    }
-
-    /// Detaches a connection from its session: the will, session expiry, and the bookkeeping that
-    /// makes a later takeover or reconnect see a free session. Idempotent.
-    fn end_connection(&mut self, conn: ConnId, now: Timestamp) {
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return;
-        };
-        let phase = std::mem::replace(&mut connection.phase, Phase::Closing);
-        connection.retained_backlog.clear();
-        let Phase::Connected(session_id) = phase else {
-            return;
-        };
-        let will = connection.will.take();
-        let normal = connection.disconnected_normally;
-        let client_id = connection.client_id.clone();
-        let connection_peer = connection.peer;
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
-        if session.connection != Some(conn) {
-            return;
-        }
-        session.connection = None;
-        self.shares_follow_connection(session_id, false);
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
-        // Offline, it is slow on its own account: it no longer holds publishers back.
-        session.outbound.stalled = false;
-        let holds = session.outbound.take_holds();
-        let expiry = session.expiry_interval;
-        info!(?conn, %client_id, peer = ?connection_peer, normal, "client disconnected");
-        if let (Some(will), false) = (will, normal) {
-            let delay = will.properties.will_delay_interval.unwrap_or(0);
-            let message = Arc::new(will_message(*will, &client_id, now));
-            if delay == 0 || expiry == 0 {
-                self.publish_will(message, now);
-            } else {
-                // Published when the delay passes or the session ends, whichever is first
-                // (§3.1.3.2.2); a reconnect before then cancels it.
-                let publish_at = now + Duration::from_secs(u64::from(delay.min(expiry)));
-                session.delayed_will = Some(DelayedWill {
-                    message: message.clone(),
-                    publish_at,
-                });
-                self.timers
-                    .schedule(publish_at, Timer::WillDelay(session_id));
-                self.journal_delayed_will(session_id, &message, publish_at);
-            }
-        }
-        self.release_holds(holds);
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
-        let expires_at = match expiry {
-            0 => return self.discard_session(session_id, now),
-            // 0xFFFFFFFF: the session does not expire (§3.1.2.11.2).
-            u32::MAX => None,
-            secs => {
-                let at = now + Duration::from_secs(u64::from(secs));
-                session.expires_at = Some(at);
-                self.timers.schedule(at, Timer::SessionExpiry(session_id));
-                Some(at)
-            }
-        };
-        let expires_at_ms = expires_at.map(|at| self.unix_ms(at));
-        self.journal_session(session_id, |client_id| PersistRecord::SessionDetached {
-            client_id,
-            expiry_interval: expiry,
-            expires_at_ms,
-        });
-    }
-
-    /// A will that must outlive a restart: it is due at a wall-clock time, so the broker that
-    /// restores it publishes it when it would have been published anyway.
-    fn journal_delayed_will(&mut self, session_id: SessionId, will: &Message, at: Timestamp) {
-        if !self.persist.enabled {
-            // Not worth copying the message into its stored form for nothing.
-            return;
-        }
-        let message = Arc::new(self.stored_message(will));
-        let publish_at_ms = self.unix_ms(at);
-        self.journal_session(session_id, |client_id| PersistRecord::WillDelayed {
-            client_id,
-            message,
-            publish_at_ms,
-        });
-    }
-
-    /// Ends a session: its subscriptions leave the tries, and a will still waiting for its delay
-    /// is published now, because the session ended first.
-    pub(super) fn discard_session(&mut self, session_id: SessionId, now: Timestamp) {
-        self.journal_session(session_id, |client_id| PersistRecord::SessionEnded {
-            client_id,
-        });
-        let Some(mut session) = self.sessions.remove(&session_id) else {
-            return;
-        };
-        self.release_holds(session.outbound.take_holds());
-        self.client_ids.remove(&session.client_id);
-        let orphans = shared_orphans(&session);
-        for (filter, _) in session.subscriptions_mut().drain() {
-            self.remove_subscription_entry(session_id, &filter);
-        }
-        self.hand_shared_messages_on(orphans, now);
-        if let Some(will) = session.delayed_will.take() {
-            self.publish_will(will.message, now);
-        }
-    }
-
-    pub(super) fn new_session_id(&mut self) -> SessionId {
-        self.next_session += 1;
-        SessionId(self.next_session)
-    }
-
-    pub(super) fn publish_will(&mut self, message: Arc<Message>, now: Timestamp) {
-        self.stats.wills_published += 1;
-        let (message, _) = self.fit_retained(message, now);
-        self.route(message, now, None);
-    }
-
-    /// `message` as it may be routed: unchanged, or without its retain flag when the retained
-    /// set has no room for it (see `Retained::admits`), which the flag returned says. Refusals
-    /// are counted and logged at a limited rate. Called once per message where it enters the
-    /// broker (a PUBLISH, a will), before `route`.
-    pub(super) fn fit_retained(
-        &mut self,
-        message: Arc<Message>,
-        now: Timestamp,
-    ) -> (Arc<Message>, bool) {
-        let config = &self.config;
-        if !message.template.retain
-            || !config.retain_available
-            || self.retained.admits(
-                &message,
-                config.max_retained_messages,
-                config.max_retained_bytes,
-            )
-        {
-            return (message, false);
-        }
-        self.stats.retained_refused += 1;
-        if let Some(unreported) = self.retained_full_log.note(now) {
-            warn!(
-                topic = %message.template.topic,
-                refused = unreported,
-                max_messages = config.max_retained_messages,
-                max_bytes = config.max_retained_bytes,
-                "retained set full: not retaining messages for new topics (count since the last \
-                 such line)"
-            );
-        }
-        (Arc::new(message.not_retained()), true)
-    }
-
-    /// Stores, replaces or clears a retained message. Every shard sees every retained update,
-    /// so shard 0 alone journals them.
-    /// The message must not share a receive buffer (see `Message::detached`).
-    pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
-        self.retained.store(message.clone());
-        if self.shard == 0 && self.persist.enabled {
-            let record = if message.template.payload.is_empty() {
-                PersistRecord::RetainedCleared {
-                    topic: message.template.topic.to_string(),
-                }
-            } else {
-                PersistRecord::RetainedSet {
-                    message: Arc::new(self.stored_message(message)),
-                }
-            };
-            self.journal(record);
-        }
-    }
-
-    fn check_keepalive(&mut self, conn: ConnId, now: Timestamp) {
-        let Some(connection) = self.connections.get(&conn) else {
-            return;
-        };
-        let deadline = match connection.phase {
-            Phase::AwaitingConnect => Some(now),
-            Phase::Connected(_) => connection.keepalive_deadline(),
-            Phase::Closing => None,
-        };
-        match deadline {
-            Some(deadline) if deadline <= now => {
-                info!(?conn, client_id = %connection.client_id, "keepalive timeout");
-                self.disconnect(conn, ReasonCode::KEEP_ALIVE_TIMEOUT, now);
-            }
-            Some(deadline) => self.timers.schedule(deadline, Timer::KeepAlive(conn)),
-            None => {}
-        }
-    }
-
-    fn check_session_expiry(&mut self, session_id: SessionId, now: Timestamp) {
-        let Some(session) = self.sessions.get(&session_id) else {
-            return;
-        };
-        if session.has_expired(now) {
-            debug!(client_id = %session.client_id, "session expired");
-            self.stats.sessions_expired += 1;
-            self.discard_session(session_id, now);
-        }
-    }
-
-    fn check_delayed_will(&mut self, session_id: SessionId, now: Timestamp) {
-        let Some(session) = self.sessions.get_mut(&session_id) else {
-            return;
-        };
-        if session
-            .delayed_will
-            .as_ref()
-            .is_some_and(|will| will.publish_at <= now)
-        {
-            let will = session.delayed_will.take().map(|will| will.message);
-            if let Some(message) = will {
-                self.journal_session(session_id, |client_id| PersistRecord::WillPublished {
-                    client_id,
-                });
-                self.publish_will(message, now);
+    /// Gives the connection's place in `--max-connections` back, once.
+    fn release_slot(&mut self, conn: ConnId) {
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            if std::mem::take(&mut connection.holds_slot) {
+                self.connection_count.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
-
-    fn sweep_expired(&mut self, now: Timestamp) {
-        let mut expired = self.retained.sweep(now);
-        let mut released = Vec::new();
-        for session in self.sessions.values_mut() {
-            let (dropped, holds) = session
-                .outbound
-                .retain_queued(|delivery| !delivery.message.is_expired(now));
-            session.outbound.dropped.expired += dropped as u64;
-            expired += dropped;
-            released.extend(holds);
-        }
-        self.release_holds(released);
-        self.stats.expired_dropped += expired as u64;
-        self.timers
-            .schedule(now + self.config.expiry_sweep_interval, Timer::ExpirySweep);
-    }
-}
-
-/// The message a will becomes (§3.1.2.5): the will's topic, payload, QoS, retain flag and
-/// properties, published on the client's behalf.
-fn will_message(will: LastWill, client_id: &ByteString, now: Timestamp) -> Message {
-    let props = will.properties;
-    let publish = Publish {
-        dup: false,
-        qos: will.qos,
-        retain: will.retain,
-        topic: will.topic,
-        packet_id: 0,
-        properties: PublishProperties {
-            payload_format_indicator: props.payload_format_indicator,
-            message_expiry_interval: props.message_expiry_interval,
-            response_topic: props.response_topic,
-            correlation_data: props.correlation_data,
-            content_type: props.content_type,
-            user_properties: props.user_properties,
-            ..PublishProperties::default()
-        }
-        .into(),
-        payload: will.payload,
-    };
-    Message::from_publish(publish, Some(client_id.clone()), now)
 }

@@ -1,9 +1,11 @@
 //! The sans-IO broker core: every MQTT rule about sessions, routing, QoS, retained messages,
 //! wills and keepalive, as a state machine with no sockets, threads or clock reads.
 //!
-//! One [`Broker`] runs per shard. A runtime feeds it inputs (`handle_*`: a connection accepted,
-//! bytes read, a connection closed, a timer due, a message from another shard) with the current
-//! [`Timestamp`], and after each input drains its outputs in this order:
+//! One [`Broker`] runs per shard. Every method a runtime calls is in one place, the front door
+//! in `core.rs`, which hands each input on to its handler. A runtime feeds it inputs
+//! (`handle_*`: a connection accepted, bytes read, a connection closed, a timer due, a message
+//! from another shard) with the current [`Timestamp`], and after each input drains its outputs
+//! in this order:
 //! 1. [`Broker::poll_transmit`] / [`Broker::take_output`]: bytes to send per connection (a
 //!    writer takes until it gets nothing, as taking makes room for more);
 //! 2. [`Broker::poll_shard_messages`]: batches for other shards;
@@ -17,9 +19,10 @@
 //! Every runtime (monoio, glommio, tokio, the blocking build) drives this same code, and the
 //! tests drive it with a virtual clock and no network at all.
 //!
-//! Reading order for one PUBLISH: `core.rs` (`handle_bytes` decodes and dispatches) →
-//! `handlers/publish.rs` (topic alias, QoS handshake) → `handlers/deliver.rs` (route to shards
-//! and matching sessions, in-flight window, encode for each subscriber) → `send_buffer.rs`.
+//! Reading order for one PUBLISH: `core.rs` (`handle_bytes`) → `handlers/dispatch.rs`
+//! (`read_packets` decodes and dispatches) → `handlers/publish.rs` (topic alias, QoS handshake)
+//! → `handlers/deliver.rs` (route to shards and matching sessions, in-flight window, encode for
+//! each subscriber) → `send_buffer.rs`.
 
 mod ack_holds;
 mod acks;

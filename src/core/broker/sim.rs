@@ -457,9 +457,9 @@ impl Sim {
         for (shard, broker) in self.shards.iter().enumerate() {
             note(shard, "connections", broker.connections.len());
             note(shard, "sessions", broker.sessions.len());
-            note(shard, "client ids", broker.client_ids.len());
+            note(shard, "client ids", broker.sessions.client_id_count());
             note(shard, "subscriptions", broker.subscriptions.len());
-            note(shard, "bytes of output", broker.output_bytes);
+            note(shard, "bytes of output", broker.connections.unsent());
             note(shard, "held acknowledgements", broker.acks.len());
             note(
                 shard,

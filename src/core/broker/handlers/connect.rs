@@ -144,9 +144,8 @@ impl Broker {
     /// Two connections of one client can reach its shard in the other order: one read here,
     /// one handed over from another shard a moment later.
     fn superseded(&self, client_id: &ByteString, arrived: Arrival) -> bool {
-        self.client_ids
-            .get(client_id)
-            .and_then(|id| self.sessions.get(id))
+        self.sessions
+            .of_client(client_id)
             .and_then(|session| session.connection)
             .and_then(|current| self.connections.get(&current))
             .and_then(|current| current.arrival)
@@ -202,9 +201,8 @@ impl Broker {
     ) -> (SessionId, bool) {
         let client_id = &connect.client_id;
         let old_connection = self
-            .client_ids
-            .get(client_id)
-            .and_then(|id| self.sessions.get(id))
+            .sessions
+            .of_client(client_id)
             .and_then(|session| session.connection);
         if let Some(old) = old_connection {
             // Takeover (MQTT-3.1.4-3): only the old connection of this client is closed, and
@@ -213,7 +211,7 @@ impl Broker {
             self.disconnect(old, ReasonCode::SESSION_TAKEN_OVER, now);
         }
         // Closing the old connection ends a session with expiry 0, so look it up again.
-        let mut existing = self.client_ids.get(client_id).copied();
+        let mut existing = self.sessions.id_of(client_id);
         if let Some(session_id) = existing {
             // Expiry timers run on the runtime's tick (after a restart, on the first one): a
             // session past its expiry ended, will and all, even if its timer has not fired.
@@ -244,12 +242,9 @@ impl Broker {
         }
         let resumed = existing.is_some();
         let session_id = existing.unwrap_or_else(|| {
-            let id = self.new_session_id();
-            self.client_ids.insert(client_id.clone(), id);
-            self.sessions.insert(
-                id,
-                Box::new(Session::new(client_id.clone(), connect.protocol)),
-            );
+            let id = self.sessions.new_id();
+            let session = Session::new(client_id.clone(), connect.protocol);
+            self.sessions.insert(id, session);
             id
         });
         let expiry = self.session_expiry_for(connect);

@@ -9,11 +9,13 @@ use bytestring::ByteString;
 use tracing::warn;
 
 use crate::broker::ack_holds::{Hold, PushBack};
+use crate::broker::acks::AckGuard;
 use crate::broker::boundary::{ConnId, ShardId, ShardMessage};
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
 use crate::broker::message::{Delivery, SharedMessage};
 use crate::broker::persist::{stored_subscription_ids, PersistRecord, QueuedFor};
+use crate::broker::routing::Route;
 use crate::broker::session::{Session, SessionId, Subscription};
 use crate::broker::time::Timestamp;
 use crate::broker::timers::Timer;
@@ -21,14 +23,14 @@ use crate::protocol::QoS;
 
 impl Broker {
     /// Publishes a message that entered the broker on this shard (a client's PUBLISH or a will).
-    /// `ack` (see `Broker::ack_token`) goes with the copies sent to shards that need it
-    /// (`Broker::token_for`), so the publisher's acknowledgement waits until they have taken the
-    /// message in.
+    /// The token of the publisher's acknowledgement, `ack` (see `Broker::wait_for_deliveries`),
+    /// goes with the copies sent to shards that need it (`Broker::token_for`) and the guard
+    /// counts them, so the acknowledgement waits until they have taken the message in.
     pub(in crate::broker) fn route(
         &mut self,
         message: SharedMessage,
         now: Timestamp,
-        ack: Option<u64>,
+        ack: Option<&mut AckGuard>,
     ) {
         let retain = message.template.retain && self.config.retain_available;
         // A retained message outlives the receive buffer it was read into: detach it once here,
@@ -40,15 +42,15 @@ impl Broker {
         } else {
             message
         };
-        let push_back = ack.map_or(PushBack::Nobody, |token| {
+        let token = ack.as_ref().and_then(|ack| ack.token());
+        let push_back = token.map_or(PushBack::Nobody, |token| {
             PushBack::Hold(Hold {
                 origin: self.shard,
                 token,
             })
         });
         if self.shard_count == 1 {
-            self.deliver_local(&message, true, None, push_back, now);
-            return self.await_replies(ack, 0);
+            return self.deliver_local(&message, true, None, push_back, now);
         }
         let routes = self
             .interest
@@ -58,19 +60,51 @@ impl Broker {
             if shard == self.shard {
                 self.deliver_local(&message, route.deliver, Some(&route.groups), push_back, now);
             } else if route.deliver || !route.groups.is_empty() || retain {
-                let ack = self.token_for(shard, ack, now);
+                let token = self.token_for(shard, token, now);
                 let batch_item = ShardMessage::Publish {
                     message: message.clone(),
                     deliver: route.deliver,
                     groups: route.groups,
                     store_retained: retain,
-                    ack,
+                    ack: token,
                 };
                 self.send_to_shard(shard, batch_item);
-                sent += usize::from(ack.is_some());
+                sent += usize::from(token.is_some());
             }
         }
-        self.await_replies(ack, sent);
+        if let Some(ack) = ack {
+            ack.add_replies(sent);
+        }
+    }
+
+    /// A message another shard routed here (`ShardMessage::Publish`): stored if retained, then
+    /// delivered as `route` says. A `token` makes its origin wait for this shard's reply, sent
+    /// once the deliveries hold nothing back and what they journaled is durable.
+    pub(in crate::broker) fn deliver_from_shard(
+        &mut self,
+        from: ShardId,
+        message: &SharedMessage,
+        route: Route,
+        store_retained: bool,
+        token: Option<u64>,
+        now: Timestamp,
+    ) {
+        let ack = self.start_ack();
+        if store_retained {
+            self.store_retained(message);
+        }
+        let push_back = match token {
+            Some(token) => PushBack::Hold(Hold {
+                origin: from,
+                token,
+            }),
+            None if message.template.qos != QoS::AtMostOnce => PushBack::Pace(from),
+            None => PushBack::Nobody,
+        };
+        self.deliver_local(message, route.deliver, Some(&route.groups), push_back, now);
+        if let Some(token) = token {
+            self.reply_when_accepted(from, token, ack);
+        }
     }
 
     /// Delivers to this shard's sessions: ordinary subscribers when `deliver`, and one member of
@@ -283,7 +317,7 @@ impl Broker {
             Admission::Send if delivery.qos == QoS::AtMostOnce => {
                 let conn = session.connection;
                 let backlog = conn.map(|conn| self.pending_output(conn));
-                let limit = if self.output_bytes > self.config.buffer_budget {
+                let limit = if self.connections.unsent() > self.config.buffer_budget {
                     TIGHT_OUTBOUND_BUFFER
                 } else {
                     self.config.max_outbound_buffer
@@ -479,11 +513,7 @@ impl Broker {
             if delivery.qos == QoS::AtMostOnce || matches!(admission, Admission::Drop) {
                 continue;
             }
-            let Some(session) = self
-                .sessions
-                .get_mut(session_id)
-                .filter(|session| session.journaled)
-            else {
+            let Some(session) = self.sessions.journaled_mut(session_id) else {
                 continue;
             };
             delivery.id = session.next_delivery;
@@ -534,30 +564,28 @@ impl Broker {
         dup: bool,
         now: Timestamp,
     ) -> bool {
-        let Some(connection) = self.connections.get_mut(&conn) else {
-            return false;
-        };
-        let Some(publish) = delivery.to_publish(connection.version, packet_id, dup, now) else {
-            self.stats.expired_dropped += 1;
-            return false;
-        };
-        let fits = publish
-            .encoded_len(connection.version)
-            .is_ok_and(|len| len <= connection.max_packet_size);
-        let before = connection.send_buffer.len();
-        if !fits
-            || connection
-                .send_buffer
-                .push_publish(&publish, connection.version)
-                .is_err()
-        {
-            self.stats.too_large_dropped += 1;
-            return false;
-        }
-        self.output_bytes += connection.send_buffer.len() - before;
-        self.stats.publishes_sent += 1;
-        self.mark_writable(conn);
-        true
+        let stats = &mut self.stats;
+        let written = self.connections.write(conn, |connection| {
+            let Some(publish) = delivery.to_publish(connection.version, packet_id, dup, now) else {
+                stats.expired_dropped += 1;
+                return false;
+            };
+            let fits = publish
+                .encoded_len(connection.version)
+                .is_ok_and(|len| len <= connection.max_packet_size);
+            if !fits
+                || connection
+                    .send_buffer
+                    .push_publish(&publish, connection.version)
+                    .is_err()
+            {
+                stats.too_large_dropped += 1;
+                return false;
+            }
+            stats.publishes_sent += 1;
+            true
+        });
+        written.unwrap_or(false)
     }
 }
 

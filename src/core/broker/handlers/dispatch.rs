@@ -1,21 +1,50 @@
-//! Sends each decoded packet to its handler, after the checks that depend only on the packet
-//! type and the connection's phase.
+//! Decodes a connection's bytes and sends each packet to its handler, after the checks that
+//! depend only on the packet type and the connection's phase; a packet that does not decode
+//! ends the connection.
 
+use bytes::BytesMut;
 use tracing::debug;
 
 use crate::broker::boundary::{Arrival, ConnId};
 use crate::broker::connection::Phase;
 use crate::broker::core::Broker;
 use crate::broker::time::Timestamp;
-use crate::protocol::{Packet, ReasonCode};
+use crate::protocol::{ConnAck, DecodeError, Packet, ProtocolVersion, ReasonCode};
 
 impl Broker {
-    pub(in crate::broker) fn handle_packet(
+    /// Decodes and handles the whole packets at the front of `buf`: see `Broker::handle_bytes`.
+    pub(in crate::broker) fn read_packets(
         &mut self,
         conn: ConnId,
-        packet: Packet,
+        buf: &mut BytesMut,
         now: Timestamp,
-    ) {
+    ) -> bool {
+        let mut published = false;
+        loop {
+            let Some(connection) = self.connections.get_mut(&conn) else {
+                return published;
+            };
+            if connection.phase == Phase::Closing {
+                buf.clear();
+                return published;
+            }
+            match connection.decoder.decode(buf) {
+                Ok(None) => return published,
+                Ok(Some(packet)) => {
+                    connection.last_received = now;
+                    published |= matches!(packet, Packet::Publish(_));
+                    self.handle_packet(conn, packet, now);
+                }
+                Err(error) => {
+                    self.decode_failed(conn, error, now);
+                    buf.clear();
+                    return published;
+                }
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Timestamp) {
         let Some(connection) = self.connections.get(&conn) else {
             return;
         };
@@ -72,6 +101,34 @@ impl Broker {
         self.stats.protocol_errors += 1;
         if let Some(connection) = self.connections.get(&conn) {
             debug!(?conn, client_id = %connection.client_id, %reason, what, "closing connection");
+        }
+        self.disconnect(conn, reason, now);
+    }
+
+    fn decode_failed(&mut self, conn: ConnId, error: DecodeError, now: Timestamp) {
+        self.stats.protocol_errors += 1;
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        let connecting = connection.phase == Phase::AwaitingConnect;
+        let reason = match error {
+            // Only CONNACK carries 0x84. Once connected, any CONNECT is a protocol error
+            // (MQTT-3.1.0-2), whatever level it names.
+            DecodeError::UnsupportedProtocolLevel(_) if !connecting => ReasonCode::PROTOCOL_ERROR,
+            _ => error.reason_code(),
+        };
+        debug!(?conn, client_id = %connection.client_id, %error, %reason, "protocol error");
+        if connecting && matches!(error, DecodeError::UnsupportedProtocolLevel(_)) {
+            // MQTT-3.1.2-2: answer an unknown level with return code 1 in the 3.1.1 format,
+            // which every version of client can read.
+            let connack = ConnAck {
+                reason_code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                ..Default::default()
+            };
+            if let Some(connection) = self.connections.get_mut(&conn) {
+                connection.version = ProtocolVersion::V3_1_1;
+            }
+            self.send(conn, Packet::ConnAck(Box::new(connack)));
         }
         self.disconnect(conn, reason, now);
     }

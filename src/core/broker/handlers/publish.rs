@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
+use crate::broker::acks::AckGuard;
 use crate::broker::boundary::ConnId;
 use crate::broker::core::Broker;
 use crate::broker::inflight::{AckMismatch, Awaiting};
@@ -27,7 +28,7 @@ impl Broker {
         now: Timestamp,
     ) {
         self.stats.publishes_received += 1;
-        let mark = self.journal_mark();
+        let mut ack = self.start_ack();
         if let Err((reason, what)) = self.resolve_topic(conn, &mut publish) {
             return self.reject(conn, reason, what, now);
         }
@@ -68,7 +69,7 @@ impl Broker {
             if qos == QoS::AtMostOnce {
                 return self.reject(conn, reason, "payload is not UTF-8", now);
             }
-            return self.refuse_publish(conn, qos, packet_id, reason, mark);
+            return self.refuse_publish(conn, qos, packet_id, reason, ack);
         }
         // `$SYS/...` is the broker's own (§4.7.2): a client may not publish there, nor have
         // the topic's subscribers believe the broker said it. As for an unauthorized publish,
@@ -87,18 +88,17 @@ impl Broker {
                      (count since the last such line, all clients)"
                 );
             }
-            return self.refuse_publish(conn, qos, packet_id, ReasonCode::NOT_AUTHORIZED, mark);
+            return self.refuse_publish(conn, qos, packet_id, ReasonCode::NOT_AUTHORIZED, ack);
         }
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
         if qos == QoS::ExactlyOnce {
             if let Some(&first) = session.awaiting_pubrel.get(&packet_id) {
-                // A resend of a message already routed: acknowledge only, but not before its
-                // first routing is durable (its PUBREC may have been held when the connection
-                // it came on was lost): every record journaled here so far (mark 0), and the
-                // other shards it reached (its token).
-                return self.send_ack(conn, Packet::PubRec(Ack::new(packet_id)), 0, first);
+                // A resend of a message already routed: acknowledge only, once its first
+                // routing is done.
+                let packet = Packet::PubRec(Ack::new(packet_id));
+                return self.acknowledge(conn, packet, ack.resend_of(first));
             }
             if session.awaiting_pubrel.len() >= usize::from(self.config.receive_maximum) {
                 return self.reject(
@@ -124,30 +124,22 @@ impl Broker {
                 .is_some_and(|connection| connection.version.is_v5())
         };
         if not_retained && qos != QoS::AtMostOnce && v5(self) {
-            return self.refuse_publish(conn, qos, packet_id, ReasonCode::QUOTA_EXCEEDED, mark);
+            return self.refuse_publish(conn, qos, packet_id, ReasonCode::QUOTA_EXCEEDED, ack);
         }
-        let token = match qos {
-            QoS::AtMostOnce => None,
-            QoS::AtLeastOnce | QoS::ExactlyOnce => Some(self.ack_token(conn)),
-        };
+        if qos != QoS::AtMostOnce {
+            self.wait_for_deliveries(&mut ack, conn);
+        }
         if qos == QoS::ExactlyOnce {
             if let Some(session) = self.sessions.get_mut(&session_id) {
-                session.awaiting_pubrel.insert(packet_id, token);
+                session.awaiting_pubrel.insert(packet_id, ack.token());
             }
+            ack.journal_inbound(session_id, packet_id);
         }
-        self.route(message, now, token);
-        if qos == QoS::ExactlyOnce {
-            // After the routing's own records, so that its durability implies theirs.
-            self.journal_inbound_pending(session_id, packet_id, token);
-        }
+        self.route(message, now, Some(&mut ack));
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => {
-                self.send_ack(conn, Packet::PubAck(Ack::new(packet_id)), mark, token)
-            }
-            QoS::ExactlyOnce => {
-                self.send_ack(conn, Packet::PubRec(Ack::new(packet_id)), mark, token)
-            }
+            QoS::AtLeastOnce => self.acknowledge(conn, Packet::PubAck(Ack::new(packet_id)), ack),
+            QoS::ExactlyOnce => self.acknowledge(conn, Packet::PubRec(Ack::new(packet_id)), ack),
         }
     }
 
@@ -159,15 +151,15 @@ impl Broker {
         qos: QoS,
         packet_id: u16,
         reason: ReasonCode,
-        mark: u64,
+        ack: AckGuard,
     ) {
-        let ack = Ack::with_reason(packet_id, reason);
+        let refusal = Ack::with_reason(packet_id, reason);
         let packet = match qos {
             QoS::AtMostOnce => return,
-            QoS::AtLeastOnce => Packet::PubAck(ack),
-            QoS::ExactlyOnce => Packet::PubRec(ack),
+            QoS::AtLeastOnce => Packet::PubAck(refusal),
+            QoS::ExactlyOnce => Packet::PubRec(refusal),
         };
-        self.send_ack(conn, packet, mark, None);
+        self.acknowledge(conn, packet, ack);
     }
 
     /// Applies the v5 topic alias rules (§3.3.2.3.4) and rejects client-sent subscription
@@ -271,7 +263,7 @@ impl Broker {
         ack: Ack,
         now: Timestamp,
     ) {
-        let mark = self.journal_mark();
+        let pubrel = self.start_ack();
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -302,7 +294,7 @@ impl Broker {
                 return self.protocol_error(conn, "PUBREC for a QoS 1 message", now)
             }
         };
-        self.send_pubrel(conn, Packet::PubRel(reply), mark);
+        self.send_pubrel(conn, Packet::PubRel(reply), pubrel);
     }
 
     pub(in crate::broker) fn handle_pubrel(
@@ -311,7 +303,7 @@ impl Broker {
         session_id: SessionId,
         ack: Ack,
     ) {
-        let mark = self.journal_mark();
+        let pubcomp = self.start_ack();
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -329,7 +321,7 @@ impl Broker {
         };
         // Held too: were the release lost in a crash, a new QoS 2 PUBLISH reusing the
         // identifier would be taken for a resend and never delivered.
-        self.send_ack(conn, Packet::PubComp(reply), mark, None);
+        self.acknowledge(conn, Packet::PubComp(reply), pubcomp);
     }
 
     pub(in crate::broker) fn handle_disconnect(

@@ -1,4 +1,6 @@
-//! The retained messages a SUBSCRIBE matched (MQTT-3.3.1-9), sent as the subscriber has room.
+//! Retained messages: whether a message entering the broker may be retained
+//! (`Broker::fit_retained`), storing it (`Broker::store_retained`), and the retained messages a
+//! SUBSCRIBE matched (MQTT-3.3.1-9), sent as the subscriber has room.
 //!
 //! A SUBSCRIBE only notes what its filters matched, in the connection's `RetainedBacklog`; the
 //! messages go out in that order as room opens: at QoS 0 while the connection's unsent output
@@ -15,11 +17,15 @@
 //! the last message a subscriber gets on a topic is the newest, as when everything was sent at
 //! once.
 
+use std::sync::Arc;
+
 use bytestring::ByteString;
+use tracing::warn;
 
 use crate::broker::boundary::ConnId;
 use crate::broker::core::Broker;
-use crate::broker::message::Delivery;
+use crate::broker::message::{Delivery, Message};
+use crate::broker::persist::PersistRecord;
 use crate::broker::session::{SessionId, Subscription};
 use crate::broker::time::Timestamp;
 use crate::protocol::topic::{parse_filter, FilterKind};
@@ -40,6 +46,59 @@ enum Next {
 }
 
 impl Broker {
+    /// `message` as it may be routed: unchanged, or without its retain flag when the retained
+    /// set has no room for it (see `Retained::admits`), which the flag returned says. Refusals
+    /// are counted and logged at a limited rate. Called once per message where it enters the
+    /// broker (a PUBLISH, a will), before `route`.
+    pub(in crate::broker) fn fit_retained(
+        &mut self,
+        message: Arc<Message>,
+        now: Timestamp,
+    ) -> (Arc<Message>, bool) {
+        let config = &self.config;
+        if !message.template.retain
+            || !config.retain_available
+            || self.retained.admits(
+                &message,
+                config.max_retained_messages,
+                config.max_retained_bytes,
+            )
+        {
+            return (message, false);
+        }
+        self.stats.retained_refused += 1;
+        if let Some(unreported) = self.retained_full_log.note(now) {
+            warn!(
+                topic = %message.template.topic,
+                refused = unreported,
+                max_messages = config.max_retained_messages,
+                max_bytes = config.max_retained_bytes,
+                "retained set full: not retaining messages for new topics (count since the last \
+                 such line)"
+            );
+        }
+        (Arc::new(message.not_retained()), true)
+    }
+
+    /// Stores, replaces or clears a retained message. Every shard sees every retained update,
+    /// so shard 0 alone journals them.
+    /// The message must not share a receive buffer (see `Message::detached`).
+    pub(in crate::broker) fn store_retained(&mut self, message: &Arc<Message>) {
+        self.retained.store(message.clone());
+        if self.shard == 0 && self.persist.enabled {
+            let record = if message.template.payload.is_empty() {
+                PersistRecord::RetainedCleared {
+                    topic: message.template.topic.to_string(),
+                }
+            } else {
+                PersistRecord::RetainedSet {
+                    message: Arc::new(self.stored_message(message)),
+                }
+            };
+            self.journal(record);
+        }
+    }
+
     /// Owes the subscriber on `conn` the retained messages matching `filter`, at most
     /// `max_retained_per_subscribe`; [`Broker::resume_retained`] sends them. Shared
     /// subscriptions get none (§4.8.2).

@@ -22,7 +22,7 @@ impl Broker {
         subscribe: Subscribe,
         now: Timestamp,
     ) {
-        let mark = self.journal_mark();
+        let ack = self.start_ack();
         let identifier = subscribe.properties.subscription_identifier;
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         for (filter, mut options) in subscribe.filters {
@@ -55,7 +55,7 @@ impl Broker {
             reason_codes,
             ..SubAck::default()
         };
-        self.send_ack(conn, Packet::SubAck(suback), mark, None);
+        self.acknowledge(conn, Packet::SubAck(suback), ack);
         self.resume_retained(session_id, now);
     }
 
@@ -65,7 +65,7 @@ impl Broker {
         session_id: SessionId,
         unsubscribe: Unsubscribe,
     ) {
-        let mark = self.journal_mark();
+        let ack = self.start_ack();
         let reason_codes = unsubscribe
             .filters
             .iter()
@@ -95,7 +95,7 @@ impl Broker {
             reason_codes,
             ..SubAck::default()
         });
-        self.send_ack(conn, Packet::UnsubAck(unsuback), mark, None);
+        self.acknowledge(conn, Packet::UnsubAck(unsuback), ack);
     }
 
     /// Adds or replaces a subscription; `Ok(true)` when it did not exist before. Limits are

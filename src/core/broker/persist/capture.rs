@@ -53,16 +53,15 @@ struct SessionCapture {
     delayed_will: Option<(SharedMessage, Timestamp)>,
 }
 
-impl Broker {
-    /// This shard's persistent state now: its journaled sessions and, on shard 0, the retained
-    /// set, as [`Broker::snapshot_state`] gives them once converted. Costs a walk over the
-    /// sessions with reference-count increments, no conversion and no sorting.
-    pub fn capture_state(&self) -> StateCapture {
+impl StateCapture {
+    /// `broker`'s persistent state now (`Broker::capture_state`).
+    pub(in crate::broker) fn take(broker: &Broker) -> StateCapture {
         // Sized up front: grown by doubling, a vector of a hundred thousand captures would be
         // copied and its memory faulted in again on the shard's time.
-        let mut sessions = Vec::with_capacity(self.sessions.len());
+        let mut sessions = Vec::with_capacity(broker.sessions.len());
         sessions.extend(
-            self.sessions
+            broker
+                .sessions
                 .values()
                 .filter(|session| session.journaled)
                 .map(|session| SessionCapture {
@@ -84,16 +83,15 @@ impl Broker {
                         .map(|will| (will.message.clone(), will.publish_at)),
                 }),
         );
-        let retained = (self.shard == 0 && self.persist.enabled).then(|| self.retained.unordered());
+        let retained =
+            (broker.shard == 0 && broker.persist.enabled).then(|| broker.retained.unordered());
         StateCapture {
-            wall_offset_ms: self.persist.wall_offset_ms,
+            wall_offset_ms: broker.persist.wall_offset_ms,
             sessions,
             retained,
         }
     }
-}
 
-impl StateCapture {
     /// The stored form: sessions ordered by client id, their subscriptions by filter, the
     /// retained set by topic, each message converted once however many deliveries share it.
     pub fn into_state(self) -> ShardState {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
+use super::outbox::Journal;
 use super::records::{StoredAwaiting, StoredMessage, StoredSubscription};
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
@@ -22,16 +23,17 @@ use crate::protocol::{
     ProtocolVersion, Publish, PublishPropertiesBox, QoS, RetainHandling, SubscriptionOptions,
 };
 
-impl Broker {
-    /// The wall clock reads `unix_ms` at `now`. Call it before `restore` and before the first
-    /// input that may write a record; deadlines written before it count from the unix epoch.
-    pub fn handle_wall_clock(&mut self, unix_ms: u64, now: Timestamp) {
+impl Journal {
+    /// The wall clock reads `unix_ms` at `now` (`Broker::handle_wall_clock`).
+    pub fn set_wall_clock(&mut self, unix_ms: u64, now: Timestamp) {
         let now_ms = i64::try_from(now.as_nanos() / 1_000_000).unwrap_or(i64::MAX);
-        self.persist.wall_offset_ms = i64::try_from(unix_ms)
+        self.wall_offset_ms = i64::try_from(unix_ms)
             .unwrap_or(i64::MAX)
             .saturating_sub(now_ms);
     }
+}
 
+impl Broker {
     /// The unix time of `at`, in milliseconds.
     pub(in crate::broker) fn unix_ms(&self, at: Timestamp) -> u64 {
         unix_ms_at(at, self.persist.wall_offset_ms)

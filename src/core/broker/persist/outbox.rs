@@ -65,6 +65,16 @@ impl Journal {
         self.outbox.push_back((self.last_seq, record));
     }
 
+    /// The oldest record not yet polled (`Broker::poll_persist`).
+    pub fn next_record(&mut self) -> Option<(u64, PersistRecord)> {
+        self.outbox.pop_front()
+    }
+
+    /// Whether the record `seq` (and every earlier one) is durable.
+    pub fn is_durable(&self, seq: u64) -> bool {
+        seq <= self.persisted
+    }
+
     /// Owes `to` its reply for `token` once the records up to `seq` are durable.
     pub fn defer_reply(&mut self, seq: u64, to: ShardId, token: u64) {
         self.replies.push_back((seq, to, token));
@@ -72,34 +82,18 @@ impl Journal {
 }
 
 impl Broker {
-    /// The next journal record, with its sequence number; drain after shard messages and before
-    /// events. Append them in order and report durability with [`Broker::handle_persisted`].
-    pub fn poll_persist(&mut self) -> Option<(u64, PersistRecord)> {
-        self.persist.outbox.pop_front()
-    }
-
-    /// Every record up to `up_to_seq` is durable: releases the acknowledgements and the replies
-    /// to other shards that were waiting for them.
-    pub fn handle_persisted(&mut self, up_to_seq: u64) {
+    /// Every record up to `up_to_seq` is durable (`Broker::handle_persisted`): sends the replies
+    /// to other shards and the acknowledgements that were waiting for it.
+    pub(in crate::broker) fn release_persisted(&mut self, up_to_seq: u64) {
         self.persist.persisted = self.persist.persisted.max(up_to_seq);
         while let Some(&(seq, shard, token)) = self.persist.replies.front() {
-            if seq > self.persist.persisted {
+            if !self.persist.is_durable(seq) {
                 break;
             }
             self.persist.replies.pop_front();
             self.send_to_shard(shard, ShardMessage::Accepted { token });
         }
         self.release_acks();
-    }
-
-    /// Highest `seq` reported durable.
-    pub fn persisted_seq(&self) -> u64 {
-        self.persist.persisted
-    }
-
-    /// The `seq` of the last record emitted; the journal position a handler starts from.
-    pub(in crate::broker) fn journal_mark(&self) -> u64 {
-        self.persist.last_seq
     }
 
     pub(in crate::broker) fn journal(&mut self, record: PersistRecord) {
@@ -117,7 +111,7 @@ impl Broker {
         if !self.persist.enabled {
             return;
         }
-        if let Some(session) = self.sessions.get(&session).filter(|s| s.journaled) {
+        if let Some(session) = self.sessions.journaled_mut(&session) {
             let record = make(session.client_id.to_string());
             self.persist.push(record);
         }

@@ -50,25 +50,17 @@ pub struct RestoreSummary {
 }
 
 impl Broker {
-    /// This shard's persistent state: its journaled sessions and, on shard 0, the retained set.
-    /// Encoded as a snapshot it replaces every record this shard has emitted so far. A shard
-    /// that must not stop for the conversion takes [`Broker::capture_state`] instead and
-    /// converts it elsewhere; this is the same in one step.
-    pub fn snapshot_state(&self) -> ShardState {
-        self.capture_state().into_state()
-    }
-
-    /// Loads recovered state into a shard that has served nothing yet. Sessions not homed on
-    /// this shard are skipped (the runtime re-homes them first); subscriptions rebuild the trie
-    /// and the interest of the other shards (through the usual `Interest` shard messages).
-    /// Nothing is journaled: this state is on disk already.
-    pub fn restore(&mut self, state: ShardState, now: Timestamp) -> RestoreSummary {
+    /// Loads `state` into a shard that has served nothing yet (`Broker::restore`).
+    pub(in crate::broker) fn load_state(
+        &mut self,
+        state: ShardState,
+        now: Timestamp,
+    ) -> RestoreSummary {
         let mut summary = RestoreSummary::default();
         let mut messages: AHashMap<*const StoredMessage, Option<SharedMessage>> = AHashMap::new();
         // Sized once: grown entry by entry, maps of a hundred thousand sessions are rehashed
         // and their memory touched again at every doubling.
         self.sessions.reserve(state.sessions.len());
-        self.client_ids.reserve(state.sessions.len());
         // By reference: the map is keyed by address, so every stored message must stay alive
         // until the restore is done.
         for session in &state.sessions {
@@ -97,7 +89,7 @@ impl Broker {
         let home = home_shard(&client_id, self.shard_count);
         let version = protocol_version(stored.version);
         let Some(version) =
-            version.filter(|_| home == self.shard && !self.client_ids.contains_key(&client_id))
+            version.filter(|_| home == self.shard && self.sessions.id_of(&client_id).is_none())
         else {
             warn!(%client_id, shard = self.shard, home, level = stored.version, "stored session cannot be restored here; skipped");
             summary.sessions_skipped += 1;
@@ -119,20 +111,19 @@ impl Broker {
             summary.sessions_expired += 1;
             if let Some(will) = delayed_will {
                 // It ended while the broker was down: its will is all that is left to do.
-                let session_id = self.new_session_id();
-                let mut session = Session::new(client_id.clone(), version);
+                let session_id = self.sessions.new_id();
+                let mut session = Session::new(client_id, version);
                 session.expiry_interval = stored.expiry_interval;
                 session.expires_at = Some(now);
                 session.journaled = true;
                 session.delayed_will = Some(will);
-                self.client_ids.insert(client_id, session_id);
-                self.sessions.insert(session_id, Box::new(session));
+                self.sessions.insert(session_id, session);
                 self.timers.schedule(now, Timer::SessionExpiry(session_id));
             }
             return;
         }
-        let session_id = self.new_session_id();
-        let mut session = Session::new(client_id.clone(), version);
+        let session_id = self.sessions.new_id();
+        let mut session = Session::new(client_id, version);
         session.expiry_interval = stored.expiry_interval;
         session.expires_at = expires_at;
         session.journaled = true;
@@ -177,8 +168,7 @@ impl Broker {
             }
         }
         session.next_delivery = next_delivery + 1;
-        self.client_ids.insert(client_id, session_id);
-        self.sessions.insert(session_id, Box::new(session));
+        self.sessions.insert(session_id, session);
         if let Some(at) = expires_at {
             self.timers.schedule(at, Timer::SessionExpiry(session_id));
         }
