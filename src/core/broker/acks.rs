@@ -43,11 +43,6 @@ use super::session::SessionId;
 use super::time::Timestamp;
 use crate::protocol::Packet;
 
-/// Held acknowledgements on one connection above which a runtime stops reading it. Honest
-/// clients stay far below (rumqttc keeps 100 in flight, paho and mosquitto_pub 20); a client
-/// that ignores acknowledgements altogether would otherwise make the broker buffer without end.
-pub const MAX_HELD_ACKS: usize = 1024;
-
 /// What the acknowledgement of the packet a handler works on must wait for, taken when the
 /// handler starts ([`Broker::start_ack`]), carried along while it journals, queues and forwards,
 /// and consumed by sending that acknowledgement: [`Broker::acknowledge`], [`Broker::send_pubrel`]

@@ -74,6 +74,11 @@ pub struct Connection {
     pub held_pubrels: VecDeque<(u64, Packet)>,
 }
 
+/// Held acknowledgements on one connection above which a runtime stops reading it. Honest
+/// clients stay far below (rumqttc keeps 100 in flight, paho and mosquitto_pub 20); a client
+/// that ignores acknowledgements altogether would otherwise make the broker buffer without end.
+pub const MAX_HELD_ACKS: usize = 1024;
+
 /// An acknowledgement held until the state it acknowledges is durable.
 #[derive(Debug)]
 pub struct HeldAck {
@@ -85,6 +90,12 @@ pub struct HeldAck {
 }
 
 impl Connection {
+    /// Whether it holds more acknowledgements than any client that waits for them would let
+    /// pile up: a runtime then stops reading it.
+    pub fn holds_too_many_acks(&self) -> bool {
+        self.held_acks.len() >= MAX_HELD_ACKS
+    }
+
     pub fn new(
         max_connect_packet_size: usize,
         peer: Option<SocketAddr>,

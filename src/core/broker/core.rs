@@ -16,7 +16,6 @@ use bytestring::ByteString;
 use tracing::warn;
 
 use super::ack_holds::AckHolds;
-use super::acks::MAX_HELD_ACKS;
 use super::boundary::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
 use super::config::Config;
 use super::connection::{Connection, Connections, Phase};
@@ -315,7 +314,7 @@ impl Broker {
     pub fn wants_pause(&self, conn: ConnId) -> bool {
         self.connections
             .get(&conn)
-            .is_some_and(|connection| connection.held_acks.len() >= MAX_HELD_ACKS)
+            .is_some_and(Connection::holds_too_many_acks)
     }
 
     /// The next batch for another shard.

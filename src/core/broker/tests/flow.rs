@@ -251,7 +251,7 @@ fn a_client_ignoring_held_acknowledgements_is_to_be_paused() {
     };
     let mut sim = Sim::with_config(1, config);
     let (sub, publisher) = subscriber_and_publisher(&mut sim, true);
-    let limit = u16::try_from(crate::broker::acks::MAX_HELD_ACKS).unwrap();
+    let limit = u16::try_from(crate::broker::connection::MAX_HELD_ACKS).unwrap();
     publish_all(&mut sim, publisher, "t", limit);
     assert!(!sim.shards[0].wants_pause(publisher), "one went in flight");
     sim.send(
