@@ -32,7 +32,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::protocol::decoder::MAX_PACKET_SIZE;
 use crate::protocol::QoS;
-use crate::server::{Fsync, Listener, ServerOptions};
+use crate::server::{Fsync, LayerMaker, Listener, ServerOptions, Transport};
 
 /// The exit status for a [`SettingsError`] (sysexits' EX_CONFIG, for `ExitCode::from`): the
 /// systemd unit does not restart on it, since a restart cannot fix a wrong setting.
@@ -84,10 +84,24 @@ macro_rules! settings {
 }
 
 settings! {
-    /// address to accept MQTT connections on; repeat for several, and flags replace the file's
-    /// list (default: 0.0.0.0:1883)
+    /// address to accept MQTT over TLS on (usually port 8883), with --tls-cert and --tls-key;
+    /// repeat for several, and flags replace the file's list (default: none)
     #[argh(option, arg_name = "ADDR:PORT")]
-    listen: Vec<SocketAddr> => server.listeners = tcp_listeners();
+    listen_tls: Vec<SocketAddr> => server.listeners = listeners(Transport::Tls);
+
+    /// certificate chain the TLS listeners present, PEM, the server's own certificate first
+    /// (default: none)
+    #[argh(option, arg_name = "FILE")]
+    tls_cert: Option<PathBuf> => server.tls.cert = optional_value();
+
+    /// private key of --tls-cert, PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (default: none)
+    #[argh(option, arg_name = "FILE")]
+    tls_key: Option<PathBuf> => server.tls.key = optional_value();
+
+    /// address to accept MQTT over plain TCP on; repeat for several, and flags replace the
+    /// file's list (default: 0.0.0.0:1883)
+    #[argh(option, arg_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr> => server.listeners = listeners(Transport::Tcp);
 
     /// directory for persistent sessions and retained messages (default: ./data)
     #[argh(option, arg_name = "DIR")]
@@ -468,6 +482,12 @@ impl<T: DeserializeOwned> Given<'_, T> {
         let file = self.file_as()?;
         Ok(pick(self.flag, file, default).0)
     }
+
+    /// A value with no default: absent unless given.
+    fn optional_value(self, default: Option<T>) -> Result<Option<T>, SettingsError> {
+        let file = self.file_as()?;
+        Ok(pick(self.flag.map(Some), file.map(Some), default).0)
+    }
 }
 
 impl Given<'_, bool> {
@@ -589,25 +609,44 @@ impl Given<'_, String> {
 }
 
 impl Given<'_, Vec<SocketAddr>> {
-    /// `--listen`: the MQTT-over-TCP listeners by IP:PORT address, at least one, none twice.
-    fn tcp_listeners(mut self, default: Vec<Listener>) -> Result<Vec<Listener>, SettingsError> {
+    /// `--listen` and `--listen-tls`: the listeners of one transport by IP:PORT address, in
+    /// place of that transport's in `current`. At least one listener in all, no address twice.
+    fn listeners(
+        mut self,
+        transport: Transport,
+        current: Vec<Listener>,
+    ) -> Result<Vec<Listener>, SettingsError> {
+        let (default, mut others): (Vec<Listener>, Vec<Listener>) = current
+            .into_iter()
+            .partition(|listener| listener.transport == transport);
         let default = default.iter().map(|listener| listener.address).collect();
         let file = self.file_as::<Vec<String>>()?;
         let file = file
             .map(|texts| texts.iter().map(|text| self.file_address(text)).collect())
             .transpose()?;
         let (addresses, origin) = pick(self.flag.take(), file, default);
-        if addresses.is_empty() {
+        if addresses.is_empty() && others.is_empty() {
             let problem = "must have at least one address, e.g. [\"0.0.0.0:1883\"]";
             return Err(self.invalid(origin, problem));
         }
         // With SO_REUSEPORT a repeated address would bind twice without complaint and split
-        // accepts between the two copies, which is never what was meant.
-        let mut seen = BTreeSet::new();
-        if let Some(repeated) = addresses.iter().find(|address| !seen.insert(**address)) {
+        // accepts between the two copies, which is never what was meant. (Port 0 asks for a
+        // free port each time.)
+        let mut seen: BTreeSet<SocketAddr> = others.iter().map(|other| other.address).collect();
+        let repeated = addresses
+            .iter()
+            .find(|address| address.port() != 0 && !seen.insert(**address));
+        if let Some(repeated) = repeated {
             return Err(self.invalid(origin, format!("has {repeated} more than once")));
         }
-        Ok(addresses.into_iter().map(Listener::tcp).collect())
+        let listeners = addresses
+            .into_iter()
+            .map(|address| Listener { address, transport });
+        others.extend(listeners);
+        // Plain TCP first, then TLS, each in the order given: the order they are bound and
+        // logged in, whichever setting was read first.
+        others.sort_by_key(|listener| listener.transport);
+        Ok(others)
     }
 
     fn file_address(&self, text: &str) -> Result<SocketAddr, SettingsError> {
@@ -709,6 +748,14 @@ impl Settings {
             ..Settings::default()
         };
         settings.read_layers(args, &layers)?;
+        // Reading the certificate and key now makes a bad one a configuration error, like any
+        // other bad setting, rather than a failure to start.
+        let server = &settings.server;
+        if let Err(error) = LayerMaker::new(&server.listeners, &server.tls) {
+            let setting = "--listen-tls".to_owned();
+            let problem = format!("cannot be served: {error}");
+            return Err(SettingsError::Invalid { setting, problem });
+        }
         let broker = &mut settings.server.broker;
         // The pre-CONNECT limit guards against unauthenticated peers; it must never let
         // through more than the limit for connected clients.
@@ -1250,7 +1297,15 @@ mod tests {
         for key in known_keys() {
             assert!(table.contains_key(&key), "the example config lacks {key}");
         }
-        with_file(&[], &uncommented).unwrap();
+        // Its certificate paths are placeholders, read only when the settings are loaded: the
+        // one error allowed is that they do not exist here.
+        if let Err(error) = with_file(&[], &uncommented) {
+            let error = error.to_string();
+            assert!(
+                error.contains("cannot read certificate /etc/mqtt-broker/server.pem"),
+                "{error}"
+            );
+        }
     }
 
     /// Every setting's name, dashed: the keys the file accepts.
@@ -1350,7 +1405,8 @@ mod tests {
     fn help_states_the_real_defaults() {
         let mut checked = 0;
         for (flag, stated) in flags_in_help() {
-            let Some(stated) = stated.filter(|stated| !stated.contains(' ') && flag != "--config")
+            let in_words = |stated: &String| stated.contains(' ') || stated == "none";
+            let Some(stated) = stated.filter(|stated| !in_words(stated) && flag != "--config")
             else {
                 continue;
             };

@@ -46,7 +46,7 @@ use crate::protocol::decoder::reserve_for_read;
 use crate::server::outputs::{drain_outputs, Outputs, TICK};
 use crate::server::recovery::{self, ShardStart};
 use crate::server::shard_journal::ShardJournal;
-use crate::server::transport::{StreamLayer, Transport};
+use crate::server::transport::{LayerMaker, StreamLayer, TlsError, Transport};
 use crate::server::{PersistenceOptions, ServerOptions};
 
 /// How long shutdown waits for clients to be sent their DISCONNECT and closed.
@@ -77,6 +77,8 @@ pub enum SyncServerError {
     },
     #[error("{0}")]
     Persistence(#[from] StoreError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Runs the broker on `options.listeners`, with its state in `options.data_dir`, until SIGINT or
@@ -89,6 +91,7 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     // Before binding, as the sharded server does: a data directory in use or unreadable stops
     // the start before any client can connect.
     let storage = Storage::open(&options.data_dir, &options.persistence)?;
+    let layers = LayerMaker::new(&options.listeners, &options.tls)?;
     let listeners = options
         .listeners
         .iter()
@@ -105,6 +108,7 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     options.persistence.configure(&mut config);
     serve(
         listeners,
+        layers,
         options.read_buffer_size,
         ConnectionRate::new(options.max_connection_rate),
         config,
@@ -154,6 +158,7 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SyncServerError> 
 /// Serves `listeners` until `stop` receives (or its sender is dropped), then closes `storage`.
 fn serve(
     listeners: Vec<((TcpListener, SocketAddr), Transport)>,
+    layers: LayerMaker,
     read_buffer_size: usize,
     connection_rate: ConnectionRate,
     config: broker::Config,
@@ -176,6 +181,7 @@ fn serve(
         stopping: AtomicBool::new(false),
         read_buffer_size: read_buffer_size.max(64),
         connection_rate,
+        layers,
     });
     {
         let mut core = shared.lock();
@@ -283,6 +289,8 @@ struct Shared {
     stopping: AtomicBool,
     read_buffer_size: usize,
     connection_rate: ConnectionRate,
+    /// Each accepted connection's transport layer.
+    layers: LayerMaker,
 }
 
 impl Shared {
@@ -422,8 +430,12 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, transport: Transport
                 let admitted = stream
                     .peer_addr()
                     .is_ok_and(|peer| shared.connection_rate.admit(peer.ip(), Instant::now()));
-                if admitted {
-                    start_connection(shared, stream, StreamLayer::new(transport));
+                if !admitted {
+                    continue;
+                }
+                match shared.layers.layer(transport) {
+                    Ok(layer) => start_connection(shared, stream, layer),
+                    Err(error) => warn!(%error, "cannot start the connection's {transport}"),
                 }
             }
             Err(error) => {
@@ -525,7 +537,16 @@ fn read_loop(
                     let mut core = shared.lock();
                     let now = shared.now();
                     let mut layer = lock_layer(&layer);
-                    let published = core.broker.handle_bytes(conn, layer.inbound(&mut buf), now);
+                    let Ok(bytes) = layer.inbound(&mut buf).inspect_err(|error| {
+                        debug!(?conn, %error, "transport refused the bytes read");
+                    }) else {
+                        break;
+                    };
+                    let published = core.broker.handle_bytes(conn, bytes, now);
+                    // A TLS handshake to answer, whether or not the core had anything to say.
+                    if layer.wants_write() {
+                        handle.writer.unpark();
+                    }
                     core.pump();
                     published
                 };
@@ -571,16 +592,20 @@ fn write_loop(
     conn: ConnId,
     closing: &AtomicBool,
 ) {
+    let mut said_goodbye = false;
     loop {
         // `closing` is set under the lock after the output that goes with it was queued, so
         // reading both under the lock never leaves that output behind.
         let (chunks, closing) = {
             let mut core = shared.lock();
             let output = core.broker.take_output(conn, shared.now());
-            (
-                lock_layer(layer).outbound(output),
-                closing.load(Ordering::Acquire),
-            )
+            let closing = closing.load(Ordering::Acquire);
+            let mut layer = lock_layer(layer);
+            if output.is_empty() && closing && !said_goodbye {
+                layer.close();
+                said_goodbye = true;
+            }
+            (layer.outbound(output), closing)
         };
         if !chunks.is_empty() {
             if let Err(error) = write_chunks(&mut stream, &chunks) {
@@ -667,6 +692,7 @@ mod tests {
             let unlimited = ConnectionRate::new(0);
             serve(
                 vec![((listener, addr), Transport::Tcp)],
+                LayerMaker::default(),
                 4096,
                 unlimited,
                 config,

@@ -88,9 +88,13 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
             Some(connect) => broker.handle_handed_over(conn, peer, connect, now),
             None => broker.handle_accepted(conn, peer, now),
         }
-        if !buf.is_empty() {
-            let mut layer = handle.layer.borrow_mut();
-            publishing = broker.handle_bytes(conn, layer.inbound(&mut buf), now);
+    }
+    // What a hand-over brought: bytes read after the CONNECT, or plaintext its layer holds.
+    let mut refused = false;
+    if !buf.is_empty() || handle.layer.borrow().has_pending() {
+        match take_in(&shard, &handle, conn, &mut buf) {
+            Ok(published) => publishing = published,
+            Err(()) => refused = true,
         }
     }
     shard.pump();
@@ -99,6 +103,9 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
     let mut more_waiting = false;
     let mut large_packet = LargePacketTicket::new(shard.large_packets());
     loop {
+        if refused {
+            break;
+        }
         if let Some((to, connect)) = handle.hand_over.borrow_mut().take() {
             return hand_over(&shard, conn, &handle, reader, to, connect, buf);
         }
@@ -187,12 +194,10 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
                     note_arrival(&shard, conn, SystemTime::now());
                     arrival_noted = true;
                 }
-                let now = shard.now();
-                publishing = shard.broker().borrow_mut().handle_bytes(
-                    conn,
-                    handle.layer.borrow_mut().inbound(&mut buf),
-                    now,
-                );
+                match take_in(&shard, &handle, conn, &mut buf) {
+                    Ok(published) => publishing = published,
+                    Err(()) => break,
+                }
                 large_packet.update(buf.capacity(), read_buffer_size);
                 shard.pump();
                 // On a readiness backend a read of a busy socket completes without waiting, so
@@ -221,6 +226,30 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
     start_writer(&shard, conn, &handle);
     shard.pump();
     shard.return_buffer(buf);
+}
+
+/// Gives what was read to the core through the connection's layer, and starts the writer when
+/// the layer has bytes of its own to send (a TLS handshake). Whether the bytes carried a
+/// PUBLISH; an error when the layer refused them, which ends the connection (the writer then
+/// sends the layer's last word, such as a TLS alert).
+fn take_in<I: Io, H: Host<I>>(
+    shard: &Rc<H>,
+    handle: &Rc<ConnHandle<I>>,
+    conn: ConnId,
+    buf: &mut BytesMut,
+) -> Result<bool, ()> {
+    let now = shard.now();
+    let published = {
+        let mut layer = handle.layer.borrow_mut();
+        let bytes = layer.inbound(buf).map_err(|error| {
+            debug!(?conn, %error, "transport refused the bytes read");
+        })?;
+        shard.broker().borrow_mut().handle_bytes(conn, bytes, now)
+    };
+    if handle.layer.borrow().wants_write() {
+        start_writer(shard, conn, handle);
+    }
+    Ok(published)
 }
 
 /// Tells the broker when the connection's first bytes arrived, on the wall clock every shard
@@ -389,12 +418,20 @@ async fn write_loop<I: Io, H: Host<I>>(
     handle: Rc<ConnHandle<I>>,
     mut writer: I::Writer,
 ) {
+    let mut said_goodbye = false;
     loop {
         let output = shard.broker().borrow_mut().take_output(conn, shard.now());
-        if output.is_empty() {
+        let chunks = {
+            let mut layer = handle.layer.borrow_mut();
+            if output.is_empty() && handle.closing.get() && !said_goodbye {
+                layer.close();
+                said_goodbye = true;
+            }
+            layer.outbound(output)
+        };
+        if chunks.is_empty() {
             break;
         }
-        let chunks = handle.layer.borrow_mut().outbound(output);
         for chunk in chunks {
             if let Err(error) = I::write_all(&mut writer, chunk).await {
                 debug!(?conn, %error, "write failed");

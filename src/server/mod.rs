@@ -49,13 +49,15 @@ use crate::connection_rate::ConnectionRate;
 
 pub use envelope::Envelope;
 pub use mqtt_broker_persistence::Fsync;
-pub use transport::{Listener, Transport};
+pub use transport::{LayerMaker, Listener, TlsError, TlsOptions, Transport};
 
 /// What the server needs to know; built from the command line and config file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerOptions {
     /// What to accept connections on; at least one.
     pub listeners: Vec<Listener>,
+    /// The certificate and key of the TLS listeners.
+    pub tls: TlsOptions,
     pub shards: usize,
     pub backend: Backend,
     pub pin_cores: bool,
@@ -76,6 +78,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             listeners: vec![Listener::default_tcp()],
+            tls: TlsOptions::default(),
             shards: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
             backend: Backend::Auto,
             pin_cores: true,
@@ -136,6 +139,8 @@ pub enum ServerError {
     Signals(String),
     #[error("{0}")]
     Persistence(mqtt_broker_persistence::StoreError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 /// The first half of start-up exactly as [`run`] does it: locks and recovers the data
@@ -172,6 +177,8 @@ pub(crate) struct Shared {
     pub restored: Barrier,
     /// `--max-connection-rate`, checked by every shard's acceptor.
     pub connection_rate: ConnectionRate,
+    /// Each accepted connection's transport layer.
+    pub layers: LayerMaker,
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts down gracefully.
@@ -182,6 +189,7 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     // Each shard's core spends its share of the send buffer budget.
     options.broker.buffer_budget /= shard_count;
     let (store, starts) = recovery::open(&options.data_dir, &options.persistence, shard_count)?;
+    let layers = LayerMaker::new(&options.listeners, &options.tls)?;
     let listeners = listen::bind_all(&options.listeners, shard_count)?;
     // Installed before announcing the address, so a signal sent as soon as a supervisor sees
     // "listening on" still shuts down gracefully.
@@ -195,6 +203,7 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     }
     let shared = Arc::new(Shared {
         connection_rate: ConnectionRate::new(options.max_connection_rate),
+        layers,
         options,
         connections: Arc::new(AtomicUsize::new(0)),
         next_conn: AtomicU64::new(1),

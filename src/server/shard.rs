@@ -23,7 +23,7 @@ use super::listen::Bound;
 use super::outputs::{drain_outputs, Outputs, TICK};
 use super::recovery::{self, ShardStart};
 use super::shard_journal::ShardJournal;
-use super::transport::{StreamLayer, Transport};
+use super::transport::Transport;
 use super::Shared;
 use crate::broker::{Broker, ConnId, Event, ShardId, ShardMessage, Timestamp};
 
@@ -258,11 +258,18 @@ async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener, transpor
                 if let Err(error) = I::set_nodelay(&stream) {
                     debug!(%peer, %error, "cannot set TCP_NODELAY");
                 }
+                let layer = match shard.shared.layers.layer(transport) {
+                    Ok(layer) => layer,
+                    Err(error) => {
+                        warn!(%peer, %error, "cannot start the connection's {transport}");
+                        continue;
+                    }
+                };
                 let conn = ConnId(shard.shared.next_conn.fetch_add(1, Ordering::Relaxed));
                 I::spawn(connection::read_loop(
                     shard.clone(),
                     stream,
-                    StreamLayer::new(transport),
+                    layer,
                     conn,
                     Some(peer),
                     BytesMut::new(),

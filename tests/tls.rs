@@ -1,0 +1,329 @@
+//! MQTT over TLS (`--listen-tls`) with Mosquitto's command-line clients, on every runtime this
+//! machine runs and in the blocking build: TLS and plain TCP clients talk to each other, large
+//! messages cross TLS, a client that does not trust the certificate is refused without harm to
+//! anyone else, a silent TLS client costs only the connect timeout, and bad TLS settings are
+//! configuration errors. The certificates are made here, with rcgen.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{broker_for, runtimes, unique, Binary, Broker};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// A certificate authority and a server certificate for `localhost` and 127.0.0.1 it signed,
+/// written as PEM files into a directory removed on drop.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "mqtt-broker test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let server_key = KeyPair::generate().expect("server key");
+        let mut server_params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("server params");
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server = server_params
+            .signed_by(&server_key, &ca, &ca_key)
+            .expect("server certificate");
+        // A second authority, which signed nothing the broker presents.
+        let other_key = KeyPair::generate().expect("other key");
+        let mut other_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let other = other_params.self_signed(&other_key).expect("other CA");
+        for (name, pem) in [
+            ("ca.pem", ca.pem()),
+            ("server.pem", server.pem()),
+            ("server.key", server_key.serialize_pem()),
+            ("other-ca.pem", other.pem()),
+        ] {
+            std::fs::write(dir.path().join(name), pem).expect("write PEM");
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The broker flags of a TLS listener on an ephemeral port with this certificate.
+    fn flags(&self) -> Vec<String> {
+        vec![
+            "--listen-tls".into(),
+            "127.0.0.1:0".into(),
+            "--tls-cert".into(),
+            self.path("server.pem").display().to_string(),
+            "--tls-key".into(),
+            self.path("server.key").display().to_string(),
+        ]
+    }
+}
+
+/// The port of the broker's TLS listener, from its `MQTT over TLS listening on` line.
+fn tls_port(broker: &Broker) -> u16 {
+    // The plain listener's line, which `Broker::start` waits for, comes first.
+    broker.wait_for_log(&["MQTT over TLS listening on"], Duration::from_secs(10));
+    let logs = broker.logs();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("MQTT over TLS listening on 127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no TLS listener in the log:\n{logs}"));
+    let rest = line.rsplit("127.0.0.1:").next().unwrap_or_default();
+    rest.trim().parse().expect("a port")
+}
+
+/// `mosquitto_pub`/`mosquitto_sub` on 127.0.0.1:`port`, over TLS trusting `ca` if given.
+fn mosquitto(tool: &str, port: u16, ca: Option<&Path>, args: &[&str]) -> Command {
+    let mut command = Command::new(tool);
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(ca) = ca {
+        command.arg("--cafile").arg(ca);
+    }
+    command.args(args);
+    command
+}
+
+/// Runs `subscribe` (a `mosquitto_sub -C 1`), calls `publish` until the subscriber has its
+/// message, and checks that it printed `expected`.
+fn round_trip(mut subscribe: Command, publish: impl Fn() -> Output, expected: &str) {
+    // A file, not a pipe: a large message would fill a pipe nobody reads until the end.
+    let printed = tempfile::NamedTempFile::new().expect("temp file");
+    let subscriber = subscribe
+        .stdout(printed.reopen().expect("reopen"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed by the README's test command");
+    // mosquitto_sub has no "subscribed" signal; publish (retained messages are not used, so the
+    // test cannot pass by accident) until it gets one, for up to 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut subscriber = subscriber;
+    loop {
+        let published = publish();
+        assert!(
+            published.status.success(),
+            "mosquitto_pub failed: {}",
+            String::from_utf8_lossy(&published.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        if let Ok(Some(_)) = subscriber.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = subscriber.kill();
+            break;
+        }
+    }
+    let output = subscriber.wait_with_output().expect("mosquitto_sub output");
+    let printed = std::fs::read_to_string(printed.path()).expect("read what it printed");
+    let printed = printed.trim_end();
+    assert!(
+        printed == expected,
+        "mosquitto_sub printed {} bytes ({:?}...), expected {} ({:?}...); stderr: {}",
+        printed.len(),
+        &printed[..printed.len().min(40)],
+        expected.len(),
+        &expected[..expected.len().min(40)],
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A TLS subscriber gets a plain TCP publisher's message and the other way round, a 100 KB
+/// message crosses TLS in many records, and MQTT 3.1.1 and 5 both work.
+fn tls_and_plain_clients_talk(broker: &Broker, pki: &Pki) {
+    let tls = tls_port(broker);
+    let ca = pki.path("ca.pem");
+    for (version, from_tls) in [("mqttv311", true), ("mqttv5", false)] {
+        let topic = unique("tls/round-trip");
+        let payload = format!("{version} from {}", if from_tls { "TLS" } else { "TCP" });
+        let (pub_port, pub_ca, sub_port, sub_ca) = if from_tls {
+            (tls, Some(ca.as_path()), broker.port, None)
+        } else {
+            (broker.port, None, tls, Some(ca.as_path()))
+        };
+        let subscribe = mosquitto(
+            "mosquitto_sub",
+            sub_port,
+            sub_ca,
+            &["-V", version, "-t", &topic, "-C", "1", "-W", "15"],
+        );
+        let publish = || {
+            mosquitto(
+                "mosquitto_pub",
+                pub_port,
+                pub_ca,
+                &["-V", version, "-t", &topic, "-m", &payload],
+            )
+            .output()
+            .expect("mosquitto_pub is installed by the README's test command")
+        };
+        round_trip(subscribe, publish, &payload);
+    }
+
+    let topic = unique("tls/large");
+    let large = "x".repeat(100_000);
+    let file = pki.path("large.txt");
+    std::fs::write(&file, &large).expect("write payload");
+    let file = file.display().to_string();
+    let subscribe = mosquitto(
+        "mosquitto_sub",
+        tls,
+        Some(&ca),
+        &["-t", &topic, "-C", "1", "-W", "15"],
+    );
+    let publish = || {
+        mosquitto(
+            "mosquitto_pub",
+            tls,
+            Some(&ca),
+            &["-t", &topic, "-f", &file],
+        )
+        .output()
+        .expect("mosquitto_pub")
+    };
+    round_trip(subscribe, publish, &large);
+}
+
+#[test]
+fn tls_and_plain_tcp_clients_talk_to_each_other_on_every_runtime() {
+    let pki = Pki::new();
+    let flags = pki.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    for runtime in runtimes() {
+        let Some(mut broker) = broker_for(runtime, &flags) else {
+            continue;
+        };
+        tls_and_plain_clients_talk(&broker, &pki);
+        broker.assert_healthy();
+    }
+}
+
+#[test]
+fn the_blocking_build_serves_tls_too() {
+    let pki = Pki::new();
+    let flags = pki.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut broker = Broker::try_start(Binary::Sync, &flags).expect("sync broker starts");
+    tls_and_plain_clients_talk(&broker, &pki);
+    broker.assert_healthy();
+}
+
+#[test]
+fn a_client_that_does_not_trust_the_certificate_is_refused_and_others_go_on() {
+    let pki = Pki::new();
+    let flags = pki.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut broker = Broker::start("epoll", &flags);
+    let tls = tls_port(&broker);
+    let refused = mosquitto(
+        "mosquitto_pub",
+        tls,
+        Some(&pki.path("other-ca.pem")),
+        &["-t", "tls/untrusted", "-m", "x"],
+    )
+    .output()
+    .expect("mosquitto_pub");
+    assert!(
+        !refused.status.success(),
+        "a client that cannot verify the broker's certificate must fail"
+    );
+    // Plain MQTT to the TLS port is not TLS: the broker closes it and goes on.
+    let mut plain = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], tls))).expect("connect");
+    plain
+        .write_all(&[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 0])
+        .expect("write");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !answer.starts_with(&[0x20]),
+        "no CONNACK over a TLS port for a plain CONNECT: {answer:?}"
+    );
+    tls_and_plain_clients_talk(&broker, &pki);
+    broker.assert_healthy();
+}
+
+#[test]
+fn a_silent_tls_client_is_closed_after_the_connect_timeout() {
+    let pki = Pki::new();
+    let mut flags = pki.flags();
+    flags.extend(["--connect-timeout".to_owned(), "1".to_owned()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut broker = Broker::start("epoll", &flags);
+    let mut silent =
+        TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], tls_port(&broker)))).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = Instant::now();
+    // The broker may say goodbye with a TLS alert; what matters is that it closes.
+    let mut said = Vec::new();
+    let read = silent.read_to_end(&mut said);
+    let waited = started.elapsed();
+    assert!(
+        read.is_ok() && waited < Duration::from_secs(8),
+        "a TLS client that never says hello must be closed after --connect-timeout 1, got {read:?} after {waited:?}"
+    );
+    broker.assert_healthy();
+}
+
+#[test]
+fn bad_tls_settings_are_configuration_errors() {
+    let pki = Pki::new();
+    let data = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_mqtt-broker"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .expect("run mqtt-broker");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--listen-tls", "127.0.0.1:0"]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("--tls-cert and --tls-key"), "{stderr}");
+
+    let key = pki.path("server.key").display().to_string();
+    let (code, stderr) = run(&[
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        &key,
+    ]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("/nonexistent/cert.pem"), "{stderr}");
+
+    // A key that is not the certificate's.
+    let (code, stderr) = run(&[
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &pki.path("other-ca.pem").display().to_string(),
+        "--tls-key",
+        &key,
+    ]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("--listen-tls"), "{stderr}");
+}
