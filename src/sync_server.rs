@@ -212,6 +212,7 @@ fn serve(
     };
     for ((listener, addr), transport) in listeners {
         info!("{transport} listening on {addr}");
+        crate::server::transport::warn_if_public(addr, transport);
         let shared = shared.clone();
         thread::Builder::new()
             .name("mqtt-accept".into())

@@ -2,7 +2,8 @@
 //! machine runs and in the blocking build: TLS and plain TCP clients talk to each other, large
 //! messages cross TLS, a client that does not trust the certificate is refused without harm to
 //! anyone else, a silent TLS client costs only the connect timeout, and bad TLS settings are
-//! configuration errors. The certificates are made here, with rcgen.
+//! configuration errors; a listener on a public address warns that it serves anonymous
+//! clients. The certificates are made here, with rcgen.
 
 mod common;
 
@@ -326,4 +327,26 @@ fn bad_tls_settings_are_configuration_errors() {
     ]);
     assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("--listen-tls"), "{stderr}");
+}
+
+#[test]
+fn a_listener_on_a_public_address_says_it_serves_anonymous_clients() {
+    // Binding every interface sends nothing anywhere; the clients here use 127.0.0.1 only.
+    for binary in [Binary::Async, Binary::Sync] {
+        let broker =
+            Broker::try_start(binary, &["--listen", "0.0.0.0:0"]).expect("the broker starts");
+        assert!(
+            broker.wait_for_log(
+                &["MQTT over TCP on 0.0.0.0:", "serves anonymous clients"],
+                Duration::from_secs(10)
+            ),
+            "{binary:?}: no warning for a listener on every interface:\n{}",
+            broker.logs()
+        );
+        let loopback = broker
+            .logs()
+            .lines()
+            .any(|line| line.contains("on 127.0.0.1:") && line.contains("serves anonymous"));
+        assert!(!loopback, "{binary:?}: loopback needs no warning");
+    }
 }

@@ -200,6 +200,7 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     .map_err(|error| ServerError::Signals(error.to_string()))?;
     for (addr, transport) in listen::local_addrs(&listeners) {
         info!("{transport} listening on {addr}");
+        transport::warn_if_public(addr, transport);
     }
     let shared = Arc::new(Shared {
         connection_rate: ConnectionRate::new(options.max_connection_rate),

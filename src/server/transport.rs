@@ -57,6 +57,16 @@ impl Listener {
     }
 }
 
+/// Says, once per listener at start, what an operator must know before exposing it: with no
+/// authentication, anyone who can reach an address other than loopback is served.
+pub fn warn_if_public(address: SocketAddr, transport: Transport) {
+    if !address.ip().is_loopback() {
+        tracing::warn!(
+            "{transport} on {address} serves anonymous clients: anyone who can reach it may connect, subscribe to every topic and publish to any; listen on 127.0.0.1 or a private address, or firewall it"
+        );
+    }
+}
+
 /// The certificate and key the TLS listeners present (`--tls-cert`, `--tls-key`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsOptions {
