@@ -98,6 +98,17 @@ settings! {
     #[argh(option, arg_name = "FILE")]
     tls_key: Option<PathBuf> => server.tls.key = optional_value();
 
+    /// certificate authorities, PEM, that TLS clients' certificates must chain to; a client
+    /// that presents another certificate is refused in the handshake, and without this no
+    /// client certificate is asked for (default: none)
+    #[argh(option, arg_name = "FILE")]
+    tls_client_ca: Option<PathBuf> => server.tls.client_ca = optional_value();
+
+    /// with --tls-client-ca, refuse TLS clients that present no certificate (file key:
+    /// tls-require-client-cert = true) (default: off)
+    #[argh(switch)]
+    tls_require_client_cert: bool => server.tls.require_client_cert = value();
+
     /// address to accept MQTT over plain TCP on; repeat for several, and flags replace the
     /// file's list (default: 0.0.0.0:1883)
     #[argh(option, arg_name = "ADDR:PORT")]

@@ -1,8 +1,8 @@
 //! MQTT over TLS (`--listen-tls`) with Mosquitto's command-line clients, on every runtime this
 //! machine runs and in the blocking build: TLS and plain TCP clients talk to each other, large
 //! messages cross TLS, a client that does not trust the certificate is refused without harm to
-//! anyone else, a silent TLS client costs only the connect timeout, and bad TLS settings are
-//! configuration errors; a listener on a public address warns that it serves anonymous
+//! anyone else, mutual TLS takes client certificates from `--tls-client-ca` only, a silent TLS
+//! client costs only the connect timeout, and bad TLS settings are configuration errors; a listener on a public address warns that it serves anonymous
 //! clients. The certificates are made here, with rcgen.
 
 mod common;
@@ -47,11 +47,29 @@ impl Pki {
         let mut other_params = CertificateParams::new(Vec::<String>::new()).expect("params");
         other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let other = other_params.self_signed(&other_key).expect("other CA");
+        // Client certificates: one from the broker's authority, one from the other.
+        let client = |issuer: &rcgen::Certificate, issuer_key: &KeyPair| {
+            let key = KeyPair::generate().expect("client key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "sensor-1");
+            let cert = params
+                .signed_by(&key, issuer, issuer_key)
+                .expect("client cert");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (client_pem, client_key) = client(&ca, &ca_key);
+        let (stranger_pem, stranger_key) = client(&other, &other_key);
         for (name, pem) in [
             ("ca.pem", ca.pem()),
             ("server.pem", server.pem()),
             ("server.key", server_key.serialize_pem()),
             ("other-ca.pem", other.pem()),
+            ("client.pem", client_pem),
+            ("client.key", client_key),
+            ("stranger.pem", stranger_pem),
+            ("stranger.key", stranger_key),
         ] {
             std::fs::write(dir.path().join(name), pem).expect("write PEM");
         }
@@ -327,6 +345,19 @@ fn bad_tls_settings_are_configuration_errors() {
     ]);
     assert_eq!(code, Some(78), "{stderr}");
     assert!(stderr.contains("--listen-tls"), "{stderr}");
+
+    let cert = pki.path("server.pem").display().to_string();
+    let (code, stderr) = run(&[
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-require-client-cert",
+    ]);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("needs --tls-client-ca"), "{stderr}");
 }
 
 #[test]
@@ -349,4 +380,62 @@ fn a_listener_on_a_public_address_says_it_serves_anonymous_clients() {
             .any(|line| line.contains("on 127.0.0.1:") && line.contains("serves anonymous"));
         assert!(!loopback, "{binary:?}: loopback needs no warning");
     }
+}
+
+/// Publishes once over TLS as the client whose certificate is `identity` (`None`: no
+/// certificate); whether the broker took it.
+fn publish_as(broker: &Broker, pki: &Pki, identity: Option<&str>) -> bool {
+    let ca = pki.path("ca.pem");
+    let mut args = vec![
+        "-t".to_owned(),
+        "tls/mutual".to_owned(),
+        "-m".to_owned(),
+        "x".to_owned(),
+    ];
+    if let Some(name) = identity {
+        args.extend([
+            "--cert".to_owned(),
+            pki.path(&format!("{name}.pem")).display().to_string(),
+            "--key".to_owned(),
+            pki.path(&format!("{name}.key")).display().to_string(),
+        ]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    mosquitto("mosquitto_pub", tls_port(broker), Some(&ca), &args)
+        .output()
+        .expect("mosquitto_pub")
+        .status
+        .success()
+}
+
+#[test]
+fn mutual_tls_takes_certificates_from_the_client_ca_only() {
+    let pki = Pki::new();
+    let client_ca = pki.path("ca.pem").display().to_string();
+    let mut flags = pki.flags();
+    flags.extend(["--tls-client-ca".to_owned(), client_ca]);
+    let optional: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut broker = Broker::start("epoll", &optional);
+    assert!(publish_as(&broker, &pki, Some("client")));
+    assert!(
+        publish_as(&broker, &pki, None),
+        "without --tls-require-client-cert a client without a certificate is served"
+    );
+    assert!(
+        !publish_as(&broker, &pki, Some("stranger")),
+        "a certificate from another authority must be refused"
+    );
+    broker.assert_healthy();
+    drop(broker);
+
+    flags.push("--tls-require-client-cert".to_owned());
+    let required: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut broker = Broker::start("tokio", &required);
+    assert!(publish_as(&broker, &pki, Some("client")));
+    assert!(
+        !publish_as(&broker, &pki, None),
+        "with --tls-require-client-cert a client without a certificate must be refused"
+    );
+    assert!(!publish_as(&broker, &pki, Some("stranger")));
+    broker.assert_healthy();
 }

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
 /// How the bytes of a connection carry MQTT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,11 +68,16 @@ pub fn warn_if_public(address: SocketAddr, transport: Transport) {
     }
 }
 
-/// The certificate and key the TLS listeners present (`--tls-cert`, `--tls-key`).
+/// The certificate and key the TLS listeners present (`--tls-cert`, `--tls-key`), and how they
+/// check clients' certificates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsOptions {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// The authorities client certificates must chain to (`--tls-client-ca`).
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients that present no certificate (`--tls-require-client-cert`).
+    pub require_client_cert: bool,
 }
 
 /// Why the TLS listeners cannot start.
@@ -100,7 +106,7 @@ impl LayerMaker {
             ));
         };
         Ok(LayerMaker {
-            tls: Some(Arc::new(server_config(cert, key)?)),
+            tls: Some(Arc::new(server_config(cert, key, tls)?)),
         })
     }
 
@@ -123,42 +129,68 @@ impl LayerMaker {
     }
 }
 
-fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|error| {
-            TlsError(format!(
-                "cannot read certificate {}: {error}",
-                cert.display()
-            ))
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError(format!(
-            "certificate file {} holds no PEM certificate",
-            cert.display()
-        )));
-    }
+fn server_config(cert: &Path, key: &Path, tls: &TlsOptions) -> Result<ServerConfig, TlsError> {
+    let chain = certificates(cert, "certificate")?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|error| {
         TlsError(format!(
             "cannot read private key {}: {error}",
             key.display()
         ))
     })?;
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|error| TlsError(error.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)
-            .map_err(|error| {
-                TlsError(format!(
-                    "certificate {} and key {} do not make a TLS identity: {error}",
-                    cert.display(),
-                    key.display()
-                ))
-            })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| TlsError(error.to_string()))?;
+    let builder = match &tls.client_ca {
+        Some(client_ca) => {
+            let invalid = |error: rustls::Error| {
+                TlsError(format!("client CA {}: {error}", client_ca.display()))
+            };
+            let mut roots = RootCertStore::empty();
+            for authority in certificates(client_ca, "client CA")? {
+                roots.add(authority).map_err(invalid)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if tls.require_client_cert {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|error| TlsError(format!("client CA {}: {error}", client_ca.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None if tls.require_client_cert => {
+            return Err(TlsError(
+                "--tls-require-client-cert needs --tls-client-ca, the authorities client certificates must chain to".into(),
+            ));
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key_der).map_err(|error| {
+        TlsError(format!(
+            "certificate {} and key {} do not make a TLS identity: {error}",
+            cert.display(),
+            key.display()
+        ))
+    })?;
     config.alpn_protocols = vec![b"mqtt".to_vec()];
     Ok(config)
+}
+
+/// The PEM certificates in `file`, at least one.
+fn certificates(file: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certificates = CertificateDer::pem_file_iter(file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| TlsError(format!("cannot read {what} {}: {error}", file.display())))?;
+    if certificates.is_empty() {
+        return Err(TlsError(format!(
+            "{what} file {} holds no PEM certificate",
+            file.display()
+        )));
+    }
+    Ok(certificates)
 }
 
 /// One connection's layer between its socket and the broker core; its state, if the transport
