@@ -9,7 +9,9 @@ Run by hand, pytest falls back to `$CARGO_TARGET_DIR/debug/mqtt-broker` (else `t
 and the runtimes `epoll,tokio`; build first with `cargo build`.
 
 Each runtime gets one broker (`--shards 2 --listen 127.0.0.1:0`, a temporary data directory)
-for the whole module; its port comes from the `listening on 127.0.0.1:PORT` line it logs.
+for the whole module; its port comes from the `listening on 127.0.0.1:PORT` line it logs. It
+also serves MQTT over TLS (`--listen-tls 127.0.0.1:0`) with a certificate for 127.0.0.1 that a
+test authority, made with the openssl command once per run, signed (`CERTIFICATES.ca`).
 """
 
 import os
@@ -24,6 +26,31 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+TLS_LISTENING = re.compile(r"MQTT over TLS listening on 127\.0\.0\.1:(\d+)")
+
+
+class Certificates:
+    """A test certificate authority and a server certificate for 127.0.0.1 it signed."""
+
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory(prefix="mqtt-e2e-tls-")
+        path = pathlib.Path(self.dir.name)
+        self.ca, self.cert, self.key = path / "ca.pem", path / "server.pem", path / "server.key"
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        (path / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        for command in [
+            ["req", "-x509", *ec, "-keyout", path / "ca.key", "-out", self.ca, "-days", "2",
+             "-subj", "/CN=mqtt-broker test CA"],
+            ["req", *ec, "-keyout", self.key, "-out", path / "server.csr", "-subj",
+             "/CN=localhost"],
+            ["x509", "-req", "-in", path / "server.csr", "-CA", self.ca, "-CAkey",
+             path / "ca.key", "-CAcreateserial", "-out", self.cert, "-days", "2", "-extfile",
+             path / "san.ext"],
+        ]:
+            subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+
+
+CERTIFICATES = Certificates()
 
 
 def broker_binary():
@@ -47,25 +74,32 @@ class Broker:
             pytest.fail(f"no broker binary at {binary}: run `cargo build` first")
         self.process = subprocess.Popen(
             [binary, "--runtime", runtime, "--shards", "2", "--listen", "127.0.0.1:0",
+             "--listen-tls", "127.0.0.1:0", "--tls-cert", str(CERTIFICATES.cert),
+             "--tls-key", str(CERTIFICATES.key),
              "--data-dir", self.data_dir.name, "--log-level", "info"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True,
         )
         self.lines = []
         self.port = None
+        self.tls_port = None
         ready = threading.Event()
 
         def drain():
             for line in self.process.stderr:
                 self.lines.append(line)
+                found = TLS_LISTENING.search(line)
+                if found:
+                    self.tls_port = int(found.group(1))
                 found = LISTENING.search(line)
                 if found and self.port is None:
                     self.port = int(found.group(1))
+                if self.port is not None and self.tls_port is not None:
                     ready.set()
             ready.set()
 
         threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(10) or self.port is None:
+        if not ready.wait(10) or self.port is None or self.tls_port is None:
             self.stop()
             pytest.fail(f"broker --runtime {runtime} did not start:\n{self.logs()}")
 

@@ -16,7 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from conftest import wait_until
+from conftest import CERTIFICATES, wait_until
 
 assert int(paho.mqtt.__version__.split(".")[0]) >= 2, "these tests need paho-mqtt >= 2"
 
@@ -33,7 +33,7 @@ class Peer:
     """A paho MQTT 5 client with its network loop on a thread, and queues of what it got."""
 
     def __init__(self, broker, client_id=None, clean_start=True, session_expiry=None,
-                 will=None):
+                 will=None, tls=False):
         self.id = client_id or unique("paho")
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.id,
                                   protocol=mqtt.MQTTv5, reconnect_on_failure=False)
@@ -51,7 +51,11 @@ class Peer:
         properties = Properties(PacketTypes.CONNECT)
         if session_expiry is not None:
             properties.SessionExpiryInterval = session_expiry
-        self.client.connect("127.0.0.1", broker.port, keepalive=30, clean_start=clean_start,
+        port = broker.port
+        if tls:
+            self.client.tls_set(ca_certs=str(CERTIFICATES.ca))
+            port = broker.tls_port
+        self.client.connect("127.0.0.1", port, keepalive=30, clean_start=clean_start,
                             properties=properties)
         self.client.loop_start()
         try:
@@ -234,6 +238,24 @@ def test_qos2_exactly_once(broker):
             assert from_p == [f"{p}:{n}" for n in range(10)], (
                 f"{subscriber.id}: each message of publisher {p} once, in order")
     for peer in (*subscribers, *publishers):
+        peer.disconnect()
+
+
+def test_tls_and_plain_clients_exchange_qos_1_and_2(broker):
+    topic = unique("tls")
+    over_tls = Peer(broker, tls=True)
+    plain = Peer(broker)
+    over_tls.subscribe(topic + "/to-tls", 2)
+    plain.subscribe(topic + "/to-plain", 2)
+    large = bytes(range(256)) * 300  # 76,800 bytes: several TLS records
+    for qos in (1, 2):
+        plain.publish(topic + "/to-tls", large, qos=qos)
+        over_tls.publish(topic + "/to-plain", f"qos {qos}".encode(), qos=qos)
+    got = over_tls.drain()
+    assert [(m.payload, m.qos) for m in got] == [(large, 1), (large, 2)]
+    got = plain.drain()
+    assert [(m.payload, m.qos) for m in got] == [(b"qos 1", 1), (b"qos 2", 2)]
+    for peer in (over_tls, plain):
         peer.disconnect()
 
 
