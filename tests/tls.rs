@@ -439,3 +439,71 @@ fn mutual_tls_takes_certificates_from_the_client_ca_only() {
     assert!(!publish_as(&broker, &pki, Some("stranger")));
     broker.assert_healthy();
 }
+
+/// Connects over TLS with rustls (the client writes its CONNECT right behind the handshake,
+/// as load generators do) and returns the first bytes the broker answers.
+fn connack_over_tls(port: u16, ca: &Path, client_id: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for authority in CertificateDer::pem_file_iter(ca)
+        .expect("CA")
+        .map(Result::unwrap)
+    {
+        roots.add(authority).expect("add CA");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let mut connection =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+    let id = client_id.as_bytes();
+    let mut connect = vec![0x10, (10 + 2 + id.len()) as u8, 0, 4];
+    connect.extend_from_slice(b"MQTT");
+    connect.extend_from_slice(&[4, 2, 0, 60, 0, id.len() as u8]);
+    connect.extend_from_slice(id);
+    // Queued before the handshake, so it leaves with the client's last handshake message.
+    connection.writer().write_all(&connect).expect("CONNECT");
+    let socket = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    tls.flush().expect("handshake and CONNECT");
+    let mut connack = [0u8; 4];
+    match tls.read_exact(&mut connack) {
+        Ok(()) => connack.to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Clients whose session lives on the other shard are handed over there right after their
+/// handshake, while the broker may still be sending the handshake's last bytes (TLS 1.3 session
+/// tickets): the move waits for that write instead of dropping the connection.
+#[test]
+fn tls_clients_are_handed_over_to_their_home_shard_whole() {
+    let pki = Pki::new();
+    let flags = pki.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    for runtime in runtimes() {
+        let Some(mut broker) = broker_for(runtime, &flags) else {
+            continue;
+        };
+        let port = tls_port(&broker);
+        for n in 0..24 {
+            let client_id = unique(&format!("tls-home-{n}"));
+            let connack = connack_over_tls(port, &pki.path("ca.pem"), &client_id);
+            assert_eq!(
+                connack,
+                [0x20, 2, 0, 0],
+                "{runtime}: {client_id} got no CONNACK over TLS:\n{}",
+                broker.logs()
+            );
+        }
+        broker.assert_healthy();
+    }
+}

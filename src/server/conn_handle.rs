@@ -21,6 +21,8 @@ pub(super) struct ConnHandle<I: Io> {
     pub closing: Cell<bool>,
     /// Wakes the reader when the connection must stop reading.
     pub stop_reading: Notify,
+    /// Wakes a reader waiting for the writer task to end (a hand-over needs the write half).
+    pub writer_done: Notify,
     /// Set when the broker moves the client to another shard.
     pub hand_over: RefCell<Option<(ShardId, HandedOverConnect)>>,
     /// The transport's layer, which both directions go through.
@@ -33,6 +35,7 @@ impl<I: Io> ConnHandle<I> {
             writer: RefCell::new(Some(writer)),
             closing: Cell::new(false),
             stop_reading: Notify::new(),
+            writer_done: Notify::new(),
             hand_over: RefCell::new(None),
             layer: RefCell::new(layer),
         }

@@ -89,13 +89,17 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
             None => broker.handle_accepted(conn, peer, now),
         }
     }
-    // What a hand-over brought: bytes read after the CONNECT, or plaintext its layer holds.
+    // What a hand-over brought: bytes read after the CONNECT, or plaintext its layer holds,
+    // and what its layer had to send.
     let mut refused = false;
     if !buf.is_empty() || handle.layer.borrow().has_pending() {
         match take_in(&shard, &handle, conn, &mut buf) {
             Ok(published) => publishing = published,
             Err(()) => refused = true,
         }
+    }
+    if handle.layer.borrow().wants_write() {
+        start_writer(&shard, conn, &handle);
     }
     shard.pump();
     let read_buffer_size = shard.read_buffer_size();
@@ -106,7 +110,13 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
         if refused {
             break;
         }
-        if let Some((to, connect)) = handle.hand_over.borrow_mut().take() {
+        let moving = handle.hand_over.borrow_mut().take();
+        if let Some((to, connect)) = moving {
+            // A writer still sending what the transport had to say of its own (the end of a
+            // TLS handshake) finishes first: the move needs the write half.
+            while handle.writer.borrow().is_none() && !handle.closing.get() {
+                handle.writer_done.notified().await;
+            }
             return hand_over(&shard, conn, &handle, reader, to, connect, buf);
         }
         if handle.closing.get() {
@@ -246,7 +256,9 @@ fn take_in<I: Io, H: Host<I>>(
         })?;
         shard.broker().borrow_mut().handle_bytes(conn, bytes, now)
     };
-    if handle.layer.borrow().wants_write() {
+    // A connection the core is handing over keeps its write half for the move: what the layer
+    // has to send goes with it and out from the new shard.
+    if handle.layer.borrow().wants_write() && handle.hand_over.borrow().is_none() {
         start_writer(shard, conn, handle);
     }
     Ok(published)
@@ -437,6 +449,7 @@ async fn write_loop<I: Io, H: Host<I>>(
                 debug!(?conn, %error, "write failed");
                 handle.closing.set(true);
                 handle.stop_reading.notify_one();
+                handle.writer_done.notify_one();
                 return;
             }
         }
@@ -444,9 +457,11 @@ async fn write_loop<I: Io, H: Host<I>>(
     if handle.closing.get() {
         let _ = I::shutdown(&mut writer).await;
         handle.stop_reading.notify_one();
+        handle.writer_done.notify_one();
     } else {
         // No await since the last `take_output` came back empty, so no output can have been
         // queued in between: handing the writer back loses no wake-up.
         *handle.writer.borrow_mut() = Some(writer);
+        handle.writer_done.notify_one();
     }
 }

@@ -1,5 +1,5 @@
-//! One MQTT client connection over a tokio `TcpStream`, speaking through
-//! `mqtt_broker::protocol` and nothing else.
+//! One MQTT client connection over a tokio `TcpStream` (or TLS over it, after
+//! [`use_tls`]), speaking through `mqtt_broker::protocol` and nothing else.
 //!
 //! Why it exists: publishers, subscribers, the connect storm and the idle scenario all need the
 //! same few steps (connect and wait for CONNACK, subscribe and wait for SUBACK, queue packets,
@@ -8,16 +8,21 @@
 //! with the stream's readiness futures, so one task can wait for "readable or writable or a
 //! timer" and never deadlocks on a full socket in either direction.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use bytestring::ByteString;
 use mqtt_broker::protocol::{
     Connect, ConnectProperties, Decoder, Packet, ProtocolVersion, QoS, Subscribe,
     SubscriptionOptions,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -37,6 +42,33 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// run, and the run ends the session itself.
 const PERSISTENT_EXPIRY: u32 = 3600;
 
+/// The run's TLS client settings, when `--tls-ca` was given: every connection then speaks TLS.
+static TLS: OnceLock<(Arc<ClientConfig>, ServerName<'static>)> = OnceLock::new();
+
+/// Makes every connection of this process speak TLS to a broker whose certificate chains to the
+/// authorities in `ca_file` and names `server_name` (a host name or an IP address).
+pub fn use_tls(ca_file: &Path, server_name: &str) -> Result<(), String> {
+    let mut roots = RootCertStore::empty();
+    let authorities = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| format!("cannot read {}: {error}", ca_file.display()))?;
+    for authority in authorities {
+        roots
+            .add(authority)
+            .map_err(|error| format!("{}: {error}", ca_file.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|error| format!("{server_name}: {error}"))?;
+    TLS.set((Arc::new(config), name))
+        .map_err(|_| "TLS is already set up".to_owned())
+}
+
 pub struct Conn {
     pub stream: TcpStream,
     pub version: ProtocolVersion,
@@ -44,6 +76,15 @@ pub struct Conn {
     rbuf: BytesMut,
     /// Bytes queued for the broker; [`Conn::write_available`] or [`Conn::flush`] sends them.
     pub wbuf: BytesMut,
+    tls: Option<Box<Tls>>,
+}
+
+/// A TLS connection's state: what it read and has not decrypted, and what it encrypted and
+/// has not sent.
+struct Tls {
+    connection: ClientConnection,
+    received: BytesMut,
+    sealed: BytesMut,
 }
 
 /// An `io::Error` for anything the codec or the broker got wrong.
@@ -74,12 +115,27 @@ impl Conn {
     ) -> io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let tls = match TLS.get() {
+            Some((config, name)) => {
+                let mut connection = ClientConnection::new(config.clone(), name.clone())
+                    .map_err(io::Error::other)?;
+                // What is queued is bounded by the callers (`unsent`); rustls need not bound it.
+                connection.set_buffer_limit(None);
+                Some(Box::new(Tls {
+                    connection,
+                    received: BytesMut::new(),
+                    sealed: BytesMut::new(),
+                }))
+            }
+            None => None,
+        };
         let mut conn = Conn {
             stream,
             version,
             decoder: Decoder::client(version, MAX_PACKET),
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
+            tls,
         };
         let properties = ConnectProperties {
             session_expiry_interval: (persistent && version == ProtocolVersion::V5)
@@ -154,10 +210,67 @@ impl Conn {
             .map_err(|error| protocol_error(format!("encode: {error}")))
     }
 
+    /// Bytes queued and not yet taken by the socket (encrypted or not).
+    pub fn unsent(&self) -> usize {
+        self.wbuf.len() + self.tls.as_ref().map_or(0, |tls| tls.sealed.len())
+    }
+
+    /// With TLS, encrypts what is queued (and whatever the handshake has to say) into the
+    /// bytes for the socket.
+    fn seal(&mut self) -> io::Result<()> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(());
+        };
+        if !self.wbuf.is_empty() {
+            tls.connection.writer().write_all(&self.wbuf)?;
+            self.wbuf.clear();
+        }
+        while tls.connection.wants_write() {
+            let mut out = (&mut tls.sealed).writer();
+            tls.connection.write_tls(&mut out)?;
+        }
+        Ok(())
+    }
+
+    /// With TLS, decrypts what was read into the receive buffer.
+    fn unseal(&mut self) -> io::Result<()> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(());
+        };
+        while !tls.received.is_empty() {
+            let taken = tls.connection.read_tls(&mut &tls.received[..])?;
+            tls.received.advance(taken);
+            let state = tls
+                .connection
+                .process_new_packets()
+                .map_err(io::Error::other)?;
+            let ready = state.plaintext_bytes_to_read();
+            if ready > 0 {
+                let start = self.rbuf.len();
+                self.rbuf.resize(start + ready, 0);
+                tls.connection
+                    .reader()
+                    .read_exact(&mut self.rbuf[start..])?;
+            }
+            if taken == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Sends the whole send buffer, waiting as needed.
     pub async fn flush(&mut self) -> io::Result<()> {
-        self.stream.write_all(&self.wbuf).await?;
-        self.wbuf.clear();
+        self.seal()?;
+        let Conn {
+            stream, wbuf, tls, ..
+        } = self;
+        let out = match tls {
+            Some(tls) => &mut tls.sealed,
+            None => wbuf,
+        };
+        stream.write_all(out).await?;
+        out.clear();
         Ok(())
     }
 
@@ -168,9 +281,21 @@ impl Conn {
             if let Some(packet) = self.next_packet()? {
                 return Ok(packet);
             }
-            self.rbuf.reserve(HANDSHAKE_CHUNK);
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            let Conn {
+                stream, rbuf, tls, ..
+            } = self;
+            let target = match tls {
+                Some(tls) => &mut tls.received,
+                None => rbuf,
+            };
+            target.reserve(HANDSHAKE_CHUNK);
+            if stream.read_buf(target).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.unseal()?;
+            // The TLS handshake answers what it read.
+            if self.tls.is_some() {
+                self.flush().await?;
             }
         }
     }
@@ -188,31 +313,47 @@ impl Conn {
         let mut got = false;
         // A few reads at most, so one busy connection cannot starve its task's other duties.
         for _ in 0..4 {
-            self.rbuf.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(&mut self.rbuf) {
+            let Conn {
+                stream, rbuf, tls, ..
+            } = self;
+            let target = match tls {
+                Some(tls) => &mut tls.received,
+                None => rbuf,
+            };
+            target.reserve(READ_CHUNK);
+            match stream.try_read_buf(target) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(_) => got = true,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => return Err(error),
             }
         }
+        self.unseal()?;
         Ok(got)
     }
 
     /// Writes as much of the send buffer as the socket takes without blocking.
     pub fn write_available(&mut self) -> io::Result<()> {
-        while !self.wbuf.is_empty() {
-            match self.stream.try_write(&self.wbuf) {
+        self.seal()?;
+        let Conn {
+            stream, wbuf, tls, ..
+        } = self;
+        let out = match tls {
+            Some(tls) => &mut tls.sealed,
+            None => wbuf,
+        };
+        while !out.is_empty() {
+            match stream.try_write(out) {
                 Ok(n) => {
-                    self.wbuf.advance(n);
+                    out.advance(n);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => return Err(error),
             }
         }
-        if self.wbuf.is_empty() {
+        if out.is_empty() {
             // Reuse the allocation from the start instead of growing behind consumed bytes.
-            self.wbuf.clear();
+            out.clear();
         }
         Ok(())
     }

@@ -30,6 +30,10 @@ pub struct Options {
     /// broker port (default 1883)
     #[argh(option, default = "1883")]
     pub port: u16,
+    /// speak TLS to the broker, trusting the certificate authorities in this PEM file; the
+    /// broker's certificate must name --host (default: plain TCP)
+    #[argh(option)]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// publishers (default 4; fan-out 1)
     #[argh(option)]
     pub publishers: Option<u32>,
@@ -274,6 +278,10 @@ impl Options {
         }
         if self.connections == 0 {
             return fail("--connections must be at least 1".into());
+        }
+        if let Some(ca) = &self.tls_ca {
+            super::conn::use_tls(ca, &self.host)
+                .map_err(|error| UsageError(format!("--tls-ca {error}")))?;
         }
         let addr = (self.host.as_str(), self.port)
             .to_socket_addrs()

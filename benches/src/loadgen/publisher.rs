@@ -100,7 +100,7 @@ pub async fn run(
                 HIGH_WATER
             };
             let mut made = 0;
-            while conn.wbuf.len() < cap {
+            while conn.unsent() < cap {
                 let intended = match &spec.schedule {
                     Some(schedule) => schedule.due(spec.id, seq),
                     None => clock.now_ns(),
@@ -140,13 +140,13 @@ pub async fn run(
             live.add_sent(made);
         }
         conn.write_available()?;
-        let done = conn.wbuf.is_empty() && window.in_flight() == 0;
+        let done = conn.unsent() == 0 && window.in_flight() == 0;
         if !generating && (done || clock.now_ns() >= timeline.drain_end) {
             break;
         }
         // Closed loop with room to send and a socket that took everything: go again, after
         // letting the other tasks on this worker run.
-        if generating && spec.schedule.is_none() && conn.wbuf.is_empty() && window.has_room() {
+        if generating && spec.schedule.is_none() && conn.unsent() == 0 && window.has_room() {
             tokio::task::yield_now().await;
             continue;
         }
@@ -158,7 +158,7 @@ pub async fn run(
                     handle_acks(&mut conn, &mut window, &mut report)?;
                 }
             }
-            ready = conn.stream.writable(), if !conn.wbuf.is_empty() => ready?,
+            ready = conn.stream.writable(), if conn.unsent() > 0 => ready?,
             _ = spec.wake.notified(), if generating && spec.schedule.is_some() => {}
             _ = &mut window_end, if generating => {}
             _ = &mut drain_end, if !generating => {}

@@ -72,7 +72,7 @@ async fn store(conn: &mut Conn, plan: &Plan, prefix: &str) -> io::Result<()> {
     let mut window = Window::new(plan.window);
     let mut next = 0;
     loop {
-        while next < plan.messages && conn.wbuf.len() < HIGH_WATER {
+        while next < plan.messages && conn.unsent() < HIGH_WATER {
             let packet_id = match plan.qos {
                 QoS::AtMostOnce => 0,
                 _ => match window.acquire() {
@@ -92,7 +92,7 @@ async fn store(conn: &mut Conn, plan: &Plan, prefix: &str) -> io::Result<()> {
         }
         conn.write_available()?;
         let in_flight = window.in_flight() > 0;
-        if conn.wbuf.is_empty() {
+        if conn.unsent() == 0 {
             if next < plan.messages && (plan.qos == QoS::AtMostOnce || window.has_room()) {
                 continue;
             }
@@ -111,7 +111,7 @@ async fn store(conn: &mut Conn, plan: &Plan, prefix: &str) -> io::Result<()> {
                     }
                 }
             }
-            ready = conn.stream.writable(), if !conn.wbuf.is_empty() => ready?,
+            ready = conn.stream.writable(), if conn.unsent() > 0 => ready?,
         }
     }
     conn.queue(&Packet::PingReq)?;
@@ -180,7 +180,7 @@ async fn receive(conn: &mut Conn, plan: &Plan, prefix: &str) -> io::Result<Arriv
                     arrivals.last = Some(subscribed.elapsed());
                 }
             }
-            ready = conn.stream.writable(), if !conn.wbuf.is_empty() => ready?,
+            ready = conn.stream.writable(), if conn.unsent() > 0 => ready?,
             _ = tokio::time::sleep_until(quiet_until) => {
                 eprintln!(
                     "mqtt-bench: {} of {} retained messages, then nothing for {:?}",

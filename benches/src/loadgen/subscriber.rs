@@ -143,7 +143,7 @@ pub async fn run(
                 flush_group(&accounts, &mut pending);
                 live.add_delivered(received, now);
             }
-            ready = conn.stream.writable(), if !conn.wbuf.is_empty() => ready?,
+            ready = conn.stream.writable(), if conn.unsent() > 0 => ready?,
         }
         conn.write_available()?;
     }

@@ -171,7 +171,7 @@ impl Publisher {
                 live.add_sent(self.generate(conn)?);
             }
             conn.write_available()?;
-            if self.finished(current) && conn.wbuf.is_empty() {
+            if self.finished(current) && conn.unsent() == 0 {
                 return Ok(());
             }
             tokio::select! {
@@ -182,7 +182,7 @@ impl Publisher {
                         self.take_acks(conn)?;
                     }
                 }
-                ready = conn.stream.writable(), if !conn.wbuf.is_empty() => ready?,
+                ready = conn.stream.writable(), if conn.unsent() > 0 => ready?,
                 _ = ticker.tick() => {}
                 _ = phase.changed() => {}
             }

@@ -232,7 +232,7 @@ impl Subscriber {
                         self.take(conn)?;
                     }
                 }
-                ready = conn.stream.writable(), if !conn.wbuf.is_empty() => ready?,
+                ready = conn.stream.writable(), if conn.unsent() > 0 => ready?,
             }
             conn.write_available()?;
         }
@@ -258,7 +258,7 @@ impl Subscriber {
                 biased;
                 _ = phase.wait_for(|phase| *phase == Phase::Done) => return Ok(()),
                 _ = ticker.tick() => {}
-                ready = conn.stream.writable(), if !conn.wbuf.is_empty() => ready?,
+                ready = conn.stream.writable(), if conn.unsent() > 0 => ready?,
             }
             let into_cycle = self.load_start.elapsed().as_nanos() % stall_every.as_nanos();
             let stalled = *phase.borrow() == Phase::Load
