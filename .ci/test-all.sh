@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh Debian machine: installs what the tests need
-# (mosquitto's command-line clients, openssl for the paho tests' certificates, Python's paho-mqtt
-# and pytest), then the formatting and lint checks and the whole test suite. README.md documents this command; .ci/run calls it.
+# (mosquitto's command-line clients, mosquitto itself for the password files its
+# mosquitto_passwd writes, openssl for the paho tests' certificates, Python's paho-mqtt and
+# pytest), then the formatting and lint checks and the whole test suite. README.md documents this command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if ! command -v mosquitto_sub >/dev/null || ! command -v mosquitto_pub >/dev/null ||
-    ! command -v openssl >/dev/null; then
-    echo "installing mosquitto-clients and openssl (apt-get)"
+    ! command -v mosquitto_passwd >/dev/null || ! command -v openssl >/dev/null; then
+    echo "installing mosquitto, mosquitto-clients and openssl (apt-get)"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients openssl >/dev/null
+    # Only for its tools: the package's own broker service is stopped again at once.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null
+    as_root systemctl stop mosquitto 2>/dev/null || as_root service mosquitto stop 2>/dev/null || true
 fi
 if ! python3 -c 'import paho.mqtt, pytest' 2>/dev/null; then
     echo "installing paho-mqtt and pytest (pip)"

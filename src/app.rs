@@ -12,8 +12,11 @@ use crate::server::ServerOptions;
 use crate::settings::{init_logging, Settings};
 use crate::{server, sync_server};
 
-/// Runs the sharded broker; the whole of `main`.
+/// Runs the sharded broker, or `passwd`; the whole of `main`.
 pub fn main_sharded(program: &str) -> ExitCode {
+    if let Some(code) = run_subcommand(program) {
+        return code;
+    }
     main_with(program, |settings| {
         let data = &settings.server.data_dir;
         std::fs::create_dir_all(data)
@@ -22,8 +25,11 @@ pub fn main_sharded(program: &str) -> ExitCode {
     })
 }
 
-/// Runs the blocking build (`crate::sync_server`); the whole of its `main`.
+/// Runs the blocking build (`crate::sync_server`), or `passwd`; the whole of its `main`.
 pub fn main_sync(program: &str) -> ExitCode {
+    if let Some(code) = run_subcommand(program) {
+        return code;
+    }
     main_with(program, |settings| {
         // The flags are shared with the sharded build so one command line runs both; say so
         // when they were set, because here they change nothing.
@@ -36,6 +42,20 @@ pub fn main_sync(program: &str) -> ExitCode {
         }
         Ok(sync_server::run(&server)?)
     })
+}
+
+/// `PROGRAM passwd FILE USER ...` writes a password file (`crate::security::passwd`); any other
+/// command line runs the broker.
+fn run_subcommand(program: &str) -> Option<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("passwd") {
+        return None;
+    }
+    let rest: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+    Some(crate::security::passwd::main(
+        &format!("{program} passwd"),
+        &rest,
+    ))
 }
 
 /// Loads the settings (a bad one exits 78, EX_CONFIG, which the systemd unit does not restart

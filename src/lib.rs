@@ -21,6 +21,7 @@
 pub mod allocator;
 pub mod app;
 pub mod connection_rate;
+pub mod security;
 pub mod server;
 pub mod settings;
 pub mod sync_server;

@@ -53,7 +53,8 @@ macro_rules! settings {
     )+) => {
         /// A sharded, thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker. Settings come from the
         /// defaults, then the --config file, then these flags; every flag is also a config file
-        /// key with the same name (for example `max-connections = 5000`).
+        /// key with the same name (for example `max-connections = 5000`). `mqtt-broker passwd
+        /// FILE USER` writes password files (see `mqtt-broker passwd --help`).
         #[derive(FromArgs, Debug, Default, Clone, PartialEq)]
         pub struct Args {
             /// TOML config file; its keys are the flag names without the dashes in front
@@ -108,6 +109,28 @@ settings! {
     /// tls-require-client-cert = true) (default: off)
     #[argh(switch)]
     tls_require_client_cert: bool => server.tls.require_client_cert = value();
+
+    /// with --tls-client-ca, a client's user name is the common name (CN) of the certificate
+    /// it presented, and it needs no password; clients without one are refused (file key:
+    /// tls-identity-as-username = true) (default: off)
+    #[argh(switch)]
+    tls_identity_as_username: bool => server.security.identity_as_username = value();
+
+    /// password file in Mosquitto's format (user:$7$... or $6$...), as `mqtt-broker passwd`
+    /// or mosquitto_passwd write it; clients must give a user name and password in it
+    /// (default: none)
+    #[argh(option, arg_name = "FILE")]
+    password_file: Option<PathBuf> => server.security.password_file = optional_value();
+
+    /// whether clients that give no user name are served (default: true, unless
+    /// --password-file or --tls-identity-as-username is given)
+    #[argh(option, arg_name = "BOOL")]
+    allow_anonymous: Option<bool> => server.security.allow_anonymous = optional_value();
+
+    /// ACL file in Mosquitto's format (topic, user and pattern lines): what each client may
+    /// read and write; without it, everything (default: none)
+    #[argh(option, arg_name = "FILE")]
+    acl_file: Option<PathBuf> => server.security.acl_file = optional_value();
 
     /// address to accept MQTT over plain TCP on; repeat for several, and flags replace the
     /// file's list (default: 0.0.0.0:1883)
@@ -765,6 +788,17 @@ impl Settings {
         if let Err(error) = LayerMaker::new(&server.listeners, &server.tls) {
             let setting = "--listen-tls".to_owned();
             let problem = format!("cannot be served: {error}");
+            return Err(SettingsError::Invalid { setting, problem });
+        }
+        if server.security.identity_as_username && server.tls.client_ca.is_none() {
+            let setting = "--tls-identity-as-username".to_owned();
+            let problem =
+                "needs --tls-client-ca, which verifies the certificates whose names it takes"
+                    .to_owned();
+            return Err(SettingsError::Invalid { setting, problem });
+        }
+        if let Err((setting, problem)) = server.security.check() {
+            let setting = setting.to_owned();
             return Err(SettingsError::Invalid { setting, problem });
         }
         let broker = &mut settings.server.broker;

@@ -40,12 +40,17 @@ use mqtt_broker_persistence::{Lsn, Store, StoreError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
-use crate::broker::{self, Broker, ConnId, Event, ShardId, ShardMessage, Timestamp};
+use crate::broker::{self, AuthRequest, Broker, ConnId, Event, ShardId, ShardMessage, Timestamp};
 use crate::connection_rate::ConnectionRate;
 use crate::protocol::decoder::reserve_for_read;
+use crate::security::authenticator::Exchange;
+#[cfg(test)]
+use crate::security::SecurityOptions;
+use crate::security::SecurityState;
 use crate::server::outputs::{drain_outputs, Outputs, TICK};
 use crate::server::recovery::{self, ShardStart};
 use crate::server::shard_journal::ShardJournal;
+use crate::server::signals;
 use crate::server::transport::{LayerMaker, StreamLayer, TlsError, Transport};
 use crate::server::{PersistenceOptions, ServerOptions};
 
@@ -79,6 +84,8 @@ pub enum SyncServerError {
     Persistence(#[from] StoreError),
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Security(String),
 }
 
 /// Runs the broker on `options.listeners`, with its state in `options.data_dir`, until SIGINT or
@@ -92,6 +99,8 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     // the start before any client can connect.
     let storage = Storage::open(&options.data_dir, &options.persistence)?;
     let layers = LayerMaker::new(&options.listeners, &options.tls)?;
+    let security =
+        Arc::new(SecurityState::load(&options.security).map_err(SyncServerError::Security)?);
     let listeners = options
         .listeners
         .iter()
@@ -100,15 +109,19 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     // Installed before "listening on" is logged: whoever waits for that line may signal at once,
     // and the default action would kill the process instead of shutting it down.
     let (stop_tx, stop_rx) = mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = stop_tx.send(());
-    })
-    .map_err(|error| SyncServerError::Signals(error.to_string()))?;
+    let reload = signals::Reload {
+        security: security.clone(),
+        layers: layers.clone(),
+        tls: options.tls.clone(),
+    };
+    signals::handle_signals(stop_tx, reload).map_err(SyncServerError::Signals)?;
     let mut config = options.broker.clone();
     options.persistence.configure(&mut config);
+    config.authenticate = options.security.authenticates();
     serve(
         listeners,
         layers,
+        security,
         options.read_buffer_size,
         ConnectionRate::new(options.max_connection_rate),
         config,
@@ -156,9 +169,11 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), SyncServerError> 
 }
 
 /// Serves `listeners` until `stop` receives (or its sender is dropped), then closes `storage`.
+#[allow(clippy::too_many_arguments)]
 fn serve(
     listeners: Vec<((TcpListener, SocketAddr), Transport)>,
     layers: LayerMaker,
+    security: Arc<SecurityState>,
     read_buffer_size: usize,
     connection_rate: ConnectionRate,
     config: broker::Config,
@@ -182,12 +197,15 @@ fn serve(
         read_buffer_size: read_buffer_size.max(64),
         connection_rate,
         layers,
+        security,
+        access_generation: AtomicU64::new(u64::MAX),
     });
     {
         let mut core = shared.lock();
         let now = shared.now();
         recovery::restore(&mut core.broker, storage.start.state, now);
         core.pump();
+        shared.follow_reloads(&mut core);
     }
 
     let durable = {
@@ -210,9 +228,15 @@ fn serve(
                 source,
             })?
     };
-    for ((listener, addr), transport) in listeners {
+    let addresses: Vec<_> = listeners
+        .iter()
+        .map(|&((_, addr), transport)| (addr, transport))
+        .collect();
+    for (addr, transport) in &addresses {
         info!("{transport} listening on {addr}");
-        crate::server::transport::warn_if_public(addr, transport);
+    }
+    shared.security.warn_about_exposure(&addresses);
+    for ((listener, _), transport) in listeners {
         let shared = shared.clone();
         thread::Builder::new()
             .name("mqtt-accept".into())
@@ -292,6 +316,10 @@ struct Shared {
     connection_rate: ConnectionRate,
     /// Each accepted connection's transport layer.
     layers: LayerMaker,
+    /// The password file and ACL in force.
+    security: Arc<SecurityState>,
+    /// The version of the ACL the broker has.
+    access_generation: AtomicU64,
 }
 
 impl Shared {
@@ -299,6 +327,16 @@ impl Shared {
     /// take every other one down with it.
     fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts an ACL reloaded since the last look in force.
+    fn follow_reloads(&self, core: &mut Core) {
+        if self.security.access_generation() == self.access_generation.load(Ordering::Relaxed) {
+            return;
+        }
+        let (generation, rules) = self.security.access_rules();
+        core.broker.set_access_rules(rules);
+        self.access_generation.store(generation, Ordering::Relaxed);
     }
 
     /// Read while holding the lock, so the core sees time move forward from input to input.
@@ -325,6 +363,8 @@ struct ConnHandle {
     closing: Arc<AtomicBool>,
     /// Lets the timer and shutdown cut off a writer blocked on a peer that stopped reading.
     stream: TcpStream,
+    /// Set when the broker asks who the client is: the reader checks it.
+    authenticate: Mutex<Option<AuthRequest>>,
 }
 
 impl Core {
@@ -389,6 +429,15 @@ impl Outputs for CoreOutputs<'_> {
 
     fn event(&mut self, event: Event) {
         let conn = match event {
+            Event::Authenticate { conn, request } => {
+                if let Some(handle) = self.conns.get(&conn) {
+                    *handle
+                        .authenticate
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(request);
+                }
+                return;
+            }
             Event::Close(conn) => conn,
             Event::HandOver { conn, shard, .. } => {
                 warn!(?conn, shard, "hand-over with a single shard; closing");
@@ -418,6 +467,7 @@ fn timer_loop(shared: &Shared) {
         if !core.closing.is_empty() {
             core.cut_off_stuck();
         }
+        shared.follow_reloads(&mut core);
     }
 }
 
@@ -511,6 +561,7 @@ fn read_loop(
         writer: writer.thread().clone(),
         closing,
         stream: handle_stream,
+        authenticate: Mutex::new(None),
     });
     {
         let mut core = shared.lock();
@@ -522,7 +573,8 @@ fn read_loop(
 
     let size = shared.read_buffer_size;
     let mut buf = BytesMut::with_capacity(size);
-    loop {
+    let mut exchange: Exchange = None;
+    'reading: loop {
         reserve_for_read(&mut buf, size);
         // `Read` needs initialised memory. Zeroing at most one read's worth keeps that cheap
         // even while a large packet makes the buffer grow.
@@ -534,23 +586,28 @@ fn read_loop(
         match result {
             Ok(0) => break,
             Ok(_) => {
-                let published = {
-                    let mut core = shared.lock();
-                    let now = shared.now();
-                    let mut layer = lock_layer(&layer);
-                    let Ok(bytes) = layer.inbound(&mut buf).inspect_err(|error| {
-                        debug!(?conn, %error, "transport refused the bytes read");
-                    }) else {
-                        break;
-                    };
-                    let published = core.broker.handle_bytes(conn, bytes, now);
-                    // A TLS handshake to answer, whether or not the core had anything to say.
-                    if layer.wants_write() {
-                        handle.writer.unpark();
-                    }
-                    core.pump();
-                    published
+                let Ok(mut published) = take_in(shared, &handle, &layer, conn, &mut buf) else {
+                    break;
                 };
+                // The broker asked who the client is: this thread is the client's alone, so
+                // it checks right here, then gives the broker what waited meanwhile.
+                while let Some(request) = take_request(&handle) {
+                    let certificate_name = lock_layer(&layer).certificate_name();
+                    let verdict =
+                        shared
+                            .security
+                            .check(request, certificate_name.as_deref(), &mut exchange);
+                    {
+                        let mut core = shared.lock();
+                        let now = shared.now();
+                        core.broker.handle_authenticated(conn, verdict, now);
+                        core.pump();
+                    }
+                    match take_in(shared, &handle, &layer, conn, &mut buf) {
+                        Ok(more) => published |= more,
+                        Err(()) => break 'reading,
+                    }
+                }
                 // The disk cannot keep up, or the client ignores the acknowledgements the
                 // broker holds back: stop reading from this publisher and let TCP slow it down,
                 // so what waits for the journal or for queue room stays bounded. Subscribers go
@@ -581,6 +638,38 @@ fn read_loop(
     handle.writer.unpark();
     // Joined so the connection's threads end together and the socket outlives the last write.
     let _ = writer.join();
+}
+
+/// Gives what was read to the core through the connection's layer; whether it held a PUBLISH.
+/// An error when the layer refused the bytes, which ends the connection.
+fn take_in(
+    shared: &Shared,
+    handle: &ConnHandle,
+    layer: &Mutex<StreamLayer>,
+    conn: ConnId,
+    buf: &mut BytesMut,
+) -> Result<bool, ()> {
+    let mut core = shared.lock();
+    let now = shared.now();
+    let mut layer = lock_layer(layer);
+    let bytes = layer.inbound(buf).map_err(|error| {
+        debug!(?conn, %error, "transport refused the bytes read");
+    })?;
+    let published = core.broker.handle_bytes(conn, bytes, now);
+    // A TLS handshake to answer, whether or not the core had anything to say.
+    if layer.wants_write() {
+        handle.writer.unpark();
+    }
+    core.pump();
+    Ok(published)
+}
+
+fn take_request(handle: &ConnHandle) -> Option<AuthRequest> {
+    handle
+        .authenticate
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
 }
 
 /// Writes whatever the broker queued for `conn` each time it is unparked; once the broker closes
@@ -694,6 +783,7 @@ mod tests {
             serve(
                 vec![((listener, addr), Transport::Tcp)],
                 LayerMaker::default(),
+                Arc::new(SecurityState::load(&SecurityOptions::default()).expect("no files")),
                 4096,
                 unlimited,
                 config,

@@ -9,7 +9,7 @@ use mqtt_broker_shards::Io;
 use tokio::sync::Notify;
 
 use super::transport::StreamLayer;
-use crate::broker::{HandedOverConnect, ShardId};
+use crate::broker::{AuthRequest, HandedOverConnect, ShardId};
 
 /// The runtime's side of one connection, shared by its reader task, its writer task and `pump`.
 pub(super) struct ConnHandle<I: Io> {
@@ -27,6 +27,8 @@ pub(super) struct ConnHandle<I: Io> {
     pub hand_over: RefCell<Option<(ShardId, HandedOverConnect)>>,
     /// The transport's layer, which both directions go through.
     pub layer: RefCell<StreamLayer>,
+    /// Set when the broker asks who the client is: the reader has it checked.
+    pub authenticate: RefCell<Option<AuthRequest>>,
 }
 
 impl<I: Io> ConnHandle<I> {
@@ -38,6 +40,7 @@ impl<I: Io> ConnHandle<I> {
             writer_done: Notify::new(),
             hand_over: RefCell::new(None),
             layer: RefCell::new(layer),
+            authenticate: RefCell::new(None),
         }
     }
 }

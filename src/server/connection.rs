@@ -23,8 +23,11 @@ use super::envelope::Envelope;
 use super::large_packets::{LargePacketTicket, LargePackets};
 use super::outputs::TICK;
 use super::transport::StreamLayer;
-use crate::broker::{Arrival, Broker, ConnId, HandedOverConnect, ShardId, Timestamp};
+use crate::broker::{
+    Arrival, AuthRequest, AuthVerdict, Broker, ConnId, HandedOverConnect, ShardId, Timestamp,
+};
 use crate::protocol::decoder::{large_packet_growth, reserve_for_read};
+use crate::security::authenticator::Exchange;
 
 /// What a connection's tasks need from the shard that serves them. Implemented by the shard
 /// (`shard.rs`) and taken as a type parameter, so every call is static.
@@ -38,6 +41,13 @@ pub(super) trait Host<I: Io>: 'static {
     /// Counts `conn` among the shard's connections, so the core's outputs reach it.
     fn add_conn(&self, conn: ConnId, handle: Rc<ConnHandle<I>>);
     fn remove_conn(&self, conn: ConnId);
+    /// The verdict on a client's proof of identity, checked away from the shard.
+    async fn authenticate(
+        &self,
+        request: AuthRequest,
+        certificate_name: Option<String>,
+        exchange: Exchange,
+    ) -> (AuthVerdict, Exchange);
     /// Waits while the shard is held back (another shard's inbox or the journal behind).
     async fn pause_publisher(self: &Rc<Self>);
     /// Size of a read buffer (`--read-buffer-size`).
@@ -106,9 +116,47 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
     // The last read filled the buffer, so more is waiting: read again without asking first.
     let mut more_waiting = false;
     let mut large_packet = LargePacketTicket::new(shard.large_packets());
+    // What a multi-round authentication method remembers between the client's messages.
+    let mut exchange: Exchange = None;
     loop {
         if refused {
             break;
+        }
+        let asked = handle.authenticate.borrow_mut().take();
+        if let Some(request) = asked {
+            let certificate_name = handle.layer.borrow().certificate_name();
+            let checked = async {
+                Some(
+                    shard
+                        .authenticate(request, certificate_name, exchange.take())
+                        .await,
+                )
+            };
+            let stop = async {
+                handle.stop_reading.notified().await;
+                None
+            };
+            let Some((verdict, kept)) = future::or(checked, stop).await else {
+                break;
+            };
+            exchange = kept;
+            let now = shard.now();
+            shard
+                .broker()
+                .borrow_mut()
+                .handle_authenticated(conn, verdict, now);
+            shard.pump();
+            // What the client sent meanwhile waited: it is input now, unless the connection is
+            // moving to another shard, which takes it along.
+            let waiting = !buf.is_empty() || handle.layer.borrow().has_pending();
+            if waiting && handle.hand_over.borrow().is_none() {
+                match take_in(&shard, &handle, conn, &mut buf) {
+                    Ok(published) => publishing = published,
+                    Err(()) => break,
+                }
+                shard.pump();
+            }
+            continue;
         }
         let moving = handle.hand_over.borrow_mut().take();
         if let Some((to, connect)) = moving {

@@ -21,6 +21,7 @@
 //! build (`src/sync_server.rs`) runs on them and on `outputs.rs` and `transport.rs` too, so that both builds share
 //! one data directory format and one recovery.
 
+mod auth_workers;
 mod conn_handle;
 mod connection;
 mod envelope;
@@ -30,6 +31,7 @@ pub(crate) mod outputs;
 pub(crate) mod recovery;
 mod shard;
 pub(crate) mod shard_journal;
+pub(crate) mod signals;
 pub(crate) mod transport;
 
 use std::net::SocketAddr;
@@ -46,6 +48,8 @@ use tracing::info;
 use crate::broker::persist::ShardState;
 use crate::broker::Config;
 use crate::connection_rate::ConnectionRate;
+use crate::security::{SecurityOptions, SecurityState};
+use auth_workers::AuthWorkers;
 
 pub use envelope::Envelope;
 pub use mqtt_broker_persistence::Fsync;
@@ -58,6 +62,8 @@ pub struct ServerOptions {
     pub listeners: Vec<Listener>,
     /// The certificate and key of the TLS listeners.
     pub tls: TlsOptions,
+    /// Who may connect, and what they may do.
+    pub security: SecurityOptions,
     pub shards: usize,
     pub backend: Backend,
     pub pin_cores: bool,
@@ -79,6 +85,7 @@ impl Default for ServerOptions {
         ServerOptions {
             listeners: vec![Listener::default_tcp()],
             tls: TlsOptions::default(),
+            security: SecurityOptions::default(),
             shards: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
             backend: Backend::Auto,
             pin_cores: true,
@@ -141,6 +148,8 @@ pub enum ServerError {
     Persistence(mqtt_broker_persistence::StoreError),
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Security(String),
 }
 
 /// The first half of start-up exactly as [`run`] does it: locks and recovers the data
@@ -179,6 +188,9 @@ pub(crate) struct Shared {
     pub connection_rate: ConnectionRate,
     /// Each accepted connection's transport layer.
     pub layers: LayerMaker,
+    /// The password file and ACL in force.
+    pub security: Arc<SecurityState>,
+    pub auth_workers: AuthWorkers,
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts down gracefully.
@@ -190,21 +202,28 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     options.broker.buffer_budget /= shard_count;
     let (store, starts) = recovery::open(&options.data_dir, &options.persistence, shard_count)?;
     let layers = LayerMaker::new(&options.listeners, &options.tls)?;
+    let security = Arc::new(SecurityState::load(&options.security).map_err(ServerError::Security)?);
+    options.broker.authenticate = options.security.authenticates();
     let listeners = listen::bind_all(&options.listeners, shard_count)?;
     // Installed before announcing the address, so a signal sent as soon as a supervisor sees
     // "listening on" still shuts down gracefully.
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = stop_tx.send(());
-    })
-    .map_err(|error| ServerError::Signals(error.to_string()))?;
-    for (addr, transport) in listen::local_addrs(&listeners) {
+    let reload = signals::Reload {
+        security: security.clone(),
+        layers: layers.clone(),
+        tls: options.tls.clone(),
+    };
+    signals::handle_signals(stop_tx, reload).map_err(ServerError::Signals)?;
+    let addresses = listen::local_addrs(&listeners);
+    for (addr, transport) in &addresses {
         info!("{transport} listening on {addr}");
-        transport::warn_if_public(addr, transport);
     }
+    security.warn_about_exposure(&addresses);
     let shared = Arc::new(Shared {
         connection_rate: ConnectionRate::new(options.max_connection_rate),
         layers,
+        security,
+        auth_workers: AuthWorkers::start(),
         options,
         connections: Arc::new(AtomicUsize::new(0)),
         next_conn: AtomicU64::new(1),

@@ -25,7 +25,10 @@ use super::recovery::{self, ShardStart};
 use super::shard_journal::ShardJournal;
 use super::transport::Transport;
 use super::Shared;
-use crate::broker::{Broker, ConnId, Event, ShardId, ShardMessage, Timestamp};
+use crate::broker::{
+    AuthRequest, AuthVerdict, Broker, ConnId, Event, ShardId, ShardMessage, Timestamp,
+};
+use crate::security::authenticator::{accept_as_given, Exchange};
 
 /// How often paused publishers are looked at while the shard holds them back: short, so a
 /// backlog that clears in a few milliseconds does not leave them idle for a whole tick.
@@ -57,6 +60,8 @@ pub(super) struct Shard<I: Io> {
     paused: Cell<usize>,
     /// Packets larger than a read being received, which share the buffer budget.
     large_packets: RefCell<LargePackets>,
+    /// The version of the ACL the broker has (`SecurityState::access_generation`).
+    access_generation: Cell<u64>,
 }
 
 impl<I: Io> Shard<I> {
@@ -71,6 +76,17 @@ impl<I: Io> Shard<I> {
         self.pump();
         let capture = self.broker.borrow().capture_state();
         self.journal.snapshot_capture(capture);
+    }
+
+    /// Puts an ACL reloaded since the last look in force.
+    fn follow_reloads(&self) {
+        let security = &self.shared.security;
+        if security.access_generation() == self.access_generation.get() {
+            return;
+        }
+        let (generation, rules) = security.access_rules();
+        self.broker.borrow_mut().set_access_rules(rules);
+        self.access_generation.set(generation);
     }
 
     /// Makes sure the connection's output gets sent.
@@ -105,6 +121,24 @@ impl<I: Io> Host<I> for Shard<I> {
 
     fn remove_conn(&self, conn: ConnId) {
         self.conns.borrow_mut().remove(&conn);
+    }
+
+    async fn authenticate(
+        &self,
+        request: AuthRequest,
+        certificate_name: Option<String>,
+        exchange: Exchange,
+    ) -> (AuthVerdict, Exchange) {
+        let shared = &self.shared;
+        match shared.security.authenticator() {
+            Some(authenticator) => {
+                shared
+                    .auth_workers
+                    .check(authenticator, request, certificate_name, exchange)
+                    .await
+            }
+            None => (accept_as_given(request), exchange),
+        }
     }
 
     /// Waits while the shard is held back. One pacer task per shard looks every `PACE` and
@@ -225,7 +259,10 @@ pub(super) async fn run<I: Io>(
         resume: Notify::new(),
         paused: Cell::new(0),
         large_packets: RefCell::new(LargePackets::default()),
+        access_generation: Cell::new(u64::MAX),
     });
+    // The ACL, before any client is served.
+    shard.follow_reloads();
     // Tell the other shards about the restored subscriptions, wait until they have all done
     // the same, and take in what they said before any client is served.
     shard.pump();
@@ -379,6 +416,7 @@ async fn timer_loop<I: Io>(shard: &Rc<Shard<I>>) {
         if shard.journal.wants_snapshot() {
             shard.snapshot();
         }
+        shard.follow_reloads();
     }
     let now = shard.now();
     shard.broker.borrow_mut().shutdown(now);
@@ -420,6 +458,11 @@ impl<I: Io> Outputs for ShardOutputs<'_, I> {
             } => {
                 if let Some(handle) = shard.conns.borrow().get(&conn) {
                     *handle.hand_over.borrow_mut() = Some((to, connect));
+                }
+            }
+            Event::Authenticate { conn, request } => {
+                if let Some(handle) = shard.conns.borrow().get(&conn) {
+                    *handle.authenticate.borrow_mut() = Some(request);
                 }
             }
         }

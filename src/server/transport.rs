@@ -15,7 +15,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rustls::pki_types::pem::PemObject;
@@ -58,16 +58,6 @@ impl Listener {
     }
 }
 
-/// Says, once per listener at start, what an operator must know before exposing it: with no
-/// authentication, anyone who can reach an address other than loopback is served.
-pub fn warn_if_public(address: SocketAddr, transport: Transport) {
-    if !address.ip().is_loopback() {
-        tracing::warn!(
-            "{transport} on {address} serves anonymous clients: anyone who can reach it may connect, subscribe to every topic and publish to any; listen on 127.0.0.1 or a private address, or firewall it"
-        );
-    }
-}
-
 /// The certificate and key the TLS listeners present (`--tls-cert`, `--tls-key`), and how they
 /// check clients' certificates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,10 +75,11 @@ pub struct TlsOptions {
 #[error("{0}")]
 pub struct TlsError(String);
 
-/// Makes the layer of each new connection; built once at start.
+/// Makes the layer of each new connection; built at start, its certificate replaced on reload.
 #[derive(Clone, Default)]
 pub struct LayerMaker {
-    tls: Option<Arc<ServerConfig>>,
+    /// Shared by every clone, so a reload reaches all shards.
+    tls: Option<Arc<RwLock<Arc<ServerConfig>>>>,
 }
 
 impl LayerMaker {
@@ -105,9 +96,23 @@ impl LayerMaker {
                 "a TLS listener needs --tls-cert and --tls-key".into(),
             ));
         };
+        let config = Arc::new(server_config(cert, key, tls)?);
         Ok(LayerMaker {
-            tls: Some(Arc::new(server_config(cert, key, tls)?)),
+            tls: Some(Arc::new(RwLock::new(config))),
         })
+    }
+
+    /// Reads the certificate and key again for connections accepted from now on; false when
+    /// no listener speaks TLS. On error the ones before stay in force.
+    pub fn reload(&self, tls: &TlsOptions) -> Result<bool, TlsError> {
+        let (Some(current), Some(cert), Some(key)) = (&self.tls, &tls.cert, &tls.key) else {
+            return Ok(false);
+        };
+        let config = Arc::new(server_config(cert, key, tls)?);
+        *current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        Ok(true)
     }
 
     /// The layer of a connection accepted on a `transport` listener.
@@ -115,8 +120,11 @@ impl LayerMaker {
         match (transport, &self.tls) {
             (Transport::Tcp, _) => Ok(StreamLayer::Plain),
             (Transport::Tls, Some(config)) => {
-                let mut connection =
-                    ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+                let config = config
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone();
+                let mut connection = ServerConnection::new(config).map_err(io::Error::other)?;
                 // The core bounds what a connection may have unsent; rustls need not.
                 connection.set_buffer_limit(None);
                 Ok(StreamLayer::Tls(Box::new(TlsLayer {
@@ -250,6 +258,18 @@ impl StreamLayer {
             StreamLayer::Plain => false,
             StreamLayer::Tls(tls) => tls.connection.wants_write(),
         }
+    }
+
+    /// The common name of the certificate the client presented, which the listener verified
+    /// against `--tls-client-ca` during the handshake.
+    pub fn certificate_name(&self) -> Option<String> {
+        let StreamLayer::Tls(tls) = self else {
+            return None;
+        };
+        let certificate = tls.connection.peer_certificates()?.first()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
+        let name = parsed.subject().iter_common_name().next()?;
+        name.as_str().ok().map(str::to_owned)
     }
 
     /// Called once the core has closed the connection, before the last write: TLS says

@@ -4,6 +4,8 @@
 //! Every test binary under `tests/` compiles this module, and each uses only part of it.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};

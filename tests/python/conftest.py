@@ -66,7 +66,7 @@ def runtimes():
 
 
 class Broker:
-    def __init__(self, runtime):
+    def __init__(self, runtime, extra=()):
         self.runtime = runtime
         self.data_dir = tempfile.TemporaryDirectory(prefix="mqtt-e2e-")
         binary = broker_binary()
@@ -76,7 +76,7 @@ class Broker:
             [binary, "--runtime", runtime, "--shards", "2", "--listen", "127.0.0.1:0",
              "--listen-tls", "127.0.0.1:0", "--tls-cert", str(CERTIFICATES.cert),
              "--tls-key", str(CERTIFICATES.key),
-             "--data-dir", self.data_dir.name, "--log-level", "info"],
+             "--data-dir", self.data_dir.name, "--log-level", "info", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True,
         )

@@ -136,6 +136,9 @@ impl Cluster {
                         Event::HandOver { .. } => {
                             unreachable!("connections are accepted on their home shard")
                         }
+                        Event::Authenticate { .. } => {
+                            unreachable!("the benchmark's brokers authenticate nobody")
+                        }
                     }
                 }
             }

@@ -1,10 +1,11 @@
 //! The values that cross the boundary between the sans-IO core and a runtime: identifiers the
 //! runtime assigns, events the core asks the runtime to carry out, and messages between shards.
 
+use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::message::SharedMessage;
-use crate::protocol::Connect;
+use crate::protocol::{Connect, ReasonCode};
 
 /// A connection, named by the runtime. Unique across all shards for the life of the process
 /// (a runtime can put the shard number in the high bits), so a handed-over connection keeps it.
@@ -26,6 +27,60 @@ pub enum Event {
         shard: ShardId,
         connect: HandedOverConnect,
     },
+    /// Check who the client is (`Config::authenticate`): answer with
+    /// `Broker::handle_authenticated`. Until then the connection's input waits in its buffer
+    /// (`Broker::handle_bytes` leaves it there), so the check can run away from the shard.
+    Authenticate { conn: ConnId, request: AuthRequest },
+}
+
+/// What a client offers as proof of who it is, at CONNECT or in an AUTH packet.
+#[derive(Debug)]
+pub struct AuthRequest {
+    pub stage: AuthStage,
+    pub client_id: ByteString,
+    pub username: Option<ByteString>,
+    pub password: Option<Bytes>,
+    /// MQTT 5 enhanced authentication (§4.12): the method and this step's data.
+    pub method: Option<ByteString>,
+    pub data: Option<Bytes>,
+}
+
+/// Where in an authentication an [`AuthRequest`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthStage {
+    /// The CONNECT: a new exchange.
+    Connect,
+    /// An AUTH 0x18 answering the runtime's [`AuthVerdict::Continue`].
+    Continue,
+    /// An AUTH 0x19 from a connected client: a new exchange, while the connection goes on.
+    Reauthenticate,
+}
+
+/// A runtime's answer to [`Event::Authenticate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthVerdict {
+    /// The client is `username` (`None`: anonymous); `data` is the method's last word, sent in
+    /// the CONNACK or AUTH success.
+    Accepted {
+        username: Option<ByteString>,
+        data: Option<Bytes>,
+    },
+    /// The method needs another round: `data` goes to the client in AUTH 0x18.
+    Continue { data: Bytes },
+    /// 0x86 bad user name or password, 0x87 not authorized, 0x8C bad method (3.x: return
+    /// codes 4 and 5).
+    Refused(ReasonCode),
+}
+
+/// Who a client proved to be before its CONNECT moved to its home shard.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub username: Option<ByteString>,
+    /// The enhanced authentication method, which the CONNACK names and re-authentication
+    /// must use again.
+    pub method: Option<ByteString>,
+    /// For the CONNACK: the method's last word.
+    pub data: Option<Bytes>,
 }
 
 /// A CONNECT on its way to the shard its client lives on, with when it arrived. Of two
@@ -35,6 +90,7 @@ pub enum Event {
 pub struct HandedOverConnect {
     pub connect: Box<Connect>,
     pub arrived: Arrival,
+    pub identity: Identity,
 }
 
 /// When a connection's CONNECT arrived, as an ordering key: nanoseconds on a clock all shards

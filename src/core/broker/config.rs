@@ -72,6 +72,10 @@ pub struct Config {
     /// them are durable (`Broker::handle_persisted`), on this shard and every shard the message
     /// went to (`--fsync always`). Only with `persistence`.
     pub ack_after_durable: bool,
+    /// Ask the runtime who each client is (`Event::Authenticate`) before accepting it. Off,
+    /// every client is accepted as the user name it gives, and enhanced authentication is
+    /// refused with 0x8C.
+    pub authenticate: bool,
 }
 
 impl Default for Config {
@@ -105,6 +109,7 @@ impl Default for Config {
             expiry_sweep_interval: Duration::from_secs(10),
             persistence: false,
             ack_after_durable: false,
+            authenticate: false,
         }
     }
 }

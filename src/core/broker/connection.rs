@@ -11,17 +11,20 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::boundary::{Arrival, ConnId};
+use super::boundary::{Arrival, ConnId, Identity};
 use super::retained_backlog::RetainedBacklog;
 use super::send_buffer::SendBuffer;
 use super::session::SessionId;
 use super::time::Timestamp;
-use crate::protocol::{Decoder, LastWill, Packet, ProtocolVersion};
+use crate::protocol::{Connect, Decoder, LastWill, Packet, ProtocolVersion};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Accepted; nothing but CONNECT is allowed.
     AwaitingConnect,
+    /// CONNECT read; the client is proving who it is (`handlers/authenticate.rs`). Nothing but
+    /// AUTH is allowed, and only while the runtime is not checking what it sent.
+    Authenticating,
     /// CONNACK sent; bound to a session.
     Connected(SessionId),
     /// The broker decided to close; pending output is flushed, input ignored.
@@ -38,6 +41,12 @@ pub struct Connection {
     /// Meaningful once connected.
     pub version: ProtocolVersion,
     pub client_id: ByteString,
+    /// Who the client proved to be: its user name (`None`: anonymous) and enhanced
+    /// authentication method.
+    pub identity: Identity,
+    /// An authentication under way, at CONNECT or a re-authentication. Boxed: it is rare and
+    /// short, and holds the CONNECT.
+    pub authentication: Option<Box<Authentication>>,
     /// Effective keepalive (after Server Keep Alive); zero disables the check.
     pub keep_alive: Duration,
     pub last_received: Timestamp,
@@ -79,6 +88,17 @@ pub struct Connection {
 /// that ignores acknowledgements altogether would otherwise make the broker buffer without end.
 pub const MAX_HELD_ACKS: usize = 1024;
 
+/// An authentication under way on a connection.
+#[derive(Debug)]
+pub struct Authentication {
+    /// The CONNECT that waits for it, and when it arrived; `None` for a re-authentication.
+    pub connect: Option<(Box<Connect>, Arrival)>,
+    /// The enhanced authentication method the exchange uses, if any.
+    pub method: Option<ByteString>,
+    /// The runtime is checking what the client sent: its next input waits.
+    pub awaiting_verdict: bool,
+}
+
 /// An acknowledgement held until the state it acknowledges is durable.
 #[derive(Debug)]
 pub struct HeldAck {
@@ -108,6 +128,8 @@ impl Connection {
             send_buffer: SendBuffer::default(),
             version: ProtocolVersion::V3_1_1,
             client_id: ByteString::new(),
+            identity: Identity::default(),
+            authentication: None,
             keep_alive: Duration::ZERO,
             last_received: now,
             arrival: None,
@@ -128,6 +150,15 @@ impl Connection {
     /// When silence closes the connection: 1.5 × keepalive after the last packet (§3.1.2.10).
     pub fn keepalive_deadline(&self) -> Option<Timestamp> {
         (!self.keep_alive.is_zero()).then(|| self.last_received + self.keep_alive.mul_f64(1.5))
+    }
+
+    /// Whether input must wait in its buffer until the runtime's verdict on the client.
+    pub fn awaits_verdict(&self) -> bool {
+        self.phase == Phase::Authenticating
+            && self
+                .authentication
+                .as_ref()
+                .is_some_and(|authentication| authentication.awaiting_verdict)
     }
 
     pub fn session(&self) -> Option<SessionId> {

@@ -15,8 +15,12 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tracing::warn;
 
+use super::access::AccessRules;
 use super::ack_holds::AckHolds;
-use super::boundary::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
+use super::authorization::Access;
+use super::boundary::{
+    Arrival, AuthVerdict, ConnId, Event, HandedOverConnect, Identity, ShardId, ShardMessage,
+};
 use super::config::Config;
 use super::connection::{Connection, Connections, Phase};
 use super::limited_log::LimitedLog;
@@ -44,6 +48,8 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Client publishes not routed: to `$SYS` topics.
     pub publishes_refused: u64,
+    /// Publishes, subscriptions and deliveries the ACL denied.
+    pub acl_denied: u64,
     /// Messages not retained because the retained set was full (`--max-retained-messages`,
     /// `--max-retained-bytes`); v5 QoS 1/2 publishes among them were refused with 0x97.
     pub retained_refused: u64,
@@ -73,7 +79,7 @@ pub struct Broker {
     pub(super) interest: Interest,
     pub(super) retained: Retained,
     pub(super) timers: Timers,
-    events: VecDeque<Event>,
+    pub(super) events: VecDeque<Event>,
     /// Per destination shard, messages not yet taken by `poll_shard_messages`.
     shard_outbox: Vec<Vec<ShardMessage>>,
     /// Connections on all shards together, for the connection limit.
@@ -93,6 +99,9 @@ pub struct Broker {
     pub(super) qos0_drop_log: LimitedLog,
     pub(super) refused_publish_log: LimitedLog,
     pub(super) retained_full_log: LimitedLog,
+    pub(super) acl_denied_log: LimitedLog,
+    /// The ACL in force, if any.
+    pub(super) access: Access,
 }
 
 // ----- the front door: every method a runtime calls -------------------------------------
@@ -129,6 +138,8 @@ impl Broker {
             qos0_drop_log: LimitedLog::default(),
             refused_publish_log: LimitedLog::default(),
             retained_full_log: LimitedLog::default(),
+            acl_denied_log: LimitedLog::default(),
+            access: Access::default(),
             config,
         }
     }
@@ -178,12 +189,19 @@ impl Broker {
         handed_over: HandedOverConnect,
         now: Timestamp,
     ) {
-        let HandedOverConnect { connect, arrived } = handed_over;
+        let HandedOverConnect {
+            connect,
+            arrived,
+            identity,
+        } = handed_over;
         let mut connection = Connection::new(self.config.max_connect_packet_size, peer, now);
         connection.decoder =
             crate::protocol::Decoder::client(connect.protocol, self.config.max_packet_size);
         self.connections.insert(conn, connection);
-        self.handle_connect(conn, connect, arrived, now);
+        if let Some(connection) = self.connections.get_mut(&conn) {
+            connection.version = connect.protocol;
+        }
+        self.connect_identified(conn, connect, arrived, identity, now);
     }
 
     /// When the connection's first bytes arrived, by a clock all shards share, before they are
@@ -205,6 +223,20 @@ impl Broker {
     /// would stall the very deliveries that drain the backlog.
     pub fn handle_bytes(&mut self, conn: ConnId, buf: &mut BytesMut, now: Timestamp) -> bool {
         self.read_packets(conn, buf, now)
+    }
+
+    /// The runtime's answer to an `Event::Authenticate` for `conn`: the CONNECT goes on to be
+    /// accepted or refused, or the exchange to its next round (`handlers/authenticate.rs`).
+    /// Then hand the connection the bytes it read meanwhile with `handle_bytes`.
+    pub fn handle_authenticated(&mut self, conn: ConnId, verdict: AuthVerdict, now: Timestamp) {
+        self.authenticated(conn, verdict, now);
+    }
+
+    /// Puts an ACL in force (`None`: everything allowed) at once, for every session, connected
+    /// or not: later publishes, subscriptions and deliveries are checked against it. Messages
+    /// already queued stay queued.
+    pub fn set_access_rules(&mut self, rules: Option<Arc<AccessRules>>) {
+        self.access.replace(rules);
     }
 
     /// The network connection is gone (peer closed, I/O error, or after an `Event::Close`).
@@ -426,12 +458,17 @@ impl Broker {
         shard: ShardId,
         connect: Box<crate::protocol::Connect>,
         arrived: Arrival,
+        identity: Identity,
     ) {
         self.connections.remove(conn);
         self.events.push_back(Event::HandOver {
             conn,
             shard,
-            connect: HandedOverConnect { connect, arrived },
+            connect: HandedOverConnect {
+                connect,
+                arrived,
+                identity,
+            },
         });
     }
 

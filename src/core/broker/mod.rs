@@ -24,8 +24,10 @@
 //! → `handlers/deliver.rs` (route to shards and matching sessions, in-flight window, encode for
 //! each subscriber) → `send_buffer.rs`.
 
+pub mod access;
 mod ack_holds;
 mod acks;
+mod authorization;
 mod boundary;
 mod config;
 mod connection;
@@ -50,7 +52,10 @@ pub mod topic;
 mod tests;
 
 pub use self::core::{Broker, Stats};
-pub use boundary::{Arrival, ConnId, Event, HandedOverConnect, ShardId, ShardMessage};
+pub use boundary::{
+    Arrival, AuthRequest, AuthStage, AuthVerdict, ConnId, Event, HandedOverConnect, Identity,
+    ShardId, ShardMessage,
+};
 pub use config::Config;
 pub use inflight::DropCounters;
 pub use message::{Delivery, Message, SharedMessage};

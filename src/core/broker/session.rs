@@ -11,6 +11,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use bytestring::ByteString;
 
+use super::authorization::SessionAccess;
 use super::boundary::ConnId;
 use super::inflight::OutboundQueue;
 use super::message::SharedMessage;
@@ -63,6 +64,8 @@ pub struct Session {
     pub journaled: bool,
     /// Names the next delivery queued for it in the journal (0 is "not journaled").
     pub next_delivery: u64,
+    /// Its client's user, for the ACL, and the answers the ACL gave.
+    pub access: SessionAccess,
 }
 
 impl Session {
@@ -79,6 +82,7 @@ impl Session {
             delayed_will: None,
             journaled: false,
             next_delivery: 1,
+            access: SessionAccess::default(),
         }
     }
 

@@ -18,7 +18,7 @@ use super::persist::{
     decode_record, decode_snapshot, encode_record, encode_snapshot, PersistRecord, Replay,
     ShardState,
 };
-use super::{Broker, Config, ConnId, Event, ShardMessage, Timestamp};
+use super::{AuthRequest, AuthVerdict, Broker, Config, ConnId, Event, ShardMessage, Timestamp};
 use crate::protocol::{Decoder, Packet, ProtocolVersion, Publish};
 
 /// One simulated client connection.
@@ -69,6 +69,8 @@ pub struct Sim {
     /// Keep batches between shards in their channels until [`Sim::deliver_mail`], instead of
     /// handing them over at once.
     pub hold_mail: bool,
+    /// The runtime's verdict on each `Event::Authenticate` (with `Config::authenticate`).
+    pub authenticator: fn(&AuthRequest) -> AuthVerdict,
     /// Batches sent between shards and not delivered yet, oldest first: `(from, to, batch)`.
     mail: VecDeque<(usize, usize, Vec<ShardMessage>)>,
 }
@@ -116,6 +118,10 @@ impl Sim {
             restored_from: Vec::new(),
             auto_persist: true,
             hold_mail: false,
+            authenticator: |request| AuthVerdict::Accepted {
+                username: request.username.clone(),
+                data: None,
+            },
             mail: VecDeque::new(),
         }
     }
@@ -211,17 +217,19 @@ impl Sim {
     }
 
     pub fn send_bytes(&mut self, conn: ConnId, bytes: &[u8]) {
-        let sim_conn = &self.conns[&conn];
-        assert!(!sim_conn.closed, "sending on a closed connection");
-        let shard = sim_conn.shard;
+        assert!(!self.conns[&conn].closed, "sending on a closed connection");
         let mut buf = BytesMut::from(bytes);
-        self.shards[shard].handle_bytes(conn, &mut buf, self.now);
-        self.run();
-        // After a hand-over the remaining bytes belong to the new shard.
-        let new_shard = self.conns[&conn].shard;
-        if !buf.is_empty() && new_shard != shard && !self.conns[&conn].closed {
-            self.shards[new_shard].handle_bytes(conn, &mut buf, self.now);
+        // Bytes left over belong to the shard a hand-over moved the connection to, or waited
+        // for a verdict on the client: they go in again until nothing more is taken.
+        loop {
+            let sim_conn = &self.conns[&conn];
+            let (shard, before) = (sim_conn.shard, buf.len());
+            self.shards[shard].handle_bytes(conn, &mut buf, self.now);
             self.run();
+            let moved = self.conns[&conn].shard != shard;
+            if buf.is_empty() || self.conns[&conn].closed || (buf.len() == before && !moved) {
+                break;
+            }
         }
     }
 
@@ -391,6 +399,10 @@ impl Sim {
                 } => {
                     self.conns.get_mut(&conn).expect("known").shard = shard;
                     self.shards[shard].handle_handed_over(conn, None, connect, self.now);
+                }
+                Event::Authenticate { conn, request } => {
+                    let verdict = (self.authenticator)(&request);
+                    self.shards[index].handle_authenticated(conn, verdict, self.now);
                 }
             }
         }

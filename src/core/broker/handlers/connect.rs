@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytestring::ByteString;
 use tracing::info;
 
-use crate::broker::boundary::{Arrival, ConnId};
+use crate::broker::access::Client;
+use crate::broker::boundary::{Arrival, ConnId, Identity};
 use crate::broker::connection::Phase;
 use crate::broker::core::Broker;
 use crate::broker::inflight::Awaiting;
@@ -29,7 +30,7 @@ impl Broker {
     pub(in crate::broker) fn handle_connect(
         &mut self,
         conn: ConnId,
-        mut connect: Box<Connect>,
+        connect: Box<Connect>,
         arrived: Arrival,
         now: Timestamp,
     ) {
@@ -40,6 +41,51 @@ impl Broker {
         if let Err(reason) = self.admit(&connect) {
             return self.refuse(conn, &connect.client_id, reason, now);
         }
+        if self.config.authenticate {
+            return self.authenticate_connect(conn, connect, arrived);
+        }
+        // Nobody checks who clients are: each is who it says.
+        let identity = Identity {
+            username: connect.username.clone(),
+            ..Identity::default()
+        };
+        self.admit_identified(conn, connect, arrived, identity, now);
+    }
+
+    /// A CONNECT whose client is known: refused if its will is a publish it may not make,
+    /// otherwise accepted (`connect_identified`).
+    pub(in crate::broker) fn admit_identified(
+        &mut self,
+        conn: ConnId,
+        connect: Box<Connect>,
+        arrived: Arrival,
+        identity: Identity,
+        now: Timestamp,
+    ) {
+        if let Some(will) = &connect.will {
+            let client = Client {
+                username: identity.username.as_deref(),
+                client_id: &connect.client_id,
+            };
+            if !self.access.may_write(client, &will.topic) {
+                info!(?conn, client_id = %connect.client_id, topic = %will.topic, "will refused by the ACL");
+                return self.refuse(conn, &connect.client_id, ReasonCode::NOT_AUTHORIZED, now);
+            }
+        }
+        self.connect_identified(conn, connect, arrived, identity, now);
+    }
+
+    /// Accepts a CONNECT whose client is known and allowed in, on its home shard: moves it
+    /// there first if this is not it.
+    pub(in crate::broker) fn connect_identified(
+        &mut self,
+        conn: ConnId,
+        mut connect: Box<Connect>,
+        arrived: Arrival,
+        identity: Identity,
+        now: Timestamp,
+    ) {
+        let version = connect.protocol;
         let assigned_id = connect
             .client_id
             .is_empty()
@@ -49,13 +95,13 @@ impl Broker {
         }
         let home = home_shard(&connect.client_id, self.shard_count);
         if home != self.shard {
-            return self.hand_over(conn, home, connect, arrived);
+            return self.hand_over(conn, home, connect, arrived, identity);
         }
         if self.superseded(&connect.client_id, arrived) {
             return self.superseded_on_arrival(conn, &connect, now);
         }
 
-        let (session_id, resumed) = self.attach_session(conn, &connect, now);
+        let (session_id, resumed) = self.attach_session(conn, &connect, &identity, now);
         let keep_alive = self.effective_keepalive(connect.keep_alive);
         let granted_expiry = self
             .sessions
@@ -72,6 +118,11 @@ impl Broker {
         };
         connection.phase = Phase::Connected(session_id);
         connection.client_id = connect.client_id.clone();
+        let (auth_method, auth_data) = (identity.method.clone(), identity.data.clone());
+        connection.identity = Identity {
+            data: None,
+            ..identity
+        };
         connection.keep_alive = Duration::from_secs(keep_alive.into());
         connection.last_received = now;
         connection.arrival = Some(arrived);
@@ -96,6 +147,8 @@ impl Broker {
         if version.is_v5() {
             connack.properties = self.server_properties(&connect, granted_expiry, keep_alive);
             connack.properties.assigned_client_identifier = assigned_id;
+            connack.properties.authentication_method = auth_method;
+            connack.properties.authentication_data = auth_data;
         }
         info!(?conn, client_id = %connect.client_id, peer = ?connection_peer, ?version, resumed, keep_alive, "client connected");
         self.send(conn, Packet::ConnAck(Box::new(connack)));
@@ -111,7 +164,7 @@ impl Broker {
         if self.connection_count.load(Ordering::Relaxed) > self.config.max_connections {
             return Err(ReasonCode::QUOTA_EXCEEDED);
         }
-        if connect.properties.authentication_method.is_some() {
+        if connect.properties.authentication_method.is_some() && !self.config.authenticate {
             return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
         }
         // An empty client id gets one assigned only when no session could be resumed with it
@@ -170,7 +223,13 @@ impl Broker {
         self.close(conn, now);
     }
 
-    fn refuse(&mut self, conn: ConnId, client_id: &ByteString, reason: ReasonCode, now: Timestamp) {
+    pub(in crate::broker) fn refuse(
+        &mut self,
+        conn: ConnId,
+        client_id: &ByteString,
+        reason: ReasonCode,
+        now: Timestamp,
+    ) {
         info!(?conn, %client_id, %reason, "connection refused");
         let connack = ConnAck {
             reason_code: reason,
@@ -197,6 +256,7 @@ impl Broker {
         &mut self,
         conn: ConnId,
         connect: &Connect,
+        identity: &Identity,
         now: Timestamp,
     ) -> (SessionId, bool) {
         let client_id = &connect.client_id;
@@ -253,6 +313,7 @@ impl Broker {
             session.version = connect.protocol;
             session.expiry_interval = expiry;
             session.expires_at = None;
+            session.access.identify(identity.username.clone());
         }
         self.shares_follow_connection(session_id, true);
         self.journal_attach(session_id, expiry);

@@ -162,10 +162,13 @@ impl Broker {
     pub(in crate::broker) fn deliver_all(
         &mut self,
         message: &SharedMessage,
-        deliveries: Vec<(SessionId, Delivery)>,
+        mut deliveries: Vec<(SessionId, Delivery)>,
         push_back: PushBack,
         now: Timestamp,
     ) {
+        if self.access.is_enabled() {
+            self.keep_readable(message, &mut deliveries, now);
+        }
         let mut admitted: Vec<(SessionId, Delivery, Admission)> =
             Vec::with_capacity(deliveries.len());
         // Whether another subscriber of this message keeps up: then one that would slow the
@@ -203,6 +206,36 @@ impl Broker {
         self.journal_queued(message, &mut admitted);
         for (session_id, delivery, admission) in admitted {
             self.deliver_to_session(session_id, delivery, admission, now);
+        }
+    }
+
+    /// Drops the deliveries to sessions the ACL does not let read the message's topic: their
+    /// filter was allowed, but not everything it matches.
+    fn keep_readable(
+        &mut self,
+        message: &SharedMessage,
+        deliveries: &mut Vec<(SessionId, Delivery)>,
+        now: Timestamp,
+    ) {
+        let topic = &message.template.topic;
+        let before = deliveries.len();
+        deliveries.retain(|(session_id, _)| {
+            self.sessions.get_mut(session_id).is_some_and(|session| {
+                self.access
+                    .may_receive(&mut session.access, &session.client_id, topic)
+            })
+        });
+        let denied = before - deliveries.len();
+        if denied == 0 {
+            return;
+        }
+        self.stats.acl_denied += denied as u64;
+        if let Some(unreported) = self.acl_denied_log.note(now) {
+            warn!(
+                %topic,
+                denied = unreported,
+                "the ACL denies deliveries their subscriptions matched (count since the last such line)"
+            );
         }
     }
 

@@ -28,6 +28,9 @@ impl Broker {
                 buf.clear();
                 return published;
             }
+            if connection.awaits_verdict() {
+                return published;
+            }
             match connection.decoder.decode(buf) {
                 Ok(None) => return published,
                 Ok(Some(packet)) => {
@@ -53,6 +56,12 @@ impl Broker {
                 let arrived = connection.arrival.unwrap_or(Arrival(now.as_nanos()));
                 return self.handle_connect(conn, connect, arrived, now);
             }
+            (Phase::Authenticating, Packet::Auth(auth)) => {
+                return self.handle_auth(conn, *auth, now)
+            }
+            (Phase::Authenticating, _) => {
+                return self.protocol_error(conn, "a packet other than AUTH before CONNACK", now)
+            }
             (Phase::Connected(session), packet) => (session, packet),
             // The decoder admits only CONNECT before the version is known, and a closing
             // connection reads nothing.
@@ -71,11 +80,7 @@ impl Broker {
             Packet::Disconnect(disconnect) => {
                 self.handle_disconnect(conn, session, *disconnect, now)
             }
-            // No authentication method was accepted at CONNECT, so AUTH may not be sent
-            // (§4.12): a protocol error.
-            Packet::Auth(_) => {
-                self.protocol_error(conn, "AUTH without an authentication method", now)
-            }
+            Packet::Auth(auth) => self.handle_auth(conn, *auth, now),
             // MQTT-3.1.0-2: a second CONNECT is a protocol violation.
             Packet::Connect(_) => self.protocol_error(conn, "second CONNECT", now),
             other => {

@@ -139,7 +139,8 @@ impl Broker {
             return;
         };
         let deadline = match connection.phase {
-            Phase::AwaitingConnect => Some(now),
+            // The connect timeout covers proving who the client is.
+            Phase::AwaitingConnect | Phase::Authenticating => Some(now),
             Phase::Connected(_) => connection.keepalive_deadline(),
             Phase::Closing => None,
         };

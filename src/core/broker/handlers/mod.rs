@@ -1,6 +1,7 @@
 //! What the broker does with each input, one file per concern, all as `impl Broker` blocks
 //! over the state in `core.rs`, whose front door calls them.
 
+mod authenticate;
 mod connect;
 mod deliver;
 mod dispatch;

@@ -93,6 +93,22 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
+        if self.access.is_enabled()
+            && !self
+                .access
+                .may_publish(&mut session.access, &session.client_id, &publish.topic)
+        {
+            self.stats.acl_denied += 1;
+            if let Some(unreported) = self.acl_denied_log.note(now) {
+                warn!(
+                    client_id = %session.client_id,
+                    topic = %publish.topic,
+                    denied = unreported,
+                    "the ACL denies a publish (count since the last such line, all clients)"
+                );
+            }
+            return self.refuse_publish(conn, qos, packet_id, ReasonCode::NOT_AUTHORIZED, ack);
+        }
         if qos == QoS::ExactlyOnce {
             if let Some(&first) = session.awaiting_pubrel.get(&packet_id) {
                 // A resend of a message already routed: acknowledge only, once its first

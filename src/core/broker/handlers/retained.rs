@@ -112,9 +112,24 @@ impl Broker {
         let Ok(FilterKind::Plain(plain)) = parse_filter(filter) else {
             return;
         };
-        let messages = self
-            .retained
-            .matching(plain, now, self.config.max_retained_per_subscribe);
+        let mut messages =
+            self.retained
+                .matching(plain, now, self.config.max_retained_per_subscribe);
+        if self.access.is_enabled() {
+            let session = self
+                .connections
+                .get(&conn)
+                .and_then(|connection| connection.session())
+                .and_then(|session_id| self.sessions.get_mut(&session_id));
+            if let Some(session) = session {
+                let client_id = &session.client_id;
+                let access = &mut session.access;
+                messages.retain(|message| {
+                    self.access
+                        .may_receive(access, client_id, &message.template.topic)
+                });
+            }
+        }
         if let Some(connection) = self.connections.get_mut(&conn) {
             connection
                 .retained_backlog

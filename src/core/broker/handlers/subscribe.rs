@@ -2,7 +2,9 @@
 //! the interest other shards are told about, and which retained messages a subscribe is owed.
 
 use bytestring::ByteString;
+use tracing::warn;
 
+use crate::broker::access::FilterAccess;
 use crate::broker::boundary::{ConnId, ShardMessage};
 use crate::broker::core::Broker;
 use crate::broker::persist::{stored_subscription, PersistRecord};
@@ -26,6 +28,10 @@ impl Broker {
         let identifier = subscribe.properties.subscription_identifier;
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         for (filter, mut options) in subscribe.filters {
+            if !self.may_subscribe(session_id, &filter, now) {
+                reason_codes.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
+            }
             options.qos = options.qos.min(self.config.maximum_qos);
             let subscription = Subscription {
                 options,
@@ -57,6 +63,38 @@ impl Broker {
         };
         self.acknowledge(conn, Packet::SubAck(suback), ack);
         self.resume_retained(session_id, now);
+    }
+
+    /// Whether the ACL lets the session read everything `filter` (of a shared subscription:
+    /// its filter part) matches. Deliveries are checked again, one by one, where a grant covers
+    /// the filter and a denial part of it.
+    fn may_subscribe(&mut self, session_id: SessionId, filter: &str, now: Timestamp) -> bool {
+        if !self.access.is_enabled() {
+            return true;
+        }
+        // An invalid filter is refused for that by `add_subscription`.
+        let Ok(kind) = parse_filter(filter) else {
+            return true;
+        };
+        let Some(session) = self.sessions.get(&session_id) else {
+            return false;
+        };
+        let access = self
+            .access
+            .filter_access(&session.access, &session.client_id, kind.filter());
+        if access != FilterAccess::Denied {
+            return true;
+        }
+        self.stats.acl_denied += 1;
+        if let Some(unreported) = self.acl_denied_log.note(now) {
+            warn!(
+                client_id = %session.client_id,
+                %filter,
+                denied = unreported,
+                "the ACL denies a subscription (count since the last such line, all clients)"
+            );
+        }
+        false
     }
 
     pub(in crate::broker) fn handle_unsubscribe(

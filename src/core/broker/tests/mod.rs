@@ -7,6 +7,7 @@ mod limits;
 mod persist;
 mod qos;
 mod retained;
+mod security;
 mod shards;
 mod subscribe;
 mod v5;
