@@ -31,6 +31,8 @@
 #                     retained messages of 100 B, then one subscriber to #: "s to last" is
 #                     SUBSCRIBE to the last message, "lost" what never came)
 #   --ours-args ARGS  extra flags for our brokers, e.g. "--max-queued-messages 1000000"
+#   --tls             every broker serves MQTT over TLS (TLS 1.3, a P-256 certificate openssl
+#                     makes for the run) and mqtt-bench speaks TLS to it
 #   --out DIR         where results.jsonl and the logs go (default: a new directory under
 #                     $CARGO_TARGET_DIR/mqtt-bench-compare)
 #   --glommio         build the broker with its glommio backend and add ours-glommio to
@@ -53,6 +55,7 @@ ROUNDS=1
 BROKERS="mosquitto mosquitto-nodelay ours-io-uring ours-epoll ours-tokio ours-sync"
 SCENARIOS="pairs-qos0 fanout-qos0 pairs-qos1 latency-10k"
 OURS_ARGS=""
+TLS=0
 OUT=""
 BUILD=1
 FEATURES=""
@@ -67,10 +70,11 @@ while [ $# -gt 0 ]; do
         --brokers) BROKERS=$2; shift 2 ;;
         --scenarios) SCENARIOS=$2; shift 2 ;;
         --ours-args) OURS_ARGS=$2; shift 2 ;;
+        --tls) TLS=1; shift ;;
         --out) OUT=$2; shift 2 ;;
         --glommio) FEATURES="--features glommio"; BROKERS="$BROKERS ours-glommio"; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -126,6 +130,33 @@ mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 
+# With --tls: a CA and a certificate for 127.0.0.1 it signed, and what mqtt-bench trusts.
+PKI=$OUT/pki
+TLS_BENCH_ARGS=()
+if [ "$TLS" = 1 ]; then
+    need_package openssl openssl
+    mkdir -p "$PKI"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    echo "subjectAltName=IP:127.0.0.1" >"$PKI/san.ext"
+    openssl req -x509 "${ec[@]}" -keyout "$PKI/ca.key" -out "$PKI/ca.pem" -days 2 \
+        -subj "/CN=bench CA" 2>/dev/null
+    openssl req "${ec[@]}" -keyout "$PKI/server.key" -out "$PKI/server.csr" \
+        -subj "/CN=127.0.0.1" 2>/dev/null
+    openssl x509 -req -in "$PKI/server.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" \
+        -CAcreateserial -out "$PKI/server.pem" -days 2 -extfile "$PKI/san.ext" 2>/dev/null
+    TLS_BENCH_ARGS=(--tls-ca "$PKI/ca.pem")
+fi
+
+# Where our brokers listen on PORT: TLS beside a plain listener nobody uses, or plain TCP.
+ours_listen() {
+    if [ "$TLS" = 1 ]; then
+        printf '%s\n' --listen 127.0.0.1:0 --listen-tls "127.0.0.1:$1" \
+            --tls-cert "$PKI/server.pem" --tls-key "$PKI/server.key"
+    else
+        printf '%s\n' --listen "127.0.0.1:$1"
+    fi
+}
+
 BROKER_PID=""
 cleanup() {
     if [ -n "$BROKER_PID" ]; then
@@ -143,6 +174,11 @@ broker_command() {
             command -v mosquitto >/dev/null || return 1
             {
                 echo "listener $port 127.0.0.1"
+                if [ "$TLS" = 1 ]; then
+                    echo "cafile $PKI/ca.pem"
+                    echo "certfile $PKI/server.pem"
+                    echo "keyfile $PKI/server.key"
+                fi
                 echo "allow_anonymous true"
                 echo "max_queued_messages 0"
                 echo "max_inflight_messages 0"
@@ -152,23 +188,24 @@ broker_command() {
             ;;
         ours-sync)
             [ -x "$RELEASE/mqtt-broker-sync" ] || return 1
-            printf '%s\n' "$RELEASE/mqtt-broker-sync" --listen "127.0.0.1:$port" \
-                --data-dir "$dir/data" --log-level warn
+            printf '%s\n' "$RELEASE/mqtt-broker-sync" --data-dir "$dir/data" --log-level warn
+            ours_listen "$port"
             # shellcheck disable=SC2086
             [ -z "$OURS_ARGS" ] || printf '%s\n' $OURS_ARGS
             ;;
         ours-default|ours-1shard)
             [ -x "$RELEASE/mqtt-broker" ] || return 1
-            printf '%s\n' "$RELEASE/mqtt-broker" --listen "127.0.0.1:$port" \
-                --data-dir "$dir/data" --log-level warn
+            printf '%s\n' "$RELEASE/mqtt-broker" --data-dir "$dir/data" --log-level warn
+            ours_listen "$port"
             if [ "$broker" = ours-1shard ]; then printf '%s\n' --shards 1; fi
             # shellcheck disable=SC2086
             [ -z "$OURS_ARGS" ] || printf '%s\n' $OURS_ARGS
             ;;
         ours-*)
             [ -x "$RELEASE/mqtt-broker" ] || return 1
-            printf '%s\n' "$RELEASE/mqtt-broker" --listen "127.0.0.1:$port" \
-                --runtime "${broker#ours-}" --data-dir "$dir/data" --log-level warn
+            printf '%s\n' "$RELEASE/mqtt-broker" --runtime "${broker#ours-}" \
+                --data-dir "$dir/data" --log-level warn
+            ours_listen "$port"
             # shellcheck disable=SC2086
             [ -z "$OURS_ARGS" ] || printf '%s\n' $OURS_ARGS
             ;;
@@ -243,7 +280,7 @@ run_one() { # SCENARIO BROKER ROUND
     echo "  $broker (pid $BROKER_PID, port $port)" >&2
     status=0
     line=$(timeout "$limit" "$BENCH" --host 127.0.0.1 --port "$port" "${args[@]}" \
-        --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" \
+        --duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" "${TLS_BENCH_ARGS[@]}" \
         --broker-pid "$BROKER_PID" --label "$broker" --json 2>"$log") || status=$?
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then
         record_status "$scenario" "$broker" "$round" "broker died" "$(tail -n 1 "$dir/broker.log" 2>/dev/null)"

@@ -18,6 +18,9 @@
 #   --scenario ARGS   mqtt-bench flags of the load (default: pairs 4 -> 4, QoS 0, 64 B)
 #   --rate N          messages per second over all publishers (default 2000)
 #   --duration S      seconds the long window has over the short one (default 10)
+#   --acl FILE        every broker checks an ACL file in Mosquitto's format (ours with
+#                     --acl-file, mosquitto with acl_file); mqtt-bench's clients are anonymous,
+#                     so its rules before any `user` line apply
 #   --out DIR         where the callgrind files and logs go (default: a new directory under
 #                     $CARGO_TARGET_DIR/mqtt-bench-instructions)
 #   --no-build        use the binaries already built
@@ -39,6 +42,7 @@ DURATION=10
 WARMUP=3
 OUT=""
 BUILD=1
+ACL=""
 
 
 while [ $# -gt 0 ]; do
@@ -48,9 +52,10 @@ while [ $# -gt 0 ]; do
         --scenario) SCENARIO=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
+        --acl) ACL=$(realpath "$2"); shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -77,16 +82,19 @@ broker_command() {
             # valgrind's output file.
             printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nset_tcp_nodelay true\nuser %s\n' \
                 "$port" "$(id -un)" >"$dir/mosquitto.conf"
+            [ -z "$ACL" ] || echo "acl_file $ACL" >>"$dir/mosquitto.conf"
             printf '%s\n' mosquitto -c "$dir/mosquitto.conf"
             ;;
         ours-sync)
             printf '%s\n' "$RELEASE/mqtt-broker-sync" --listen "127.0.0.1:$port" \
                 --data-dir "$dir/data" --log-level warn
+            [ -z "$ACL" ] || printf '%s\n' --acl-file "$ACL"
             ;;
         ours-*)
             printf '%s\n' "$RELEASE/mqtt-broker" --listen "127.0.0.1:$port" \
                 --runtime "${broker#ours-}" --shards "$SHARDS" --no-pin \
                 --data-dir "$dir/data" --log-level warn
+            [ -z "$ACL" ] || printf '%s\n' --acl-file "$ACL"
             ;;
         *) return 1 ;;
     esac

@@ -32,7 +32,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::protocol::decoder::MAX_PACKET_SIZE;
 use crate::protocol::QoS;
-use crate::server::{Fsync, LayerMaker, Listener, ServerOptions, Transport};
+use crate::server::{Fsync, LayerMaker, Listener, ListenerSettings, ServerOptions, Transport};
 
 /// The exit status for a [`SettingsError`] (sysexits' EX_CONFIG, for `ExitCode::from`): the
 /// systemd unit does not restart on it, since a restart cannot fix a wrong setting.
@@ -642,9 +642,30 @@ impl Given<'_, String> {
     }
 }
 
+/// A listener of the config file's `listen` or `listen-tls` list given as a table, with settings
+/// of its own (`ListenerSettings`); an entry may also be a plain "IP:PORT".
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ListenerTable {
+    address: String,
+    #[serde(alias = "allow_anonymous")]
+    allow_anonymous: Option<bool>,
+    #[serde(alias = "tls_identity_as_username")]
+    tls_identity_as_username: Option<bool>,
+    #[serde(alias = "tls_cert")]
+    tls_cert: Option<PathBuf>,
+    #[serde(alias = "tls_key")]
+    tls_key: Option<PathBuf>,
+    #[serde(alias = "tls_client_ca")]
+    tls_client_ca: Option<PathBuf>,
+    #[serde(alias = "tls_require_client_cert")]
+    tls_require_client_cert: Option<bool>,
+}
+
 impl Given<'_, Vec<SocketAddr>> {
-    /// `--listen` and `--listen-tls`: the listeners of one transport by IP:PORT address, in
-    /// place of that transport's in `current`. At least one listener in all, no address twice.
+    /// `--listen` and `--listen-tls`: the listeners of one transport by IP:PORT address (in the
+    /// file, or a table with settings of its own), in place of that transport's in `current`.
+    /// At least one listener in all, no address twice.
     fn listeners(
         mut self,
         transport: Transport,
@@ -653,13 +674,23 @@ impl Given<'_, Vec<SocketAddr>> {
         let (default, mut others): (Vec<Listener>, Vec<Listener>) = current
             .into_iter()
             .partition(|listener| listener.transport == transport);
-        let default = default.iter().map(|listener| listener.address).collect();
-        let file = self.file_as::<Vec<String>>()?;
+        let file = self.file_as::<Vec<toml::Value>>()?;
         let file = file
-            .map(|texts| texts.iter().map(|text| self.file_address(text)).collect())
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|entry| self.file_listener(entry, transport))
+                    .collect()
+            })
             .transpose()?;
-        let (addresses, origin) = pick(self.flag.take(), file, default);
-        if addresses.is_empty() && others.is_empty() {
+        let flag = self.flag.take().map(|addresses| {
+            addresses
+                .into_iter()
+                .map(|address| Listener::new(address, transport))
+                .collect()
+        });
+        let (listeners, origin): (Vec<Listener>, _) = pick(flag, file, default);
+        if listeners.is_empty() && others.is_empty() {
             let problem = "must have at least one address, e.g. [\"0.0.0.0:1883\"]";
             return Err(self.invalid(origin, problem));
         }
@@ -667,20 +698,69 @@ impl Given<'_, Vec<SocketAddr>> {
         // accepts between the two copies, which is never what was meant. (Port 0 asks for a
         // free port each time.)
         let mut seen: BTreeSet<SocketAddr> = others.iter().map(|other| other.address).collect();
-        let repeated = addresses
+        let repeated = listeners
             .iter()
-            .find(|address| address.port() != 0 && !seen.insert(**address));
+            .find(|listener| listener.address.port() != 0 && !seen.insert(listener.address));
         if let Some(repeated) = repeated {
-            return Err(self.invalid(origin, format!("has {repeated} more than once")));
+            let problem = format!("has {} more than once", repeated.address);
+            return Err(self.invalid(origin, problem));
         }
-        let listeners = addresses
-            .into_iter()
-            .map(|address| Listener { address, transport });
         others.extend(listeners);
         // Plain TCP first, then TLS, each in the order given: the order they are bound and
         // logged in, whichever setting was read first.
         others.sort_by_key(|listener| listener.transport);
         Ok(others)
+    }
+
+    /// One entry of the file's list: "IP:PORT", or a table with an address and settings.
+    fn file_listener(
+        &self,
+        entry: toml::Value,
+        transport: Transport,
+    ) -> Result<Listener, SettingsError> {
+        let table = match entry {
+            toml::Value::String(text) => {
+                return Ok(Listener::new(self.file_address(&text)?, transport));
+            }
+            table @ toml::Value::Table(_) => table,
+            other => {
+                let problem = format!(
+                    "has {other}, which is neither an \"IP:PORT\" address nor a table such as {{ address = \"0.0.0.0:8883\", allow-anonymous = false }}"
+                );
+                return Err(self.invalid(Origin::File, problem));
+            }
+        };
+        let table: ListenerTable = table.try_into().map_err(|error: toml::de::Error| {
+            self.invalid(
+                Origin::File,
+                format!("has a listener table that {}", error.message()),
+            )
+        })?;
+        let address = self.file_address(&table.address)?;
+        let own = ListenerSettings {
+            allow_anonymous: table.allow_anonymous,
+            identity_as_username: table.tls_identity_as_username,
+            tls_cert: table.tls_cert,
+            tls_key: table.tls_key,
+            tls_client_ca: table.tls_client_ca,
+            tls_require_client_cert: table.tls_require_client_cert,
+        };
+        let tls_only = own.identity_as_username.is_some()
+            || own.tls_cert.is_some()
+            || own.tls_key.is_some()
+            || own.tls_client_ca.is_some()
+            || own.tls_require_client_cert.is_some();
+        if tls_only && transport != Transport::Tls {
+            let problem = format!(
+                "gives {address} settings of TLS listeners (tls-...): list it under listen-tls"
+            );
+            return Err(self.invalid(Origin::File, problem));
+        }
+        Ok(Listener {
+            address,
+            transport,
+            own,
+        })
     }
 
     fn file_address(&self, text: &str) -> Result<SocketAddr, SettingsError> {
@@ -790,12 +870,25 @@ impl Settings {
             let problem = format!("cannot be served: {error}");
             return Err(SettingsError::Invalid { setting, problem });
         }
-        if server.security.identity_as_username && server.tls.client_ca.is_none() {
+        let tls_listeners = server
+            .listeners
+            .iter()
+            .filter(|listener| listener.transport == Transport::Tls);
+        if server.security.identity_as_username && tls_listeners.count() == 0 {
             let setting = "--tls-identity-as-username".to_owned();
-            let problem =
-                "needs --tls-client-ca, which verifies the certificates whose names it takes"
-                    .to_owned();
+            let problem = "needs a TLS listener (--listen-tls) with --tls-client-ca, whose verified certificates name the clients".to_owned();
             return Err(SettingsError::Invalid { setting, problem });
+        }
+        for listener in &server.listeners {
+            let identity = server.security.policy(listener).identity_as_username;
+            if identity && listener.tls(&server.tls).client_ca.is_none() {
+                let setting = "--tls-identity-as-username".to_owned();
+                let problem = format!(
+                    "needs --tls-client-ca, which verifies the certificates whose names it takes (listener {})",
+                    listener.address
+                );
+                return Err(SettingsError::Invalid { setting, problem });
+            }
         }
         if let Err((setting, problem)) = server.security.check() {
             let setting = setting.to_owned();
@@ -934,6 +1027,36 @@ mod tests {
 
     fn defaults() -> Settings {
         Settings::load(args(&[])).unwrap()
+    }
+
+    #[test]
+    fn listeners_can_have_settings_of_their_own_in_the_file() {
+        let toml = r#"
+            listen = ["127.0.0.1:1883", { address = "0.0.0.0:1884", allow-anonymous = false }]
+        "#;
+        let settings = with_file(&[], toml).unwrap();
+        let server = &settings.server;
+        let policies: Vec<bool> = server
+            .listeners
+            .iter()
+            .map(|listener| server.security.policy(listener).allow_anonymous)
+            .collect();
+        assert_eq!(policies, [true, false]);
+        assert!(server.security.authenticates(&server.listeners));
+        assert!(!defaults()
+            .server
+            .security
+            .authenticates(&defaults().server.listeners));
+
+        let file = |toml: &str| error(with_file(&[], toml));
+        assert!(
+            file(r#"listen = [{ address = "0.0.0.0:1884", tls-cert = "x.pem" }]"#)
+                .contains("list it under listen-tls")
+        );
+        let typo = file(r#"listen = [{ address = "0.0.0.0:1884", allow-anonymus = false }]"#);
+        assert!(typo.contains("allow-anonymus"), "{typo}");
+        assert!(file("listen = [5]").contains("neither"));
+        assert!(file(r#"listen = [{ address = "nowhere:1" }]"#).contains("not an IP:PORT"));
     }
 
     #[test]

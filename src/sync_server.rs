@@ -99,8 +99,9 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     // the start before any client can connect.
     let storage = Storage::open(&options.data_dir, &options.persistence)?;
     let layers = LayerMaker::new(&options.listeners, &options.tls)?;
-    let security =
-        Arc::new(SecurityState::load(&options.security).map_err(SyncServerError::Security)?);
+    let security = SecurityState::load(&options.security, &options.listeners)
+        .map_err(SyncServerError::Security)?;
+    let security = Arc::new(security);
     let listeners = options
         .listeners
         .iter()
@@ -112,12 +113,11 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     let reload = signals::Reload {
         security: security.clone(),
         layers: layers.clone(),
-        tls: options.tls.clone(),
     };
     signals::handle_signals(stop_tx, reload).map_err(SyncServerError::Signals)?;
     let mut config = options.broker.clone();
     options.persistence.configure(&mut config);
-    config.authenticate = options.security.authenticates();
+    config.authenticate = options.security.authenticates(&options.listeners);
     serve(
         listeners,
         layers,
@@ -236,11 +236,11 @@ fn serve(
         info!("{transport} listening on {addr}");
     }
     shared.security.warn_about_exposure(&addresses);
-    for ((listener, _), transport) in listeners {
+    for (index, ((socket, _), transport)) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
         thread::Builder::new()
             .name("mqtt-accept".into())
-            .spawn(move || accept_loop(&shared, listener, transport))
+            .spawn(move || accept_loop(&shared, socket, transport, index))
             .map_err(|source| SyncServerError::Thread {
                 what: "acceptor",
                 source,
@@ -471,8 +471,9 @@ fn timer_loop(shared: &Shared) {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, transport: Transport) {
-    for stream in listener.incoming() {
+/// Accepts on the socket of listener `listener` (its index in `ServerOptions::listeners`).
+fn accept_loop(shared: &Arc<Shared>, socket: TcpListener, transport: Transport, listener: usize) {
+    for stream in socket.incoming() {
         if shared.stopping.load(Ordering::Relaxed) {
             return;
         }
@@ -484,8 +485,8 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, transport: Transport
                 if !admitted {
                     continue;
                 }
-                match shared.layers.layer(transport) {
-                    Ok(layer) => start_connection(shared, stream, layer),
+                match shared.layers.layer(listener) {
+                    Ok(layer) => start_connection(shared, stream, layer, listener),
                     Err(error) => warn!(%error, "cannot start the connection's {transport}"),
                 }
             }
@@ -499,7 +500,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, transport: Transport
     }
 }
 
-fn start_connection(shared: &Arc<Shared>, stream: TcpStream, layer: StreamLayer) {
+fn start_connection(shared: &Arc<Shared>, stream: TcpStream, layer: StreamLayer, listener: usize) {
     let peer = stream.peer_addr().ok();
     if let Err(error) = stream.set_nodelay(true) {
         debug!(?peer, %error, "cannot set TCP_NODELAY");
@@ -509,7 +510,7 @@ fn start_connection(shared: &Arc<Shared>, stream: TcpStream, layer: StreamLayer)
     let spawned = thread::Builder::new()
         .name("mqtt-reader".into())
         .stack_size(READER_STACK)
-        .spawn(move || read_loop(&reader_shared, stream, layer, conn, peer));
+        .spawn(move || read_loop(&reader_shared, stream, layer, conn, peer, listener));
     if let Err(error) = spawned {
         // The stream went with the closure and is closed: the client sees a reset.
         warn!(?peer, %error, "cannot start a connection thread; dropping the connection");
@@ -524,6 +525,7 @@ fn read_loop(
     layer: StreamLayer,
     conn: ConnId,
     peer: Option<SocketAddr>,
+    listener: usize,
 ) {
     let (writer_stream, handle_stream) = match (stream.try_clone(), stream.try_clone()) {
         (Ok(writer), Ok(handle)) => (writer, handle),
@@ -593,10 +595,9 @@ fn read_loop(
                 // it checks right here, then gives the broker what waited meanwhile.
                 while let Some(request) = take_request(&handle) {
                     let certificate_name = lock_layer(&layer).certificate_name();
+                    let checker = shared.security.checker(listener);
                     let verdict =
-                        shared
-                            .security
-                            .check(request, certificate_name.as_deref(), &mut exchange);
+                        checker.check(&request, certificate_name.as_deref(), &mut exchange);
                     {
                         let mut core = shared.lock();
                         let now = shared.now();
@@ -783,7 +784,7 @@ mod tests {
             serve(
                 vec![((listener, addr), Transport::Tcp)],
                 LayerMaker::default(),
-                Arc::new(SecurityState::load(&SecurityOptions::default()).expect("no files")),
+                Arc::new(SecurityState::load(&SecurityOptions::default(), &[]).expect("no files")),
                 4096,
                 unlimited,
                 config,

@@ -338,13 +338,24 @@ fn the_certificate_names_the_user_the_acl_speaks_of() {
 fn bad_security_files_are_configuration_errors_that_name_the_line() {
     let files = Files::new();
     let data = files.path("data");
+    // A broker that starts after all is stopped, rather than left to hang the test.
     let run = |args: &[&str]| {
-        let output = Command::new(broker_binary())
+        let mut child = Command::new(broker_binary())
             .args(args)
-            .arg("--data-dir")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run mqtt-broker");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("output");
         (
             output.status.code(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -371,7 +382,7 @@ fn bad_security_files_are_configuration_errors_that_name_the_line() {
     assert!(stderr.contains("/nonexistent/acl"), "{stderr}");
     let (code, stderr) = run(&["--tls-identity-as-username"]);
     assert_eq!(code, Some(78), "{stderr}");
-    assert!(stderr.contains("needs --tls-client-ca"), "{stderr}");
+    assert!(stderr.contains("needs a TLS listener"), "{stderr}");
 }
 
 #[test]
@@ -411,4 +422,172 @@ fn public_listeners_warn_about_anonymous_clients_and_passwords_in_clear() {
     )
     .expect("starts");
     assert!(open.wait_for_log(&["serves anonymous clients"], Duration::from_secs(10)));
+}
+
+/// The ports of every listener of `kind` ("MQTT over TCP", "MQTT over TLS"), in order.
+fn ports(broker: &Broker, kind: &str) -> Vec<u16> {
+    broker.wait_for_log(&["broker started"], Duration::from_secs(10));
+    broker
+        .logs()
+        .lines()
+        .filter(|line| line.contains(&format!("{kind} listening on 127.0.0.1:")))
+        .filter_map(|line| line.rsplit(':').next()?.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn each_listener_can_let_clients_in_its_own_way() {
+    let pki = Pki::new();
+    let files = Files::new();
+    let passwords = files.path("passwords");
+    assert!(passwd(&passwords, "alice", &["--password", "a"])
+        .status
+        .success());
+    let config = files.write(
+        "broker.toml",
+        &format!(
+            r#"
+password-file = {passwords:?}
+tls-cert = {cert:?}
+tls-key = {key:?}
+# Local services come in without a name; the public side needs a password or a certificate.
+listen = [{{ address = "127.0.0.1:0", allow-anonymous = true }}, "127.0.0.1:0"]
+listen-tls = [
+    {{ address = "127.0.0.1:0", tls-client-ca = {ca:?}, tls-require-client-cert = true, tls-identity-as-username = true }},
+]
+"#,
+            passwords = passwords.display().to_string(),
+            cert = pki.path("server.pem").display().to_string(),
+            key = pki.path("server.key").display().to_string(),
+            ca = pki.path("ca.pem").display().to_string(),
+        ),
+    );
+    let mut broker = Broker::try_start(Binary::Async, &["--config", &config]).expect("starts");
+    let tcp = ports(&broker, "MQTT over TCP");
+    let tls = ports(&broker, "MQTT over TLS");
+    assert_eq!((tcp.len(), tls.len()), (2, 1), "{}", broker.logs());
+    assert!(
+        publish(tcp[0], None, "local/x", "x"),
+        "anonymous on the local listener"
+    );
+    assert!(
+        !publish(tcp[1], None, "public/x", "x"),
+        "anonymous refused on the other"
+    );
+    assert!(publish(tcp[1], Some(("alice", "a")), "public/x", "x"));
+    let ca = pki.path("ca.pem");
+    let with_certificate = mosquitto(
+        "mosquitto_pub",
+        tls[0],
+        Some(&ca),
+        &[
+            "--cert",
+            &pki.path("client.pem").display().to_string(),
+            "--key",
+            &pki.path("client.key").display().to_string(),
+            "-t",
+            "sensors/x",
+            "-m",
+            "x",
+        ],
+    )
+    .output()
+    .expect("mosquitto_pub");
+    assert!(with_certificate.status.success(), "{with_certificate:?}");
+    let without = mosquitto(
+        "mosquitto_pub",
+        tls[0],
+        Some(&ca),
+        &["-t", "s/x", "-m", "x"],
+    )
+    .output()
+    .expect("mosquitto_pub");
+    assert!(
+        !without.status.success(),
+        "this listener requires a certificate"
+    );
+    broker.assert_healthy();
+}
+
+#[test]
+fn sighup_swaps_the_tls_certificate_for_new_connections() {
+    let before = Pki::new();
+    let after = Pki::new();
+    let files = Files::new();
+    let cert = files.path("server.pem");
+    let key = files.path("server.key");
+    std::fs::copy(before.path("server.pem"), &cert).expect("copy");
+    std::fs::copy(before.path("server.key"), &key).expect("copy");
+    let (cert_flag, key_flag) = (cert.display().to_string(), key.display().to_string());
+    let mut broker = Broker::start(
+        "epoll",
+        &[
+            "--listen-tls",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert_flag,
+            "--tls-key",
+            &key_flag,
+        ],
+    );
+    let tls = tls_port(&broker);
+    let publish_trusting = |pki: &Pki| {
+        mosquitto(
+            "mosquitto_pub",
+            tls,
+            Some(&pki.path("ca.pem")),
+            &["-t", "tls/reload", "-m", "x"],
+        )
+        .output()
+        .expect("mosquitto_pub")
+        .status
+        .success()
+    };
+    assert!(publish_trusting(&before));
+    assert!(!publish_trusting(&after));
+    // A subscriber connected with the old certificate stays through the swap: it gets one
+    // message before and one after.
+    let printed = files.path("printed");
+    let mut listening = mosquitto(
+        "mosquitto_sub",
+        tls,
+        Some(&before.path("ca.pem")),
+        &["-t", "tls/reload", "-C", "2", "-W", "30"],
+    )
+    .stdout(std::fs::File::create(&printed).expect("create"))
+    .spawn()
+    .expect("mosquitto_sub");
+    let received = || {
+        std::fs::read_to_string(&printed)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    for _ in 0..50 {
+        if received() > 0 {
+            break;
+        }
+        assert!(publish_trusting(&before));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(received(), 1, "the subscriber got its first message");
+
+    std::fs::copy(after.path("server.pem"), &cert).expect("copy");
+    std::fs::copy(after.path("server.key"), &key).expect("copy");
+    sighup(&broker);
+    assert!(broker.wait_for_log(
+        &["TLS certificates and keys reloaded"],
+        Duration::from_secs(10)
+    ));
+    assert!(
+        publish_trusting(&after),
+        "new connections get the new certificate"
+    );
+    assert!(!publish_trusting(&before));
+    let status = listening.wait().expect("mosquitto_sub ends");
+    assert!(
+        status.success() && received() == 2,
+        "the old connection got the message after the swap"
+    );
+    broker.assert_healthy();
 }

@@ -6,44 +6,45 @@
 //! connection thread), never on a shard: a password check costs as much time as the password
 //! file's iteration count makes it cost, on purpose.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use bytestring::ByteString;
 
 use super::password_file::{PasswordFile, VerifiedCache};
 use super::scram::{self, ScramServer};
+use super::state::ListenerPolicy;
 use crate::broker::{AuthRequest, AuthStage, AuthVerdict};
 use crate::protocol::ReasonCode;
 
-/// Who may connect, as configured.
+/// The password file in force, with what it has verified.
 pub struct Authenticator {
     passwords: Option<PasswordFile>,
     /// Passwords verified since this password file was loaded, so a client that reconnects
     /// costs a lookup instead of a PBKDF2 run. A reload brings a new authenticator and with it
     /// an empty cache.
     verified: Mutex<VerifiedCache>,
-    allow_anonymous: bool,
-    identity_as_username: bool,
 }
 
 /// What a multi-round method remembers between rounds, kept by the connection.
 pub type Exchange = Option<Box<ScramServer>>;
 
 impl Authenticator {
-    pub fn new(
-        passwords: Option<PasswordFile>,
-        allow_anonymous: bool,
-        identity_as_username: bool,
-    ) -> Authenticator {
+    pub fn new(passwords: Option<PasswordFile>) -> Authenticator {
         Authenticator {
             passwords,
             verified: Mutex::new(VerifiedCache::default()),
-            allow_anonymous,
-            identity_as_username,
         }
     }
+}
 
+/// The authenticator, with the policy of the listener a client came in on.
+pub struct Checker {
+    pub authenticator: Arc<Authenticator>,
+    pub policy: ListenerPolicy,
+}
+
+impl Checker {
     /// The verdict on `request` from a client whose TLS certificate, if it showed one the
     /// listener verified, names it `certificate_name`.
     pub fn check(
@@ -64,7 +65,8 @@ impl Authenticator {
         request: &AuthRequest,
         certificate_name: Option<&str>,
     ) -> AuthVerdict {
-        if self.identity_as_username {
+        let policy = self.policy;
+        if policy.identity_as_username {
             // The certificate speaks for the client; what it put in CONNECT is not asked.
             return match certificate_name {
                 Some(name) => accepted(Some(name.into()), None),
@@ -72,23 +74,24 @@ impl Authenticator {
             };
         }
         let Some(username) = &request.username else {
-            return if self.allow_anonymous {
+            return if policy.allow_anonymous {
                 accepted(None, None)
             } else {
                 AuthVerdict::Refused(ReasonCode::NOT_AUTHORIZED)
             };
         };
-        let Some(passwords) = &self.passwords else {
+        let authenticator = &self.authenticator;
+        let Some(passwords) = &authenticator.passwords else {
             // No file to check a user name against: the client is who it says, if anonymous
             // clients are welcome, since it proved nothing more than one of them.
-            return if self.allow_anonymous {
+            return if policy.allow_anonymous {
                 accepted(Some(username.clone()), None)
             } else {
                 AuthVerdict::Refused(ReasonCode::NOT_AUTHORIZED)
             };
         };
         let password = request.password.as_deref().unwrap_or_default();
-        let mut verified = self
+        let mut verified = authenticator
             .verified
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -106,7 +109,8 @@ impl Authenticator {
         request: &AuthRequest,
         exchange: &mut Exchange,
     ) -> AuthVerdict {
-        let Some(passwords) = self.passwords.as_ref().filter(|_| method == scram::METHOD) else {
+        let passwords = self.authenticator.passwords.as_ref();
+        let Some(passwords) = passwords.filter(|_| method == scram::METHOD) else {
             return AuthVerdict::Refused(ReasonCode::BAD_AUTHENTICATION_METHOD);
         };
         let data = request.data.as_deref().unwrap_or_default();
@@ -136,11 +140,6 @@ impl Authenticator {
             }
         }
     }
-}
-
-/// The verdict when nobody checks: the client is who it says.
-pub fn accept_as_given(request: AuthRequest) -> AuthVerdict {
-    accepted(request.username, None)
 }
 
 fn accepted(username: Option<ByteString>, data: Option<Bytes>) -> AuthVerdict {

@@ -9,11 +9,10 @@ use std::sync::{Arc, RwLock};
 
 use tracing::{info, warn};
 
-use super::authenticator::{accept_as_given, Authenticator, Exchange};
+use super::authenticator::{Authenticator, Checker};
 use super::password_file::PasswordFile;
 use crate::broker::access::AccessRules;
-use crate::broker::{AuthRequest, AuthVerdict};
-use crate::server::Transport;
+use crate::server::{Listener, Transport};
 
 /// Who may connect and what they may do (`--password-file`, `--acl-file`, ...).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,17 +25,41 @@ pub struct SecurityOptions {
     pub identity_as_username: bool,
 }
 
+/// How one listener lets clients in: its own settings where it has them, else the broker's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerPolicy {
+    /// Clients that give no user name are served.
+    pub allow_anonymous: bool,
+    /// The CN of a client's verified certificate is its user name.
+    pub identity_as_username: bool,
+}
+
 impl SecurityOptions {
-    /// Whether clients that give no user name are served.
-    pub fn allows_anonymous(&self) -> bool {
-        self.allow_anonymous
-            .unwrap_or(self.password_file.is_none() && !self.identity_as_username)
+    pub fn policy(&self, listener: &Listener) -> ListenerPolicy {
+        let own = &listener.own;
+        // Only a TLS listener has certificates to take names from.
+        let identity_as_username = listener.transport == Transport::Tls
+            && own
+                .identity_as_username
+                .unwrap_or(self.identity_as_username);
+        // Anonymous clients are welcome by default only where nothing says who clients are.
+        let allow_anonymous = own.allow_anonymous.or(self.allow_anonymous).unwrap_or(
+            self.password_file.is_none() && !self.identity_as_username && !identity_as_username,
+        );
+        ListenerPolicy {
+            allow_anonymous,
+            identity_as_username,
+        }
     }
 
     /// Whether each client must be asked who it is: otherwise every client is accepted as the
     /// user name it gives, which costs nothing on connect.
-    pub fn authenticates(&self) -> bool {
-        self.password_file.is_some() || self.identity_as_username || !self.allows_anonymous()
+    pub fn authenticates(&self, listeners: &[Listener]) -> bool {
+        self.password_file.is_some()
+            || listeners.iter().any(|listener| {
+                let policy = self.policy(listener);
+                policy.identity_as_username || !policy.allow_anonymous
+            })
     }
 
     /// Reads the files, to check them (a bad one is a configuration error at start): the
@@ -49,22 +72,14 @@ impl SecurityOptions {
         Ok(())
     }
 
-    fn authenticator(&self) -> Result<Option<Arc<Authenticator>>, String> {
-        if !self.authenticates() {
-            return Ok(None);
-        }
+    fn authenticator(&self) -> Result<Arc<Authenticator>, String> {
         let passwords = self
             .password_file
             .as_deref()
             .map(PasswordFile::load)
             .transpose()
             .map_err(|error| error.to_string())?;
-        let authenticator = Authenticator::new(
-            passwords,
-            self.allows_anonymous(),
-            self.identity_as_username,
-        );
-        Ok(Some(Arc::new(authenticator)))
+        Ok(Arc::new(Authenticator::new(passwords)))
     }
 
     fn access_rules(&self) -> Result<Option<Arc<AccessRules>>, String> {
@@ -82,15 +97,24 @@ impl SecurityOptions {
 /// The files in force, shared by the shards and the authentication threads.
 pub struct SecurityState {
     options: SecurityOptions,
-    authenticator: RwLock<Option<Arc<Authenticator>>>,
+    /// Per listener, in the order of `ServerOptions::listeners`.
+    policies: Vec<ListenerPolicy>,
+    authenticator: RwLock<Arc<Authenticator>>,
     access_rules: RwLock<Option<Arc<AccessRules>>>,
     /// Bumped when the ACL is replaced, so shards notice with one atomic load per tick.
     access_generation: AtomicU64,
 }
 
 impl SecurityState {
-    pub fn load(options: &SecurityOptions) -> Result<SecurityState, String> {
+    pub fn load(
+        options: &SecurityOptions,
+        listeners: &[Listener],
+    ) -> Result<SecurityState, String> {
         Ok(SecurityState {
+            policies: listeners
+                .iter()
+                .map(|listener| options.policy(listener))
+                .collect(),
             authenticator: RwLock::new(options.authenticator()?),
             access_rules: RwLock::new(options.access_rules()?),
             access_generation: AtomicU64::new(0),
@@ -98,22 +122,19 @@ impl SecurityState {
         })
     }
 
-    /// Who checks clients, if anyone must.
-    pub fn authenticator(&self) -> Option<Arc<Authenticator>> {
-        read(&self.authenticator).clone()
-    }
-
-    /// The verdict on `request`, checked on the calling thread (the blocking build's
-    /// connection threads; the sharded build hands it to its authentication threads).
-    pub fn check(
-        &self,
-        request: AuthRequest,
-        certificate_name: Option<&str>,
-        exchange: &mut Exchange,
-    ) -> AuthVerdict {
-        match self.authenticator() {
-            Some(authenticator) => authenticator.check(&request, certificate_name, exchange),
-            None => accept_as_given(request),
+    /// Who checks the clients of listener `listener`, by its policy: the caller then runs the
+    /// check where it costs no shard its time.
+    pub fn checker(&self, listener: usize) -> Checker {
+        Checker {
+            authenticator: read(&self.authenticator).clone(),
+            policy: self
+                .policies
+                .get(listener)
+                .copied()
+                .unwrap_or(ListenerPolicy {
+                    allow_anonymous: false,
+                    identity_as_username: false,
+                }),
         }
     }
 
@@ -132,15 +153,14 @@ impl SecurityState {
     /// the version before stays in force. New credentials apply to new connections; the ACL to
     /// every session within a tick.
     pub fn reload(&self) {
-        let password_file = self.options.password_file.as_deref();
-        match self.options.authenticator() {
-            Ok(authenticator) => {
-                *write(&self.authenticator) = authenticator;
-                if let Some(path) = password_file {
+        if let Some(path) = &self.options.password_file {
+            match self.options.authenticator() {
+                Ok(authenticator) => {
+                    *write(&self.authenticator) = authenticator;
                     info!(path = %path.display(), "password file reloaded");
                 }
+                Err(error) => warn!("{error}; the password file loaded before stays in force"),
             }
-            Err(error) => warn!("{error}; the password file loaded before stays in force"),
         }
         match self.options.access_rules() {
             Ok(rules) => {
@@ -159,9 +179,10 @@ impl SecurityState {
     pub fn warn_about_exposure(&self, listeners: &[(SocketAddr, Transport)]) {
         let public = listeners
             .iter()
-            .filter(|(address, _)| !address.ip().is_loopback());
-        for &(address, transport) in public {
-            if self.options.allows_anonymous() {
+            .zip(&self.policies)
+            .filter(|((address, _), _)| !address.ip().is_loopback());
+        for (&(address, transport), policy) in public {
+            if policy.allow_anonymous {
                 warn!(
                     "{transport} on {address} serves anonymous clients: anyone who can reach it may connect, subscribe to every topic and publish to any; set --password-file or --allow-anonymous false, listen on 127.0.0.1 or a private address, or firewall it"
                 );

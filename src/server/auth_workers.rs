@@ -4,17 +4,16 @@
 //! awaits the verdict on a channel any runtime can await.
 
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::thread;
 
 use tracing::warn;
 
 use crate::broker::{AuthRequest, AuthVerdict};
 use crate::protocol::ReasonCode;
-use crate::security::authenticator::{Authenticator, Exchange};
+use crate::security::authenticator::{Checker, Exchange};
 
 struct Job {
-    authenticator: Arc<Authenticator>,
+    checker: Checker,
     request: AuthRequest,
     certificate_name: Option<String>,
     exchange: Exchange,
@@ -41,7 +40,7 @@ impl AuthWorkers {
                 .name(format!("auth-{index}"))
                 .spawn(move || {
                     for mut job in queue.iter() {
-                        let verdict = job.authenticator.check(
+                        let verdict = job.checker.check(
                             &job.request,
                             job.certificate_name.as_deref(),
                             &mut job.exchange,
@@ -60,14 +59,14 @@ impl AuthWorkers {
     /// The verdict on `request`, once a thread has checked it.
     pub async fn check(
         &self,
-        authenticator: Arc<Authenticator>,
+        checker: Checker,
         request: AuthRequest,
         certificate_name: Option<String>,
         exchange: Exchange,
     ) -> (AuthVerdict, Exchange) {
         let (verdict, answer) = flume::bounded(1);
         let job = Job {
-            authenticator,
+            checker,
             request,
             certificate_name,
             exchange,

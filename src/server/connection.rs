@@ -41,9 +41,11 @@ pub(super) trait Host<I: Io>: 'static {
     /// Counts `conn` among the shard's connections, so the core's outputs reach it.
     fn add_conn(&self, conn: ConnId, handle: Rc<ConnHandle<I>>);
     fn remove_conn(&self, conn: ConnId);
-    /// The verdict on a client's proof of identity, checked away from the shard.
+    /// The verdict on a client's proof of identity by the policy of `listener`, checked away
+    /// from the shard.
     async fn authenticate(
         &self,
+        listener: usize,
         request: AuthRequest,
         certificate_name: Option<String>,
         exchange: Exchange,
@@ -71,16 +73,30 @@ enum ReadOutcome {
     Stopped,
 }
 
+/// A connection as its shard first sees it.
+pub(super) struct Accepted {
+    pub conn: ConnId,
+    /// The client's address, for logs.
+    pub peer: Option<SocketAddr>,
+    /// The listener it came in on (its index in `ServerOptions::listeners`), whose policy
+    /// decides who it may be.
+    pub listener: usize,
+}
+
 /// Serves a connection from accept (or hand-over) until it closes.
 pub(super) async fn read_loop<I: Io, H: Host<I>>(
     shard: Rc<H>,
     stream: I::Stream,
     layer: StreamLayer,
-    conn: ConnId,
-    peer: Option<SocketAddr>,
+    accepted: Accepted,
     mut buf: BytesMut,
     handed_over: Option<HandedOverConnect>,
 ) {
+    let Accepted {
+        conn,
+        peer,
+        listener,
+    } = accepted;
     #[cfg(target_os = "linux")]
     let fd = I::raw_fd(&stream);
     // A handed-over connection's CONNECT came with its arrival.
@@ -128,7 +144,7 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
             let checked = async {
                 Some(
                     shard
-                        .authenticate(request, certificate_name, exchange.take())
+                        .authenticate(listener, request, certificate_name, exchange.take())
                         .await,
                 )
             };
@@ -165,7 +181,12 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
             while handle.writer.borrow().is_none() && !handle.closing.get() {
                 handle.writer_done.notified().await;
             }
-            return hand_over(&shard, conn, &handle, reader, to, connect, buf);
+            let moving = Accepted {
+                conn,
+                peer,
+                listener,
+            };
+            return hand_over(&shard, moving, &handle, reader, to, connect, buf);
         }
         if handle.closing.get() {
             // The writer flushes and closes; wait for it so the socket outlives the flush.
@@ -422,13 +443,14 @@ impl<F: Future> Future for NotingWait<F> {
 /// Moves the connection to the shard that owns its client, with the bytes read after CONNECT.
 fn hand_over<I: Io, H: Host<I>>(
     shard: &Rc<H>,
-    conn: ConnId,
+    accepted: Accepted,
     handle: &ConnHandle<I>,
     reader: I::Reader,
     to: ShardId,
     connect: HandedOverConnect,
     buffered: BytesMut,
 ) {
+    let conn = accepted.conn;
     shard.remove_conn(conn);
     let Some(writer) = handle.writer.borrow_mut().take() else {
         warn!(
@@ -446,6 +468,7 @@ fn hand_over<I: Io, H: Host<I>>(
     };
     let envelope = Envelope::HandOver {
         conn,
+        listener: accepted.listener,
         stream,
         // The handle is dropped after this: the layer's state goes with the socket.
         layer: handle.layer.replace(StreamLayer::Plain),

@@ -17,6 +17,8 @@ pub enum Envelope {
     /// the bytes already read after its CONNECT.
     HandOver {
         conn: ConnId,
+        /// The listener it came in on, whose policy a re-authentication follows.
+        listener: usize,
         stream: std::net::TcpStream,
         layer: StreamLayer,
         connect: HandedOverConnect,

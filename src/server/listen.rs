@@ -18,10 +18,12 @@ use super::ServerError;
 /// milliseconds after the process is gone, and a supervisor restarts it sooner than that.
 const IN_USE_RETRY: Duration = Duration::from_secs(2);
 
-/// A bound listening socket and what its connections speak.
+/// A bound listening socket, what its connections speak, and which listener it is (its index
+/// in `ServerOptions::listeners`).
 pub(super) struct Bound {
     pub socket: TcpListener,
     pub transport: Transport,
+    pub listener: usize,
 }
 
 /// Sockets per listener: one per shard where SO_REUSEPORT is available, else one.
@@ -31,7 +33,8 @@ pub(super) fn bind_all(
 ) -> Result<Vec<Vec<Bound>>, ServerError> {
     listeners
         .iter()
-        .map(|listener| {
+        .enumerate()
+        .map(|(index, listener)| {
             let requested = listener.address;
             // SO_REUSEPORT would let this bind share a port with another broker of the same
             // user; bind once without it first, so a port in use fails as it should. The probe
@@ -61,7 +64,11 @@ pub(super) fn bind_all(
             let transport = listener.transport;
             Ok(group
                 .into_iter()
-                .map(|socket| Bound { socket, transport })
+                .map(|socket| Bound {
+                    socket,
+                    transport,
+                    listener: index,
+                })
                 .collect())
         })
         .collect()

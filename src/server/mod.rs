@@ -53,7 +53,7 @@ use auth_workers::AuthWorkers;
 
 pub use envelope::Envelope;
 pub use mqtt_broker_persistence::Fsync;
-pub use transport::{LayerMaker, Listener, TlsError, TlsOptions, Transport};
+pub use transport::{LayerMaker, Listener, ListenerSettings, TlsError, TlsOptions, Transport};
 
 /// What the server needs to know; built from the command line and config file.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,8 +202,10 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     options.broker.buffer_budget /= shard_count;
     let (store, starts) = recovery::open(&options.data_dir, &options.persistence, shard_count)?;
     let layers = LayerMaker::new(&options.listeners, &options.tls)?;
-    let security = Arc::new(SecurityState::load(&options.security).map_err(ServerError::Security)?);
-    options.broker.authenticate = options.security.authenticates();
+    let security = SecurityState::load(&options.security, &options.listeners)
+        .map_err(ServerError::Security)?;
+    let security = Arc::new(security);
+    options.broker.authenticate = options.security.authenticates(&options.listeners);
     let listeners = listen::bind_all(&options.listeners, shard_count)?;
     // Installed before announcing the address, so a signal sent as soon as a supervisor sees
     // "listening on" still shuts down gracefully.
@@ -211,7 +213,6 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     let reload = signals::Reload {
         security: security.clone(),
         layers: layers.clone(),
-        tls: options.tls.clone(),
     };
     signals::handle_signals(stop_tx, reload).map_err(ServerError::Signals)?;
     let addresses = listen::local_addrs(&listeners);

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use super::conn_handle::ConnHandle;
-use super::connection::{self, Host};
+use super::connection::{self, Accepted, Host};
 use super::envelope::Envelope;
 use super::large_packets::LargePackets;
 use super::listen::Bound;
@@ -28,7 +28,7 @@ use super::Shared;
 use crate::broker::{
     AuthRequest, AuthVerdict, Broker, ConnId, Event, ShardId, ShardMessage, Timestamp,
 };
-use crate::security::authenticator::{accept_as_given, Exchange};
+use crate::security::authenticator::Exchange;
 
 /// How often paused publishers are looked at while the shard holds them back: short, so a
 /// backlog that clears in a few milliseconds does not leave them idle for a whole tick.
@@ -125,20 +125,17 @@ impl<I: Io> Host<I> for Shard<I> {
 
     async fn authenticate(
         &self,
+        listener: usize,
         request: AuthRequest,
         certificate_name: Option<String>,
         exchange: Exchange,
     ) -> (AuthVerdict, Exchange) {
         let shared = &self.shared;
-        match shared.security.authenticator() {
-            Some(authenticator) => {
-                shared
-                    .auth_workers
-                    .check(authenticator, request, certificate_name, exchange)
-                    .await
-            }
-            None => (accept_as_given(request), exchange),
-        }
+        let checker = shared.security.checker(listener);
+        shared
+            .auth_workers
+            .check(checker, request, certificate_name, exchange)
+            .await
     }
 
     /// Waits while the shard is held back. One pacer task per shard looks every `PACE` and
@@ -271,9 +268,14 @@ pub(super) async fn run<I: Io>(
         handle_envelope(&shard, from, envelope);
     }
     I::spawn(durable_loop(shard.clone()));
-    for Bound { socket, transport } in listeners {
+    for Bound {
+        socket,
+        transport,
+        listener,
+    } in listeners
+    {
         match I::listener(socket) {
-            Ok(listener) => I::spawn(accept_loop(shard.clone(), listener, transport)),
+            Ok(socket) => I::spawn(accept_loop(shard.clone(), socket, transport, listener)),
             Err(error) => warn!(shard = id, %error, "cannot register listener"),
         }
     }
@@ -281,9 +283,15 @@ pub(super) async fn run<I: Io>(
     timer_loop(&shard).await;
 }
 
-async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener, transport: Transport) {
+/// Accepts on one listening socket of listener `listener`.
+async fn accept_loop<I: Io>(
+    shard: Rc<Shard<I>>,
+    socket: I::Listener,
+    transport: Transport,
+    listener: usize,
+) {
     loop {
-        match I::accept(&listener).await {
+        match I::accept(&socket).await {
             Ok((stream, peer)) => {
                 if !shard
                     .shared
@@ -295,7 +303,7 @@ async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener, transpor
                 if let Err(error) = I::set_nodelay(&stream) {
                     debug!(%peer, %error, "cannot set TCP_NODELAY");
                 }
-                let layer = match shard.shared.layers.layer(transport) {
+                let layer = match shard.shared.layers.layer(listener) {
                     Ok(layer) => layer,
                     Err(error) => {
                         warn!(%peer, %error, "cannot start the connection's {transport}");
@@ -303,12 +311,16 @@ async fn accept_loop<I: Io>(shard: Rc<Shard<I>>, listener: I::Listener, transpor
                     }
                 };
                 let conn = ConnId(shard.shared.next_conn.fetch_add(1, Ordering::Relaxed));
+                let accepted = Accepted {
+                    conn,
+                    peer: Some(peer),
+                    listener,
+                };
                 I::spawn(connection::read_loop(
                     shard.clone(),
                     stream,
                     layer,
-                    conn,
-                    Some(peer),
+                    accepted,
                     BytesMut::new(),
                     None,
                 ));
@@ -377,19 +389,23 @@ fn handle_envelope<I: Io>(shard: &Rc<Shard<I>>, from: ShardId, envelope: Envelop
             }
             Envelope::HandOver {
                 conn,
+                listener,
                 stream,
                 layer,
                 connect,
                 buffered,
             } => {
-                let peer = stream.peer_addr().ok();
+                let accepted = Accepted {
+                    conn,
+                    peer: stream.peer_addr().ok(),
+                    listener,
+                };
                 match I::stream(stream) {
                     Ok(stream) => I::spawn(connection::read_loop(
                         shard.clone(),
                         stream,
                         layer,
-                        conn,
-                        peer,
+                        accepted,
                         buffered,
                         Some(connect),
                     )),

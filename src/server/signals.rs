@@ -9,23 +9,22 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::transport::{LayerMaker, TlsOptions};
+use super::transport::LayerMaker;
 use crate::security::SecurityState;
 
 /// What SIGHUP reloads.
 pub(crate) struct Reload {
     pub security: Arc<SecurityState>,
     pub layers: LayerMaker,
-    pub tls: TlsOptions,
 }
 
 impl Reload {
     fn run(&self) {
         info!("SIGHUP: reloading the security files");
         self.security.reload();
-        match self.layers.reload(&self.tls) {
-            Ok(true) => info!("TLS certificate and key reloaded"),
-            Ok(false) => {}
+        match self.layers.reload() {
+            Ok(0) => {}
+            Ok(listeners) => info!(listeners, "TLS certificates and keys reloaded"),
             Err(error) => warn!("{error}; the TLS certificate loaded before stays in force"),
         }
     }

@@ -41,19 +41,56 @@ impl fmt::Display for Transport {
     }
 }
 
-/// One address the broker accepts connections on, and what they speak.
+/// One address the broker accepts connections on, what they speak, and the settings it was
+/// given of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
     pub address: SocketAddr,
     pub transport: Transport,
+    pub own: ListenerSettings,
+}
+
+/// The settings a listener can have of its own, given in its table in the config file's
+/// `listen` or `listen-tls` list: a local listener for anonymous clients beside a public one
+/// that asks for passwords or certificates, say. Each one not given is the broker's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerSettings {
+    pub allow_anonymous: Option<bool>,
+    pub identity_as_username: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub tls_require_client_cert: Option<bool>,
 }
 
 impl Listener {
     /// The default: MQTT over TCP on every IPv4 interface, port 1883.
     pub fn default_tcp() -> Listener {
+        Listener::new(SocketAddr::from(([0, 0, 0, 0], 1883)), Transport::Tcp)
+    }
+
+    /// A listener with the broker's settings.
+    pub fn new(address: SocketAddr, transport: Transport) -> Listener {
         Listener {
-            address: SocketAddr::from(([0, 0, 0, 0], 1883)),
-            transport: Transport::Tcp,
+            address,
+            transport,
+            own: ListenerSettings::default(),
+        }
+    }
+
+    /// Its TLS settings: its own where it has them, else the broker's.
+    pub fn tls(&self, broker: &TlsOptions) -> TlsOptions {
+        let own = &self.own;
+        TlsOptions {
+            cert: own.tls_cert.clone().or_else(|| broker.cert.clone()),
+            key: own.tls_key.clone().or_else(|| broker.key.clone()),
+            client_ca: own
+                .tls_client_ca
+                .clone()
+                .or_else(|| broker.client_ca.clone()),
+            require_client_cert: own
+                .tls_require_client_cert
+                .unwrap_or(broker.require_client_cert),
         }
     }
 }
@@ -75,52 +112,66 @@ pub struct TlsOptions {
 #[error("{0}")]
 pub struct TlsError(String);
 
-/// Makes the layer of each new connection; built at start, its certificate replaced on reload.
+/// Makes the layer of each new connection, by the listener it came in on (its index in
+/// `ServerOptions::listeners`); built at start, certificates replaced on reload.
 #[derive(Clone, Default)]
 pub struct LayerMaker {
-    /// Shared by every clone, so a reload reaches all shards.
-    tls: Option<Arc<RwLock<Arc<ServerConfig>>>>,
+    /// Per listener, its TLS settings and what they make (`None`: plain TCP). Shared by every
+    /// clone, so a reload reaches all shards.
+    listeners: Arc<[Option<TlsListener>]>,
+}
+
+struct TlsListener {
+    options: TlsOptions,
+    config: RwLock<Arc<ServerConfig>>,
 }
 
 impl LayerMaker {
-    /// Reads the certificate and key when a TLS listener needs them.
+    /// Reads the certificate and key of each TLS listener.
     pub fn new(listeners: &[Listener], tls: &TlsOptions) -> Result<LayerMaker, TlsError> {
-        if !listeners
+        let listeners = listeners
             .iter()
-            .any(|listener| listener.transport == Transport::Tls)
-        {
-            return Ok(LayerMaker::default());
+            .map(|listener| {
+                if listener.transport != Transport::Tls {
+                    return Ok(None);
+                }
+                let options = listener.tls(tls);
+                let config = Arc::new(server_config(&options).map_err(|TlsError(error)| {
+                    TlsError(format!("the TLS listener on {}: {error}", listener.address))
+                })?);
+                Ok(Some(TlsListener {
+                    options,
+                    config: RwLock::new(config),
+                }))
+            })
+            .collect::<Result<_, TlsError>>()?;
+        Ok(LayerMaker { listeners })
+    }
+
+    /// Reads every TLS listener's certificate and key again, for connections accepted from
+    /// now on; how many it reloaded. On error every listener keeps the ones it had.
+    pub fn reload(&self) -> Result<usize, TlsError> {
+        let tls = self.listeners.iter().flatten();
+        let configs = tls
+            .clone()
+            .map(|listener| server_config(&listener.options).map(Arc::new))
+            .collect::<Result<Vec<_>, TlsError>>()?;
+        for (listener, config) in tls.zip(configs.iter()) {
+            *listener
+                .config
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = config.clone();
         }
-        let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
-            return Err(TlsError(
-                "a TLS listener needs --tls-cert and --tls-key".into(),
-            ));
-        };
-        let config = Arc::new(server_config(cert, key, tls)?);
-        Ok(LayerMaker {
-            tls: Some(Arc::new(RwLock::new(config))),
-        })
+        Ok(configs.len())
     }
 
-    /// Reads the certificate and key again for connections accepted from now on; false when
-    /// no listener speaks TLS. On error the ones before stay in force.
-    pub fn reload(&self, tls: &TlsOptions) -> Result<bool, TlsError> {
-        let (Some(current), Some(cert), Some(key)) = (&self.tls, &tls.cert, &tls.key) else {
-            return Ok(false);
-        };
-        let config = Arc::new(server_config(cert, key, tls)?);
-        *current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
-        Ok(true)
-    }
-
-    /// The layer of a connection accepted on a `transport` listener.
-    pub fn layer(&self, transport: Transport) -> io::Result<StreamLayer> {
-        match (transport, &self.tls) {
-            (Transport::Tcp, _) => Ok(StreamLayer::Plain),
-            (Transport::Tls, Some(config)) => {
-                let config = config
+    /// The layer of a connection accepted on listener `listener`.
+    pub fn layer(&self, listener: usize) -> io::Result<StreamLayer> {
+        match self.listeners.get(listener) {
+            None | Some(None) => Ok(StreamLayer::Plain),
+            Some(Some(tls)) => {
+                let config = tls
+                    .config
                     .read()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .clone();
@@ -132,12 +183,16 @@ impl LayerMaker {
                     plaintext: BytesMut::new(),
                 })))
             }
-            (Transport::Tls, None) => Err(io::Error::other("TLS is not configured")),
         }
     }
 }
 
-fn server_config(cert: &Path, key: &Path, tls: &TlsOptions) -> Result<ServerConfig, TlsError> {
+fn server_config(tls: &TlsOptions) -> Result<ServerConfig, TlsError> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        return Err(TlsError(
+            "needs a certificate and key: --tls-cert and --tls-key, or tls-cert and tls-key in its table".into(),
+        ));
+    };
     let chain = certificates(cert, "certificate")?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|error| {
         TlsError(format!(

@@ -60,17 +60,22 @@ impl Broker {
             .with_runtime(runtime)
     }
 
-    /// Starts `binary ARGS... --listen 127.0.0.1:0 --data-dir <tempdir> --log-level info` and
-    /// waits for its `listening on` line; the error carries everything it printed.
+    /// Starts `binary ARGS... --listen 127.0.0.1:0 --data-dir <tempdir> --log-level info` (without
+    /// `--listen` when ARGS give a `--config` file, whose listeners then serve) and waits for its
+    /// `listening on` line; the error carries everything it printed.
     pub fn try_start(binary: Binary, args: &[&str]) -> Result<Broker, String> {
         let path = binary
             .path()
             .ok_or_else(|| format!("this build has no {binary:?} broker binary"))?;
         let data_dir = tempfile::tempdir().map_err(|e| format!("cannot create a tempdir: {e}"))?;
+        let listen: &[&str] = if args.contains(&"--config") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(path)
             .args(args)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
+            .args(listen)
             .arg("--data-dir")
             .arg(data_dir.path())
             .arg("--log-level")

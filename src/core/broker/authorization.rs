@@ -83,8 +83,11 @@ impl Access {
         let Some(rules) = &self.rules else {
             return true;
         };
-        // A session restored from disk whose client has not connected since: its user is not
-        // known, and its subscriptions were authorized when they were made.
+        // Its user is not known: restored from a format before 3, which did not store users,
+        // and its client has not connected since. It reads what it read under the build that
+        // wrote it (which had no ACL, or let such sessions read): judged as anonymous, or
+        // refused, it would lose messages its user may read. Its subscriptions were allowed
+        // when made, and it writes nothing until its client connects, which identifies it.
         let Some(username) = &session.username else {
             return direction == Direction::Read;
         };
@@ -138,8 +141,9 @@ impl Direction {
 /// A session's side of the ACL: who its client is, and the answers it got.
 #[derive(Debug, Default)]
 pub struct SessionAccess {
-    /// `None` until a client connects to the session in this process (restored sessions);
-    /// `Some(None)` for an anonymous client.
+    /// The user its client connected as, `Some(None)` for an anonymous client; persisted with
+    /// the session. `None` until identified, which a session restored from a format before 3
+    /// (which did not store users) stays until its client connects again.
     username: Option<Option<ByteString>>,
     answers: Option<Box<Answers>>,
 }
@@ -151,13 +155,18 @@ struct Answers {
 }
 
 impl SessionAccess {
-    /// A client connected to the session as `username`; what was remembered for another
-    /// client is forgotten.
+    /// The session's client is `username`: it connected as that user, or the session was
+    /// restored with it. What was remembered for another user is forgotten.
     pub fn identify(&mut self, username: Option<ByteString>) {
         if self.username.as_ref() != Some(&username) {
             self.answers = None;
         }
         self.username = Some(username);
+    }
+
+    /// The user as `identify` set it (`None`: not identified), for persisting.
+    pub fn username(&self) -> Option<&Option<ByteString>> {
+        self.username.as_ref()
     }
 
     fn client<'a>(&'a self, client_id: &'a str) -> Client<'a> {

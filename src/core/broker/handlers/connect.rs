@@ -316,13 +316,15 @@ impl Broker {
             session.access.identify(identity.username.clone());
         }
         self.shares_follow_connection(session_id, true);
-        self.journal_attach(session_id, expiry);
+        self.journal_attach(session_id, expiry, identity.username.as_deref());
         (session_id, resumed)
     }
 
-    /// A session with an expiry is journaled from its CONNECT on. One resumed with expiry 0
-    /// ends with this connection, so what the journal holds of it ends now.
-    fn journal_attach(&mut self, session_id: SessionId, expiry: u32) {
+    /// A session with an expiry is journaled from its CONNECT on, with the user its client
+    /// connected as, so that after a restart the ACL judges its deliveries before the client
+    /// is back. One resumed with expiry 0 ends with this connection, so what the journal holds
+    /// of it ends now.
+    fn journal_attach(&mut self, session_id: SessionId, expiry: u32, username: Option<&str>) {
         if !self.persist.enabled {
             return;
         }
@@ -339,12 +341,17 @@ impl Broker {
             return;
         };
         session.journaled = true;
+        let client_id = session.client_id.to_string();
         let record = PersistRecord::SessionOpened {
-            client_id: session.client_id.to_string(),
+            client_id: client_id.clone(),
             version: session.version.level(),
             expiry_interval: expiry,
         };
         self.journal(record);
+        self.journal(PersistRecord::SessionIdentified {
+            client_id,
+            username: username.map(str::to_owned),
+        });
     }
 
     /// 3.x: clean session ends the session with the connection, otherwise the configured

@@ -51,6 +51,7 @@ struct SessionCapture {
     queued: Vec<Delivery>,
     awaiting_pubrel: Vec<u16>,
     delayed_will: Option<(SharedMessage, Timestamp)>,
+    username: Option<Option<ByteString>>,
 }
 
 impl StateCapture {
@@ -81,6 +82,7 @@ impl StateCapture {
                         .delayed_will
                         .as_ref()
                         .map(|will| (will.message.clone(), will.publish_at)),
+                    username: session.access.username().cloned(),
                 }),
         );
         let retained =
@@ -152,6 +154,10 @@ impl StateCapture {
                     queued,
                     awaiting_pubrel,
                     delayed_will,
+                    username: session
+                        .username
+                        .as_ref()
+                        .map(|name| name.as_ref().map(ToString::to_string)),
                 }
             })
             .collect();

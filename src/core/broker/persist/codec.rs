@@ -10,6 +10,12 @@
 //! refused by name ([`FormatError::UnsupportedVersion`]) by a build that cannot read all of it,
 //! rather than skipped record by record as undecodable.
 //!
+//! Version 3 added the user each persistent session's client connected as, so that the ACL
+//! judges a restored session's deliveries as it would a connected one's. Records again kept
+//! their layout (the user comes in a `SessionIdentified` record appended to [`PersistRecord`]);
+//! snapshot sessions gained a field, so version 2 snapshots too keep their wire type and are
+//! migrated on reading, with their users not known (see `SessionAccess` for what that allows).
+//!
 //! A snapshot writes each message once, in a table that deliveries point into: one message
 //! queued for a thousand sessions is stored once, as it is shared once in memory.
 
@@ -25,7 +31,7 @@ use super::records::{
 
 /// The format this build writes. It reads this one and every earlier one; others fail to
 /// decode with [`FormatError::UnsupportedVersion`].
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
@@ -61,19 +67,20 @@ pub fn encode_record(record: &PersistRecord) -> Vec<u8> {
 const RECORD_FIELDS_HINT: usize = 96;
 
 pub fn decode_record(bytes: &[u8]) -> Result<PersistRecord, FormatError> {
-    // Version 1 wrote a prefix of today's variants, in the same layout.
+    // Earlier versions wrote a prefix of today's variants, in the same layout.
     let (_, body) = versioned(bytes)?;
     from_postcard(body)
 }
 
 pub fn encode_snapshot(state: &ShardState) -> Vec<u8> {
-    encode_into(Vec::new(), &SnapshotV2::from_state(state))
+    encode_into(Vec::new(), &SnapshotV3::from_state(state))
 }
 
 pub fn decode_snapshot(bytes: &[u8]) -> Result<ShardState, FormatError> {
     let wire = match versioned(bytes)? {
-        (1, body) => from_postcard::<SnapshotV1>(body)?.into(),
-        (_, body) => from_postcard::<SnapshotV2>(body)?,
+        (1, body) => SnapshotV2::from(from_postcard::<SnapshotV1>(body)?).into(),
+        (2, body) => from_postcard::<SnapshotV2>(body)?.into(),
+        (_, body) => from_postcard::<SnapshotV3>(body)?,
     };
     wire.into_state()
 }
@@ -123,11 +130,45 @@ impl From<SnapshotV1> for SnapshotV2 {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+/// Version 2: read only, migrated to [`SnapshotV3`] with every user not known.
+#[derive(Deserialize)]
 struct SnapshotV2 {
     messages: Vec<Arc<StoredMessage>>,
     sessions: Vec<SessionV2>,
     retained: Option<Vec<u32>>,
+}
+
+impl From<SnapshotV2> for SnapshotV3 {
+    fn from(v2: SnapshotV2) -> SnapshotV3 {
+        SnapshotV3 {
+            messages: v2.messages,
+            sessions: v2
+                .sessions
+                .into_iter()
+                .map(|session| SessionV3 {
+                    session,
+                    username: None,
+                })
+                .collect(),
+            retained: v2.retained,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotV3 {
+    messages: Vec<Arc<StoredMessage>>,
+    sessions: Vec<SessionV3>,
+    retained: Option<Vec<u32>>,
+}
+
+/// A version 2 session followed by its client's user, as [`SessionV2`] extends version 1.
+/// The user stays optional: a session migrated from version 2 is written with its user still
+/// not known until its client connects again.
+#[derive(Serialize, Deserialize)]
+struct SessionV3 {
+    session: SessionV2,
+    username: Option<Option<String>>,
 }
 
 /// A version 1 session followed by its will: postcard writes the nested struct's fields in
@@ -199,42 +240,45 @@ impl MessageTable {
     }
 }
 
-impl SnapshotV2 {
-    fn from_state(state: &ShardState) -> SnapshotV2 {
+impl SnapshotV3 {
+    fn from_state(state: &ShardState) -> SnapshotV3 {
         let mut table = MessageTable::default();
         let sessions = state
             .sessions
             .iter()
-            .map(|session| SessionV2 {
-                session: SessionV1 {
-                    client_id: session.client_id.clone(),
-                    version: session.version,
-                    expiry_interval: session.expiry_interval,
-                    expires_at_ms: session.expires_at_ms,
-                    subscriptions: session.subscriptions.clone(),
-                    inflight: session
-                        .inflight
-                        .iter()
-                        .map(|entry| InflightV1 {
-                            packet_id: entry.packet_id,
-                            state: entry.state,
-                            delivery: table.delivery(&entry.delivery),
-                        })
-                        .collect(),
-                    queued: session.queued.iter().map(|d| table.delivery(d)).collect(),
-                    awaiting_pubrel: session.awaiting_pubrel.clone(),
+            .map(|session| SessionV3 {
+                session: SessionV2 {
+                    session: SessionV1 {
+                        client_id: session.client_id.clone(),
+                        version: session.version,
+                        expiry_interval: session.expiry_interval,
+                        expires_at_ms: session.expires_at_ms,
+                        subscriptions: session.subscriptions.clone(),
+                        inflight: session
+                            .inflight
+                            .iter()
+                            .map(|entry| InflightV1 {
+                                packet_id: entry.packet_id,
+                                state: entry.state,
+                                delivery: table.delivery(&entry.delivery),
+                            })
+                            .collect(),
+                        queued: session.queued.iter().map(|d| table.delivery(d)).collect(),
+                        awaiting_pubrel: session.awaiting_pubrel.clone(),
+                    },
+                    delayed_will: session.delayed_will.as_ref().map(|will| WillV2 {
+                        message: table.intern(&will.message),
+                        publish_at_ms: will.publish_at_ms,
+                    }),
                 },
-                delayed_will: session.delayed_will.as_ref().map(|will| WillV2 {
-                    message: table.intern(&will.message),
-                    publish_at_ms: will.publish_at_ms,
-                }),
+                username: session.username.clone(),
             })
             .collect();
         let retained = state
             .retained
             .as_ref()
             .map(|retained| retained.iter().map(|m| table.intern(m)).collect());
-        SnapshotV2 {
+        SnapshotV3 {
             messages: table.messages,
             sessions,
             retained,
@@ -259,9 +303,13 @@ impl SnapshotV2 {
             })
         };
         let mut sessions = Vec::with_capacity(self.sessions.len());
-        for SessionV2 {
-            session,
-            delayed_will,
+        for SessionV3 {
+            session:
+                SessionV2 {
+                    session,
+                    delayed_will,
+                },
+            username,
         } in self.sessions
         {
             let inflight = session
@@ -298,6 +346,7 @@ impl SnapshotV2 {
                 queued,
                 awaiting_pubrel: session.awaiting_pubrel,
                 delayed_will,
+                username,
             });
         }
         let retained = self

@@ -4,11 +4,12 @@
 //! `server/recovery.rs` over the `mqtt-broker-persistence` store, for the sharded and the
 //! blocking build alike).
 //!
-//! What is persistent: sessions with a Session Expiry Interval above 0 (client id, protocol
-//! version, expiry, subscriptions with options and identifiers, queued and in-flight QoS 1/2
-//! messages with their packet identifiers and QoS 2 state, inbound QoS 2 identifiers awaiting
-//! PUBREL, a will waiting out its Will Delay Interval) and retained messages. QoS 0 messages
-//! and the will of a connected client are not: the broker, not the client, went away.
+//! What is persistent: sessions with a Session Expiry Interval above 0 (client id, the user its
+//! client connected as, protocol version, expiry, subscriptions with options and identifiers,
+//! queued and in-flight QoS 1/2 messages with their packet identifiers and QoS 2 state,
+//! inbound QoS 2 identifiers awaiting PUBREL, a will waiting out its Will Delay Interval) and
+//! retained messages. QoS 0 messages and the will of a connected client are not: the broker,
+//! not the client, went away.
 //!
 //! - `records.rs`: the record and state types (the format; never edit in place);
 //! - `codec.rs`: version byte + postcard, for records and snapshot sections;

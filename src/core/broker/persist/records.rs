@@ -6,7 +6,8 @@
 //! new format version in `codec.rs` and keep these for decoding what older builds wrote. The
 //! one change that keeps old bytes meaning the same is a new [`PersistRecord`] variant at the
 //! end (postcard numbers variants by position); that is how version 2 added the delayed-will
-//! records. The fixture tests in `tests/persist.rs` fail if an encoding changes by accident.
+//! records and version 3 the user a session's client connected as. The fixture tests in
+//! `tests/persist.rs` fail if an encoding changes by accident.
 //!
 //! Everything is keyed by client id, never by the shard-local `SessionId`, so state recovered
 //! from any shard's journal can be re-homed to whichever shard owns the client now. Deadlines
@@ -104,6 +105,10 @@ pub struct StoredSession {
     pub awaiting_pubrel: Vec<u16>,
     /// Set while detached with a will still to publish (format 2; always `None` from version 1).
     pub delayed_will: Option<StoredWill>,
+    /// The user its client last connected as, which the ACL judges its deliveries by (format
+    /// 3): `Some(None)` for an anonymous client, `None` when not known, as for every session
+    /// of an older format (see `SessionAccess`).
+    pub username: Option<Option<String>>,
 }
 
 /// What one shard restores from, and what its snapshot holds.
@@ -218,6 +223,14 @@ pub enum PersistRecord {
     WillPublished {
         client_id: String,
     },
+    // Format 3 from here.
+    /// The user the client of a session just opened connected as (`None`: anonymous). Written
+    /// right after `SessionOpened`, as a record of its own because adding a field to that one
+    /// would change its layout.
+    SessionIdentified {
+        client_id: String,
+        username: Option<String>,
+    },
 }
 
 impl PersistRecord {
@@ -237,7 +250,8 @@ impl PersistRecord {
             | PersistRecord::InboundPending { client_id, .. }
             | PersistRecord::InboundReleased { client_id, .. }
             | PersistRecord::WillDelayed { client_id, .. }
-            | PersistRecord::WillPublished { client_id } => Some(client_id),
+            | PersistRecord::WillPublished { client_id }
+            | PersistRecord::SessionIdentified { client_id, .. } => Some(client_id),
             PersistRecord::Queued { to, .. } => to.first().map(|target| target.client_id.as_str()),
             PersistRecord::RetainedSet { .. } | PersistRecord::RetainedCleared { .. } => None,
         }

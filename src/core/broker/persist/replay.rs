@@ -81,6 +81,9 @@ impl Replay {
                 session.stored.expires_at_ms = None;
                 // The client is back: a will still delayed is cancelled (MQTT-3.1.3-9).
                 session.stored.delayed_will = None;
+                // The user stays the one last recorded until the `SessionIdentified` that
+                // follows: should a crash lose that record, the session is judged as the user
+                // who made its subscriptions, not as an unknown one, whom the ACL lets read.
             }
             PersistRecord::SessionDetached {
                 client_id,
@@ -214,6 +217,14 @@ impl Replay {
                     session.stored.delayed_will = None;
                 }
             }
+            PersistRecord::SessionIdentified {
+                client_id,
+                username,
+            } => {
+                if let Some(session) = self.sessions.get_mut(&client_id) {
+                    session.stored.username = Some(username);
+                }
+            }
         }
     }
 
@@ -268,5 +279,6 @@ fn empty_session(client_id: String) -> StoredSession {
         queued: Vec::new(),
         awaiting_pubrel: Vec::new(),
         delayed_will: None,
+        username: None,
     }
 }

@@ -10,7 +10,9 @@
 //! the shards know each other's subscribers. A client connected at the crash gets no will: the
 //! broker, not the client, went away. Expired queued messages and retained messages are
 //! dropped; an in-flight QoS 2 message already PUBRECed is kept whatever its expiry, since only
-//! its PUBREL is still owed.
+//! its PUBREL is still owed. A session keeps the user its client connected as, so the ACL in
+//! force now judges what is queued for it while it waits for its client (a session of a format
+//! before 3, which stored no user, is not identified until then: see `SessionAccess`).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use crate::broker::routing::home_shard;
 use crate::broker::session::{DelayedWill, Session};
 use crate::broker::time::Timestamp;
 use crate::broker::timers::Timer;
-use crate::protocol::QoS;
+use crate::protocol::{ProtocolVersion, QoS};
 
 /// What [`Broker::restore`] loaded and what it dropped, for the start-up log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,10 +114,8 @@ impl Broker {
             if let Some(will) = delayed_will {
                 // It ended while the broker was down: its will is all that is left to do.
                 let session_id = self.sessions.new_id();
-                let mut session = Session::new(client_id, version);
-                session.expiry_interval = stored.expiry_interval;
+                let mut session = restored_session(client_id, version, stored);
                 session.expires_at = Some(now);
-                session.journaled = true;
                 session.delayed_will = Some(will);
                 self.sessions.insert(session_id, session);
                 self.timers.schedule(now, Timer::SessionExpiry(session_id));
@@ -123,10 +123,8 @@ impl Broker {
             return;
         }
         let session_id = self.sessions.new_id();
-        let mut session = Session::new(client_id, version);
-        session.expiry_interval = stored.expiry_interval;
+        let mut session = restored_session(client_id, version, stored);
         session.expires_at = expires_at;
-        session.journaled = true;
         session.awaiting_pubrel = stored
             .awaiting_pubrel
             .iter()
@@ -221,4 +219,23 @@ impl Broker {
             message,
         })
     }
+}
+
+/// The session `stored` describes, without its messages and subscriptions: journaled, and
+/// identified as its client's user when the store knows it (from format 3 on), so that the ACL
+/// judges its deliveries before the client is back as it would once it is.
+fn restored_session(
+    client_id: ByteString,
+    version: ProtocolVersion,
+    stored: &StoredSession,
+) -> Session {
+    let mut session = Session::new(client_id, version);
+    session.expiry_interval = stored.expiry_interval;
+    session.journaled = true;
+    if let Some(username) = &stored.username {
+        session
+            .access
+            .identify(username.as_deref().map(ByteString::from));
+    }
+    session
 }

@@ -5,11 +5,12 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use super::security::with_acl;
 use super::*;
 use crate::broker::home_shard;
 use crate::broker::persist::{
     decode_record, decode_snapshot, encode_record, encode_snapshot, FormatError, Replay,
-    ShardState, FORMAT_VERSION,
+    ShardState, StoredSession, FORMAT_VERSION,
 };
 use crate::protocol::{PublishProperties, ReasonCode, SubscribeProperties, Unsubscribe};
 
@@ -37,8 +38,19 @@ fn id_on(shard: usize, count: usize, prefix: &str) -> String {
 
 /// Connects with a session that outlives the connection (v3: clean session 0; v5: expiry).
 fn persistent_client(sim: &mut Sim, version: ProtocolVersion, id: &str) -> (ConnId, bool) {
+    persistent_user(sim, version, id, None)
+}
+
+/// [`persistent_client`] with a user name.
+fn persistent_user(
+    sim: &mut Sim,
+    version: ProtocolVersion,
+    id: &str,
+    username: Option<&str>,
+) -> (ConnId, bool) {
     let mut packet = connect(version, id, false);
     packet.keep_alive = 0;
+    packet.username = username.map(Into::into);
     if version.is_v5() {
         packet.properties.session_expiry_interval = Some(600);
     }
@@ -90,6 +102,7 @@ fn kinds(journal: &[(u64, PersistRecord)]) -> Vec<&'static str> {
             PersistRecord::RetainedCleared { .. } => "retained-cleared",
             PersistRecord::WillDelayed { .. } => "will-delayed",
             PersistRecord::WillPublished { .. } => "will-published",
+            PersistRecord::SessionIdentified { .. } => "identified",
         })
         .collect()
 }
@@ -112,6 +125,7 @@ fn persistent_sessions_are_journaled_and_clean_ones_are_not() {
         kinds(&sim.journals[0]),
         [
             "opened",
+            "identified",
             "subscribed",
             "queued",
             "started",
@@ -119,7 +133,7 @@ fn persistent_sessions_are_journaled_and_clean_ones_are_not() {
             "detached"
         ]
     );
-    match &sim.journals[0][2].1 {
+    match &sim.journals[0][3].1 {
         PersistRecord::Queued { message, to } => {
             assert_eq!(message.payload, "m");
             assert_eq!(to.len(), 1, "the clean session's copy is not journaled");
@@ -129,7 +143,7 @@ fn persistent_sessions_are_journaled_and_clean_ones_are_not() {
     }
     // Sequence numbers count up from 1 with no gaps.
     let seqs: Vec<u64> = sim.journals[0].iter().map(|(seq, _)| *seq).collect();
-    assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
 }
 
 #[test]
@@ -151,7 +165,14 @@ fn a_message_a_full_queue_drops_is_not_journaled() {
     assert_eq!(sim.shards[0].stats().queue_full_dropped, 1);
     assert_eq!(
         kinds(&sim.journals[0]),
-        ["opened", "subscribed", "queued", "started", "queued"],
+        [
+            "opened",
+            "identified",
+            "subscribed",
+            "queued",
+            "started",
+            "queued"
+        ],
         "the third message has neither a queued nor a dropped record"
     );
 }
@@ -735,7 +756,7 @@ fn records_and_snapshots_carry_their_format_version() {
 /// values no longer encode to those bytes, the format changed and needs a new version.
 fn fixture_values() -> (Vec<PersistRecord>, ShardState) {
     use crate::broker::persist::{
-        QueuedFor, StoredAwaiting, StoredDelivery, StoredInflight, StoredMessage, StoredSession,
+        QueuedFor, StoredAwaiting, StoredDelivery, StoredInflight, StoredMessage,
         StoredSubscription,
     };
     use std::sync::Arc;
@@ -844,6 +865,7 @@ fn fixture_values() -> (Vec<PersistRecord>, ShardState) {
             queued: vec![StoredDelivery { id: 11, ..delivery }],
             awaiting_pubrel: vec![1, 2],
             delayed_will: None,
+            username: None,
         }],
         retained: Some(vec![message]),
     };
@@ -899,7 +921,7 @@ fn version_1_fixtures_still_decode() {
     for (bytes, record) in lines.iter().zip(&records) {
         assert_eq!(bytes[0], 1);
         assert_eq!(&decode_record(bytes).expect("fixture decodes"), record);
-        // Version 2 changed no record of version 1, only the byte in front.
+        // Later versions changed no record of version 1, only the byte in front.
         assert_eq!(encode_record(record)[1..], bytes[1..], "{record:?}");
     }
     let bytes = unhex(include_str!("fixtures/persist-v1-snapshot.hex").trim());
@@ -911,15 +933,69 @@ fn version_1_fixtures_still_decode() {
         &session.inflight[0].delivery.message,
         &decoded.retained.as_ref().unwrap()[0]
     ));
-    // Migrated, it is written as version 2 and reads back the same.
+    // Migrated, it is written in today's version and reads back the same.
+    assert_eq!(decode_snapshot(&encode_snapshot(&decoded)), Ok(snapshot));
+}
+
+/// Version 3 added the user a session's client connected as: a record, and a field of snapshot
+/// sessions, here with each of its values (named, anonymous, and not known as migrated from an
+/// older version).
+fn fixture_values_v3() -> (Vec<PersistRecord>, ShardState) {
+    let (mut records, mut snapshot) = fixture_values_v2();
+    records.push(PersistRecord::SessionIdentified {
+        client_id: "client".into(),
+        username: Some("alice".into()),
+    });
+    records.push(PersistRecord::SessionIdentified {
+        client_id: "client".into(),
+        username: None,
+    });
+    let session = snapshot.sessions.remove(0);
+    snapshot.sessions = vec![
+        StoredSession {
+            client_id: "anonymous".into(),
+            username: Some(None),
+            ..session.clone()
+        },
+        StoredSession {
+            username: Some(Some("alice".into())),
+            ..session.clone()
+        },
+        StoredSession {
+            client_id: "migrated".into(),
+            ..session
+        },
+    ];
+    (records, snapshot)
+}
+
+#[test]
+fn version_2_fixtures_still_decode() {
+    let (records, snapshot) = fixture_values_v2();
+    let lines = fixture_lines(include_str!("fixtures/persist-v2-records.hex"));
+    assert_eq!(lines.len(), records.len());
+    for (bytes, record) in lines.iter().zip(&records) {
+        assert_eq!(bytes[0], 2);
+        assert_eq!(&decode_record(bytes).expect("fixture decodes"), record);
+        // Version 3 changed no record of version 2, only the byte in front.
+        assert_eq!(encode_record(record)[1..], bytes[1..], "{record:?}");
+    }
+    let bytes = unhex(include_str!("fixtures/persist-v2-snapshot.hex").trim());
+    let decoded = decode_snapshot(&bytes).expect("fixture decodes");
+    assert_eq!(
+        decoded.sessions[0].username, None,
+        "version 2 stored no user"
+    );
+    assert_eq!(decoded, snapshot);
+    // Migrated, it is written in today's version, its user still not known.
     assert_eq!(decode_snapshot(&encode_snapshot(&decoded)), Ok(snapshot));
 }
 
 #[test]
-fn version_2_fixtures_decode_and_encode_the_same() {
-    assert_eq!(FORMAT_VERSION, 2, "a new version needs its own fixtures");
-    let (records, snapshot) = fixture_values_v2();
-    let lines = fixture_lines(include_str!("fixtures/persist-v2-records.hex"));
+fn version_3_fixtures_decode_and_encode_the_same() {
+    assert_eq!(FORMAT_VERSION, 3, "a new version needs its own fixtures");
+    let (records, snapshot) = fixture_values_v3();
+    let lines = fixture_lines(include_str!("fixtures/persist-v3-records.hex"));
     assert_eq!(lines.len(), records.len());
     for (bytes, record) in lines.iter().zip(&records) {
         assert_eq!(&decode_record(bytes).expect("fixture decodes"), record);
@@ -929,7 +1005,7 @@ fn version_2_fixtures_decode_and_encode_the_same() {
             "{record:?} encodes differently"
         );
     }
-    let bytes = unhex(include_str!("fixtures/persist-v2-snapshot.hex").trim());
+    let bytes = unhex(include_str!("fixtures/persist-v3-snapshot.hex").trim());
     assert_eq!(decode_snapshot(&bytes).as_ref(), Ok(&snapshot));
     assert_eq!(encode_snapshot(&snapshot), bytes);
 }
@@ -1103,4 +1179,95 @@ fn a_will_published_before_the_restart_is_not_published_again() {
             "the session lives on"
         );
     }
+}
+
+/// Alice reads `a/#`, bob writes it.
+const ACL: &str = "user alice\ntopic read a/#\nuser bob\ntopic write a/#\n";
+
+/// [`ACL`], but alice may no longer read `a/secret`.
+const TIGHTENED_ACL: &str =
+    "user alice\ntopic read a/#\ntopic deny a/secret\nuser bob\ntopic write a/#\n";
+
+/// Bob, connected, publishes `a/secret` and `a/open` at QoS 1, each with its topic as payload.
+fn bob_publishes(sim: &mut Sim) {
+    let mut hello = connect(V3, "bob", true);
+    hello.username = Some("bob".into());
+    let (bob, connack) = sim.connect(hello);
+    assert!(matches!(connack, Packet::ConnAck(ack) if !ack.reason_code.is_error()));
+    for topic in ["a/secret", "a/open"] {
+        sim.publish(bob, topic, topic, QoS::AtLeastOnce, false);
+    }
+}
+
+/// Alice, subscribed to `a/#` under [`ACL`] and then offline.
+fn alice_offline() -> Sim {
+    let mut sim = Sim::with_config(1, persistent_config());
+    with_acl(&mut sim, ACL);
+    let (alice, _) = persistent_user(&mut sim, V3, "alice", Some("alice"));
+    let granted = sim.subscribe(alice, "a/#", QoS::AtLeastOnce);
+    assert_eq!(granted.reason_codes, [ReasonCode::GRANTED_QOS_1]);
+    sim.drop_connection(alice);
+    sim
+}
+
+#[test]
+fn a_restored_offline_session_is_judged_by_the_acl_as_its_user() {
+    for source in [Source::Journals, Source::Snapshots] {
+        let sim = alice_offline();
+        assert!(kinds(&sim.journals[0]).contains(&"identified"));
+
+        // The ACL is tightened across a restart, before alice is back.
+        let mut restarted = sim.restart(1, Duration::ZERO, source);
+        with_acl(&mut restarted, TIGHTENED_ACL);
+        let state = restarted.shards[0].snapshot_state();
+        assert_eq!(
+            state.sessions[0].username,
+            Some(Some("alice".into())),
+            "{source:?}: a restored session is snapshotted with its user again"
+        );
+        bob_publishes(&mut restarted);
+        assert_eq!(restarted.shards[0].stats().acl_denied, 1, "{source:?}");
+
+        let (alice, present) = persistent_user(&mut restarted, V3, "alice", Some("alice"));
+        assert!(present);
+        assert_eq!(
+            payloads(&restarted.publishes(alice)),
+            ["a/open"],
+            "{source:?}: a/secret was not queued"
+        );
+    }
+}
+
+#[test]
+fn a_session_of_an_older_format_reads_as_before_until_its_client_is_back() {
+    let sim = alice_offline();
+    let mut state = sim.shards[0].snapshot_state();
+    // As every session of a version 2 snapshot decodes.
+    state.sessions[0].username = None;
+    let mut restored = Sim::with_config(1, persistent_config());
+    let now = restored.now;
+    restored.shards[0].restore(state, now);
+    restored.run();
+    with_acl(&mut restored, TIGHTENED_ACL);
+    bob_publishes(&mut restored);
+    let (alice, present) = persistent_user(&mut restored, V3, "alice", Some("alice"));
+    assert!(present);
+    let queued = restored.publishes(alice);
+    assert_eq!(
+        payloads(&queued),
+        ["a/secret", "a/open"],
+        "its user is not known: it loses nothing the build that wrote it would have queued"
+    );
+    for publish in queued {
+        restored.send(alice, Packet::PubAck(Ack::new(publish.packet_id)));
+    }
+
+    // Once back, it is identified, and stays so across the next restart.
+    restored.drop_connection(alice);
+    let mut restarted = restored.restart(1, Duration::ZERO, Source::Snapshots);
+    with_acl(&mut restarted, TIGHTENED_ACL);
+    bob_publishes(&mut restarted);
+    let (alice, present) = persistent_user(&mut restarted, V3, "alice", Some("alice"));
+    assert!(present);
+    assert_eq!(payloads(&restarted.publishes(alice)), ["a/open"]);
 }

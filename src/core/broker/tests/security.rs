@@ -126,6 +126,15 @@ fn expect_auth(sim: &mut Sim, conn: ConnId, reason: ReasonCode, data: &[u8]) {
     }
 }
 
+/// Expects the method's challenge in AUTH 0x18 and answers it with `proof`.
+fn answer_challenge(sim: &mut Sim, conn: ConnId, proof: &'static [u8]) {
+    expect_auth(sim, conn, ReasonCode::CONTINUE_AUTHENTICATION, b"challenge");
+    sim.send(
+        conn,
+        auth(ReasonCode::CONTINUE_AUTHENTICATION, "TEST", proof),
+    );
+}
+
 #[test]
 fn enhanced_authentication_takes_rounds_of_auth_and_can_be_repeated() {
     let mut sim = authenticating(2);
@@ -134,16 +143,7 @@ fn enhanced_authentication_takes_rounds_of_auth_and_can_be_repeated() {
     hello.properties.authentication_data = Some(Bytes::from_static(b"hello"));
     let conn = sim.open(V5);
     sim.send(conn, Packet::Connect(Box::new(hello.clone())));
-    expect_auth(
-        &mut sim,
-        conn,
-        ReasonCode::CONTINUE_AUTHENTICATION,
-        b"challenge",
-    );
-    sim.send(
-        conn,
-        auth(ReasonCode::CONTINUE_AUTHENTICATION, "TEST", b"proof"),
-    );
+    answer_challenge(&mut sim, conn, b"proof");
     match sim.recv(conn) {
         Some(Packet::ConnAck(ack)) => {
             assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
@@ -160,31 +160,13 @@ fn enhanced_authentication_takes_rounds_of_auth_and_can_be_repeated() {
     }
     // Re-authentication on the live connection.
     sim.send(conn, auth(ReasonCode::RE_AUTHENTICATE, "TEST", b"again"));
-    expect_auth(
-        &mut sim,
-        conn,
-        ReasonCode::CONTINUE_AUTHENTICATION,
-        b"challenge",
-    );
-    sim.send(
-        conn,
-        auth(ReasonCode::CONTINUE_AUTHENTICATION, "TEST", b"proof"),
-    );
+    answer_challenge(&mut sim, conn, b"proof");
     expect_auth(&mut sim, conn, ReasonCode::SUCCESS, b"welcome");
     sim.send(conn, Packet::PingReq);
     assert_eq!(sim.recv(conn), Some(Packet::PingResp));
     // A failed re-authentication ends the connection with 0x87 (DISCONNECT has no 0x86).
     sim.send(conn, auth(ReasonCode::RE_AUTHENTICATE, "TEST", b"again"));
-    expect_auth(
-        &mut sim,
-        conn,
-        ReasonCode::CONTINUE_AUTHENTICATION,
-        b"challenge",
-    );
-    sim.send(
-        conn,
-        auth(ReasonCode::CONTINUE_AUTHENTICATION, "TEST", b"forged"),
-    );
+    answer_challenge(&mut sim, conn, b"forged");
     match sim.recv_all(conn).last() {
         Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::NOT_AUTHORIZED),
         other => panic!("expected DISCONNECT, got {other:?}"),
@@ -204,7 +186,8 @@ fn enhanced_authentication_takes_rounds_of_auth_and_can_be_repeated() {
     assert!(sim.is_closed(conn));
 }
 
-fn with_acl(sim: &mut Sim, acl: &str) {
+/// Puts `acl` in force on every shard of `sim`.
+pub(super) fn with_acl(sim: &mut Sim, acl: &str) {
     let rules = Arc::new(AccessRules::parse(acl).expect("a valid ACL"));
     for shard in &mut sim.shards {
         shard.set_access_rules(Some(rules.clone()));
