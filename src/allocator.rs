@@ -32,3 +32,18 @@ macro_rules! global_allocator {
             &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
     };
 }
+
+/// Bytes the program has allocated and not freed, by jemalloc's count (`$SYS/broker/heap/current`).
+/// `None` where the system allocator serves.
+pub fn allocated_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        // jemalloc refreshes its statistics when the epoch advances.
+        tikv_jemalloc_ctl::epoch::advance().ok()?;
+        tikv_jemalloc_ctl::stats::allocated::read()
+            .ok()
+            .map(|bytes| bytes as u64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}

@@ -71,7 +71,7 @@ fn main_with(
             return ExitCode::from(crate::settings::EXIT_CONFIG);
         }
     };
-    let served = init_logging(&settings.logging)
+    let served = init_logging(&settings.logging, settings.log_format)
         .map_err(Box::<dyn Error>::from)
         .and_then(|()| serve(settings));
     match served {

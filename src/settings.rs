@@ -304,6 +304,21 @@ settings! {
     #[argh(option, arg_name = "LEVEL")]
     log_level: Option<String> => logging = log_filter();
 
+    /// log lines as text for people or as JSON objects, one per line, for log collectors:
+    /// text or json (default: text)
+    #[argh(option, arg_name = "FORMAT")]
+    log_format: Option<LogFormat> => log_format = parsed();
+
+    /// seconds between publications of the $SYS topics (Mosquitto's, and per shard under
+    /// $SYS/broker/shards/N/), 0 to 86400; 0 turns them off (default: 10)
+    #[argh(option, arg_name = "SECONDS")]
+    sys_interval: Option<u64> => server.sys_interval = seconds(Bound::Between(0, 86400));
+
+    /// address to serve /metrics (Prometheus/OpenMetrics text), /healthz and /readyz on over
+    /// HTTP (default: none)
+    #[argh(option, arg_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr> => server.metrics_listen = optional_value();
+
     /// don't pin shard threads to cores, e.g. when sharing the machine (file key: no-pin = true)
     #[argh(switch)]
     no_pin: bool => server.pin_cores = negated();
@@ -316,6 +331,7 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// What to log: a level or an `EnvFilter` directive list, already checked to parse.
     pub logging: String,
+    pub log_format: LogFormat,
     /// Everything [`crate::server::run`] (and the blocking build) needs.
     pub server: ServerOptions,
 }
@@ -327,6 +343,7 @@ impl Default for Settings {
         Settings {
             config_file: None,
             logging: "info".to_owned(),
+            log_format: LogFormat::Text,
             server: ServerOptions::default(),
         }
     }
@@ -967,7 +984,27 @@ fn log_filter(level: &str) -> Result<EnvFilter, String> {
 /// Installs the global logger: human-readable lines on stderr (where systemd and containers
 /// collect them), colored only when a person is watching a terminal. RUST_LOG, when set, wins
 /// over `level` so a deployment's flags can be overridden for one debugging run.
-pub fn init_logging(level: &str) -> Result<(), SettingsError> {
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line, with the fields of each event.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("must be text or json, got {text:?}")),
+        }
+    }
+}
+
+pub fn init_logging(level: &str, format: LogFormat) -> Result<(), SettingsError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => {
             EnvFilter::builder().parse(&directives).map_err(|error| {
@@ -979,12 +1016,16 @@ pub fn init_logging(level: &str) -> Result<(), SettingsError> {
         _ => log_filter(level)
             .map_err(|problem| SettingsError::Logging(format!("--log-level {problem}")))?,
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .try_init()
-        .map_err(|error| SettingsError::Logging(format!("cannot install the logger: {error}")))
+        .with_env_filter(filter);
+    let installed = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
+    installed.map_err(|error| SettingsError::Logging(format!("cannot install the logger: {error}")))
 }
 
 #[cfg(test)]
@@ -1381,7 +1422,9 @@ mod tests {
     #[test]
     fn init_logging_rejects_a_bad_level_before_installing_anything() {
         if std::env::var_os("RUST_LOG").is_none() {
-            let message = init_logging("inf").unwrap_err().to_string();
+            let message = init_logging("inf", LogFormat::Text)
+                .unwrap_err()
+                .to_string();
             assert!(message.starts_with("--log-level must be"), "{message}");
         }
     }

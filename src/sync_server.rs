@@ -47,10 +47,13 @@ use crate::security::authenticator::Exchange;
 #[cfg(test)]
 use crate::security::SecurityOptions;
 use crate::security::SecurityState;
+use crate::server::metrics;
 use crate::server::outputs::{drain_outputs, Outputs, TICK};
 use crate::server::recovery::{self, ShardStart};
+use crate::server::reports::{Reports, ShardReport, REPORT_INTERVAL};
 use crate::server::shard_journal::ShardJournal;
 use crate::server::signals;
+use crate::server::sys_topics::SysTopics;
 use crate::server::transport::{LayerMaker, StreamLayer, TlsError, Transport};
 use crate::server::{PersistenceOptions, ServerOptions};
 
@@ -86,6 +89,8 @@ pub enum SyncServerError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Security(String),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 /// Runs the broker on `options.listeners`, with its state in `options.data_dir`, until SIGINT or
@@ -97,6 +102,10 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     }
     // Before binding, as the sharded server does: a data directory in use or unreadable stops
     // the start before any client can connect.
+    let reports = Arc::new(Reports::new(1));
+    if let Some(address) = options.metrics_listen {
+        metrics::serve(address, reports.clone()).map_err(SyncServerError::Metrics)?;
+    }
     let storage = Storage::open(&options.data_dir, &options.persistence)?;
     let layers = LayerMaker::new(&options.listeners, &options.tls)?;
     let security = SecurityState::load(&options.security, &options.listeners)
@@ -122,6 +131,8 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
         listeners,
         layers,
         security,
+        reports,
+        options.sys_interval,
         options.read_buffer_size,
         ConnectionRate::new(options.max_connection_rate),
         config,
@@ -174,6 +185,8 @@ fn serve(
     listeners: Vec<((TcpListener, SocketAddr), Transport)>,
     layers: LayerMaker,
     security: Arc<SecurityState>,
+    reports: Arc<Reports>,
+    sys_interval: Duration,
     read_buffer_size: usize,
     connection_rate: ConnectionRate,
     config: broker::Config,
@@ -199,6 +212,9 @@ fn serve(
         layers,
         security,
         access_generation: AtomicU64::new(u64::MAX),
+        reports: reports.clone(),
+        sys_interval,
+        bytes: (AtomicU64::new(0), AtomicU64::new(0)),
     });
     {
         let mut core = shared.lock();
@@ -207,6 +223,7 @@ fn serve(
         core.pump();
         shared.follow_reloads(&mut core);
     }
+    reports.set_ready();
 
     let durable = {
         let shared = shared.clone();
@@ -320,6 +337,11 @@ struct Shared {
     security: Arc<SecurityState>,
     /// The version of the ACL the broker has.
     access_generation: AtomicU64,
+    /// The core's figures, for `$SYS` and `/metrics`, and how often `$SYS` is published.
+    reports: Arc<Reports>,
+    sys_interval: Duration,
+    /// Bytes read from and written to all sockets.
+    bytes: (AtomicU64, AtomicU64),
 }
 
 impl Shared {
@@ -453,10 +475,27 @@ impl Outputs for CoreOutputs<'_> {
 }
 
 fn timer_loop(shared: &Shared) {
+    let mut sys_topics = SysTopics::new(shared.sys_interval);
+    let mut next_report = Instant::now();
     while !shared.stopping.load(Ordering::Relaxed) {
         thread::sleep(TICK);
         let mut core = shared.lock();
         let now = shared.now();
+        if Instant::now() >= next_report {
+            next_report += REPORT_INTERVAL;
+            let (received, sent) = &shared.bytes;
+            let (received, sent) = (
+                received.load(Ordering::Relaxed),
+                sent.load(Ordering::Relaxed),
+            );
+            shared
+                .reports
+                .set(0, ShardReport::of(&core.broker, received, sent));
+            if let Some(sys_topics) = &mut sys_topics {
+                sys_topics.publish_if_due(&mut core.broker, &shared.reports, now);
+                core.pump();
+            }
+        }
         if core.broker.poll_timeout().is_some_and(|at| at <= now) {
             core.broker.handle_timeout(now);
             core.pump();
@@ -584,6 +623,9 @@ fn read_loop(
         let end = buf.capacity().min(filled + size);
         buf.resize(end, 0);
         let result = stream.read(&mut buf[filled..]);
+        if let Ok(read) = result {
+            shared.bytes.0.fetch_add(read as u64, Ordering::Relaxed);
+        }
         buf.truncate(filled + result.as_ref().map_or(0, |&read| read));
         match result {
             Ok(0) => break,
@@ -699,6 +741,8 @@ fn write_loop(
             (layer.outbound(output), closing)
         };
         if !chunks.is_empty() {
+            let written: usize = chunks.iter().map(Bytes::len).sum();
+            shared.bytes.1.fetch_add(written as u64, Ordering::Relaxed);
             if let Err(error) = write_chunks(&mut stream, &chunks) {
                 debug!(?conn, %error, "write failed");
                 break;
@@ -785,6 +829,8 @@ mod tests {
                 vec![((listener, addr), Transport::Tcp)],
                 LayerMaker::default(),
                 Arc::new(SecurityState::load(&SecurityOptions::default(), &[]).expect("no files")),
+                Arc::new(Reports::new(1)),
+                Duration::ZERO,
                 4096,
                 unlimited,
                 config,

@@ -38,6 +38,8 @@ pub(super) trait Host<I: Io>: 'static {
     fn now(&self) -> Timestamp;
     /// Carries out everything the core asked for after an input.
     fn pump(self: &Rc<Self>);
+    /// Counts bytes read from and written to the shard's sockets, for its reports.
+    fn count_bytes(&self, received: usize, sent: usize);
     /// Counts `conn` among the shard's connections, so the core's outputs reach it.
     fn add_conn(&self, conn: ConnId, handle: Rc<ConnHandle<I>>);
     fn remove_conn(&self, conn: ConnId);
@@ -253,7 +255,10 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
             let (result, data) = Box::pin(I::read(&mut reader, reading)).await;
             match result {
                 Ok(0) => ReadOutcome::Closed(data),
-                Ok(read) => ReadOutcome::Data(data, read == spare),
+                Ok(read) => {
+                    shard.count_bytes(read, 0);
+                    ReadOutcome::Data(data, read == spare)
+                }
                 Err(error) => {
                     debug!(?conn, %error, "read failed");
                     ReadOutcome::Closed(data)
@@ -516,6 +521,7 @@ async fn write_loop<I: Io, H: Host<I>>(
             break;
         }
         for chunk in chunks {
+            shard.count_bytes(0, chunk.len());
             if let Err(error) = I::write_all(&mut writer, chunk).await {
                 debug!(?conn, %error, "write failed");
                 handle.closing.set(true);

@@ -27,11 +27,14 @@ mod connection;
 mod envelope;
 mod large_packets;
 mod listen;
+pub(crate) mod metrics;
 pub(crate) mod outputs;
 pub(crate) mod recovery;
+pub(crate) mod reports;
 mod shard;
 pub(crate) mod shard_journal;
 pub(crate) mod signals;
+pub(crate) mod sys_topics;
 pub(crate) mod transport;
 
 use std::net::SocketAddr;
@@ -50,6 +53,7 @@ use crate::broker::Config;
 use crate::connection_rate::ConnectionRate;
 use crate::security::{SecurityOptions, SecurityState};
 use auth_workers::AuthWorkers;
+use reports::Reports;
 
 pub use envelope::Envelope;
 pub use mqtt_broker_persistence::Fsync;
@@ -75,6 +79,10 @@ pub struct ServerOptions {
     pub broker: Config,
     /// Where sessions and retained messages are kept across restarts.
     pub data_dir: PathBuf,
+    /// How often the `$SYS` topics are published; zero: never.
+    pub sys_interval: Duration,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub persistence: PersistenceOptions,
 }
 
@@ -94,6 +102,8 @@ impl Default for ServerOptions {
             max_connection_rate: 0,
             broker: Config::default(),
             data_dir: PathBuf::from("./data"),
+            sys_interval: Duration::from_secs(10),
+            metrics_listen: None,
             persistence: PersistenceOptions::default(),
         }
     }
@@ -150,6 +160,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Security(String),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 /// The first half of start-up exactly as [`run`] does it: locks and recovers the data
@@ -191,12 +203,19 @@ pub(crate) struct Shared {
     /// The password file and ACL in force.
     pub security: Arc<SecurityState>,
     pub auth_workers: AuthWorkers,
+    /// Each shard's figures, for `$SYS` and `/metrics`.
+    pub reports: Arc<Reports>,
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts down gracefully.
 pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     let backend = options.backend.resolve()?;
     let shard_count = options.shards.max(1);
+    // Before recovery, so /readyz can say it is not done yet.
+    let reports = Arc::new(Reports::new(shard_count));
+    if let Some(address) = options.metrics_listen {
+        metrics::serve(address, reports.clone()).map_err(ServerError::Metrics)?;
+    }
     options.persistence.configure(&mut options.broker);
     // Each shard's core spends its share of the send buffer budget.
     options.broker.buffer_budget /= shard_count;
@@ -225,6 +244,7 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
         layers,
         security,
         auth_workers: AuthWorkers::start(),
+        reports,
         options,
         connections: Arc::new(AtomicUsize::new(0)),
         next_conn: AtomicU64::new(1),

@@ -22,7 +22,9 @@ use super::large_packets::LargePackets;
 use super::listen::Bound;
 use super::outputs::{drain_outputs, Outputs, TICK};
 use super::recovery::{self, ShardStart};
+use super::reports::{ShardReport, REPORT_INTERVAL};
 use super::shard_journal::ShardJournal;
+use super::sys_topics::SysTopics;
 use super::transport::Transport;
 use super::Shared;
 use crate::broker::{
@@ -62,6 +64,8 @@ pub(super) struct Shard<I: Io> {
     large_packets: RefCell<LargePackets>,
     /// The version of the ACL the broker has (`SecurityState::access_generation`).
     access_generation: Cell<u64>,
+    /// Bytes read from and written to this shard's sockets.
+    bytes: (Cell<u64>, Cell<u64>),
 }
 
 impl<I: Io> Shard<I> {
@@ -89,6 +93,21 @@ impl<I: Io> Shard<I> {
         self.access_generation.set(generation);
     }
 
+    /// Writes this shard's report, then, on shard 0, publishes the `$SYS` topics when due.
+    fn report(self: &Rc<Self>, sys_topics: Option<&mut SysTopics>) {
+        let reports = &self.shared.reports;
+        let (received, sent) = (self.bytes.0.get(), self.bytes.1.get());
+        reports.set(
+            self.id,
+            ShardReport::of(&self.broker.borrow(), received, sent),
+        );
+        if let Some(sys_topics) = sys_topics {
+            let now = self.now();
+            sys_topics.publish_if_due(&mut self.broker.borrow_mut(), reports, now);
+            self.pump();
+        }
+    }
+
     /// Makes sure the connection's output gets sent.
     fn wake_writer(self: &Rc<Self>, conn: ConnId) {
         let handle = self.conns.borrow().get(&conn).cloned();
@@ -110,6 +129,12 @@ impl<I: Io> Host<I> for Shard<I> {
 
     /// Carries out the broker's outputs, in the documented order: transmits, shard messages,
     /// journal records, events.
+    fn count_bytes(&self, received: usize, sent: usize) {
+        let (bytes_received, bytes_sent) = &self.bytes;
+        bytes_received.set(bytes_received.get() + received as u64);
+        bytes_sent.set(bytes_sent.get() + sent as u64);
+    }
+
     fn pump(self: &Rc<Self>) {
         let mut broker = self.broker.borrow_mut();
         drain_outputs(&mut broker, &self.journal, &mut ShardOutputs(self));
@@ -257,6 +282,7 @@ pub(super) async fn run<I: Io>(
         paused: Cell::new(0),
         large_packets: RefCell::new(LargePackets::default()),
         access_generation: Cell::new(u64::MAX),
+        bytes: (Cell::new(0), Cell::new(0)),
     });
     // The ACL, before any client is served.
     shard.follow_reloads();
@@ -264,6 +290,7 @@ pub(super) async fn run<I: Io>(
     // the same, and take in what they said before any client is served.
     shard.pump();
     shard.shared.restored.wait();
+    shard.shared.reports.set_ready();
     while let Some((from, envelope)) = shard.mesh.try_recv() {
         handle_envelope(&shard, from, envelope);
     }
@@ -417,8 +444,17 @@ fn handle_envelope<I: Io>(shard: &Rc<Shard<I>>, from: ShardId, envelope: Envelop
 }
 
 async fn timer_loop<I: Io>(shard: &Rc<Shard<I>>) {
+    // Shard 0 publishes the `$SYS` topics for all.
+    let mut sys_topics = (shard.id == 0)
+        .then(|| SysTopics::new(shard.shared.options.sys_interval))
+        .flatten();
+    let mut next_report = Instant::now();
     while !shard.shared.shutdown.load(Ordering::Relaxed) {
         I::sleep(TICK).await;
+        if Instant::now() >= next_report {
+            next_report += REPORT_INTERVAL;
+            shard.report(sys_topics.as_mut());
+        }
         let now = shard.now();
         let due = shard
             .broker

@@ -232,8 +232,9 @@ impl Drop for Broker {
 /// The port of a `... listening on 127.0.0.1:PORT` log line.
 fn listening_port(line: &str) -> Option<u16> {
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    let addr = rest.split_whitespace().next()?;
-    let addr = addr.trim_matches(|c: char| c == '"' || c == ',');
+    // Text logs end the line with the address, JSON logs close the message's string after it.
+    let addr = rest.split(|c: char| c.is_whitespace() || c == '"').next()?;
+    let addr = addr.trim_matches(',');
     addr.parse::<SocketAddr>().ok().map(|addr| addr.port())
 }
 

@@ -24,6 +24,7 @@ use super::boundary::{
 use super::config::Config;
 use super::connection::{Connection, Connections, Phase};
 use super::limited_log::LimitedLog;
+use super::message::Message;
 use super::persist::{Journal, PersistRecord, RestoreSummary, ShardState, StateCapture};
 use super::retained::Retained;
 use super::routing::{Interest, Route, Subscriber};
@@ -38,6 +39,9 @@ use crate::protocol::{Disconnect, Packet, ReasonCode};
 pub struct Stats {
     pub publishes_received: u64,
     pub publishes_sent: u64,
+    /// The same two by QoS (index 0, 1, 2), as sent: a delivery at the subscription's QoS.
+    pub received_by_qos: [u64; 3],
+    pub sent_by_qos: [u64; 3],
     /// QoS 0 messages dropped because the subscriber was offline or its send buffer was full.
     pub qos0_dropped: u64,
     /// QoS 1/2 messages dropped because a session queue was full.
@@ -50,6 +54,10 @@ pub struct Stats {
     pub publishes_refused: u64,
     /// Publishes, subscriptions and deliveries the ACL denied.
     pub acl_denied: u64,
+    /// CONNECTs refused for who the client is or is not (0x86, 0x87, 0x8C; 3.x: 4, 5).
+    pub auth_refused: u64,
+    /// Sessions taken over by a new connection of their client.
+    pub takeovers: u64,
     /// Messages not retained because the retained set was full (`--max-retained-messages`,
     /// `--max-retained-bytes`); v5 QoS 1/2 publishes among them were refused with 0x97.
     pub retained_refused: u64,
@@ -168,6 +176,31 @@ impl Broker {
         self.retained.len()
     }
 
+    /// Subscriptions of this shard's sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// Sessions with a client connected, and sessions waiting for theirs. A walk over the
+    /// sessions: for reports, not for every message.
+    pub fn client_counts(&self) -> (usize, usize) {
+        let connected = self
+            .sessions
+            .values()
+            .filter(|session| session.is_connected())
+            .count();
+        (connected, self.sessions.len() - connected)
+    }
+
+    /// Messages the shard holds for sessions, in flight and queued. A walk over the sessions:
+    /// for reports, not for every message.
+    pub fn stored_message_count(&self) -> usize {
+        self.sessions
+            .values()
+            .map(|session| session.outbound.inflight_len() + session.outbound.queued_len())
+            .sum()
+    }
+
     // ----- inputs -------------------------------------------------------------------------
 
     /// A new network connection on this shard.
@@ -237,6 +270,19 @@ impl Broker {
     /// already queued stay queued.
     pub fn set_access_rules(&mut self, rules: Option<Arc<AccessRules>>) {
         self.access.replace(rules);
+    }
+
+    /// A retained QoS 0 message the broker itself publishes (`$SYS` topics), routed like any
+    /// other; clients may not publish there.
+    pub fn publish_system(&mut self, topic: &str, payload: Bytes, now: Timestamp) {
+        let publish = crate::protocol::Publish {
+            topic: topic.into(),
+            payload,
+            retain: true,
+            ..crate::protocol::Publish::default()
+        };
+        let message = Arc::new(Message::from_publish(publish, None, now));
+        self.route(message, now, None);
     }
 
     /// The network connection is gone (peer closed, I/O error, or after an `Event::Close`).

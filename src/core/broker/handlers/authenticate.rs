@@ -80,6 +80,7 @@ impl Broker {
                 self.connect_identified(conn, connect, arrived, identity, now);
             }
             (AuthVerdict::Refused(reason), Some((connect, _))) => {
+                self.stats.auth_refused += 1;
                 self.refuse(conn, &connect.client_id, reason, now);
             }
             (AuthVerdict::Continue { data }, connect) => {

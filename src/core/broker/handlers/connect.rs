@@ -268,6 +268,7 @@ impl Broker {
             // Takeover (MQTT-3.1.4-3): only the old connection of this client is closed, and
             // its will goes out as for any abnormal end.
             info!(?old, %client_id, "session taken over");
+            self.stats.takeovers += 1;
             self.disconnect(old, ReasonCode::SESSION_TAKEN_OVER, now);
         }
         // Closing the old connection ends a session with expiry 0, so look it up again.

@@ -616,6 +616,7 @@ impl Broker {
                 return false;
             }
             stats.publishes_sent += 1;
+            stats.sent_by_qos[publish.qos as usize] += 1;
             true
         });
         written.unwrap_or(false)

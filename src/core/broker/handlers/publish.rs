@@ -28,6 +28,7 @@ impl Broker {
         now: Timestamp,
     ) {
         self.stats.publishes_received += 1;
+        self.stats.received_by_qos[publish.qos as usize] += 1;
         let mut ack = self.start_ack();
         if let Err((reason, what)) = self.resolve_topic(conn, &mut publish) {
             return self.reject(conn, reason, what, now);

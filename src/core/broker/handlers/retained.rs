@@ -28,7 +28,7 @@ use crate::broker::message::{Delivery, Message};
 use crate::broker::persist::PersistRecord;
 use crate::broker::session::{SessionId, Subscription};
 use crate::broker::time::Timestamp;
-use crate::protocol::topic::{parse_filter, FilterKind};
+use crate::protocol::topic::{is_broker_topic, parse_filter, FilterKind};
 use crate::protocol::QoS;
 
 /// Unsent output under which owed QoS 0 retained messages are encoded: enough for writes that
@@ -81,11 +81,13 @@ impl Broker {
     }
 
     /// Stores, replaces or clears a retained message. Every shard sees every retained update,
-    /// so shard 0 alone journals them.
+    /// so shard 0 alone journals them; not the broker's own `$SYS` figures, which it publishes
+    /// again every interval and which mean nothing after a restart.
     /// The message must not share a receive buffer (see `Message::detached`).
     pub(in crate::broker) fn store_retained(&mut self, message: &Arc<Message>) {
         self.retained.store(message.clone());
-        if self.shard == 0 && self.persist.enabled {
+        let topic = &message.template.topic;
+        if self.shard == 0 && self.persist.enabled && !is_broker_topic(topic) {
             let record = if message.template.payload.is_empty() {
                 PersistRecord::RetainedCleared {
                     topic: message.template.topic.to_string(),

@@ -11,6 +11,7 @@
 //! conversion and the encoding can run on the store's snapshot thread (see
 //! `StreamWriter::snapshot_with`) while the shard goes on serving.
 
+use crate::protocol::topic::is_broker_topic;
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -162,6 +163,8 @@ impl StateCapture {
             })
             .collect();
         let retained = self.retained.map(|mut retained| {
+            // The broker's `$SYS` figures are published anew after a restart.
+            retained.retain(|message| !is_broker_topic(&message.template.topic));
             retained.sort_unstable_by(|a, b| a.template.topic.cmp(&b.template.topic));
             retained.iter().map(&mut stored).collect()
         });
