@@ -98,7 +98,7 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     // Before binding, as the sharded server does: a data directory in use or unreadable stops
     // the start before any client can connect.
     let storage = Storage::open(&options.data_dir, &options.persistence)?;
-    let layers = LayerMaker::new(&options.listeners, &options.tls)?;
+    let layers = LayerMaker::new(&options.listeners, &options.tls, options.ws_path.as_deref())?;
     let security = SecurityState::load(&options.security, &options.listeners)
         .map_err(SyncServerError::Security)?;
     let security = Arc::new(security);
