@@ -232,6 +232,12 @@ fn frames_and_handshakes(broker: &Broker) {
     let old = upgrade_request("/mqtt").replace("Version: 13", "Version: 8");
     let (_, head) = RawClient::send_request(port, &old);
     assert!(head.starts_with("HTTP/1.1 400"), "version 8: {head}");
+    let endless = format!(
+        "GET /mqtt HTTP/1.1\r\nX-Padding: {}\r\n",
+        "x".repeat(20_000)
+    );
+    let (_, head) = RawClient::send_request(port, &endless);
+    assert!(head.starts_with("HTTP/1.1 400"), "a 20 KB request: {head}");
 }
 
 #[test]
@@ -349,4 +355,34 @@ fn mosquitto_over_tcp_and_a_websocket_client_talk() {
         "from WebSocket"
     );
     broker.assert_healthy();
+}
+
+/// With two shards about half the clients land on the shard that is not their home and are
+/// handed over with their WebSocket state; each must still get its CONNACK, its SUBACK and its
+/// own message back.
+#[test]
+fn websocket_clients_are_handed_over_to_their_home_shard_whole() {
+    for runtime in runtimes() {
+        let Some(mut broker) = broker_for(runtime, &["--listen-ws", "127.0.0.1:0"]) else {
+            continue;
+        };
+        let port = listener_port(&broker, WS);
+        for n in 0..16 {
+            let mut client = RawClient::upgrade(port, "/mqtt");
+            client.send_frame(
+                2,
+                true,
+                &connect_packet(&unique(&format!("ws-home-{n}"))),
+                true,
+            );
+            client.expect_mqtt(&CONNACK);
+            let topic = unique("ws/home");
+            client.send_frame(2, true, &subscribe_packet(&topic), true);
+            client.expect_mqtt(&SUBACK);
+            let publish = publish_packet(&topic, b"home");
+            client.send_frame(2, true, &publish, true);
+            client.expect_mqtt(&publish);
+        }
+        broker.assert_healthy();
+    }
 }

@@ -48,9 +48,9 @@ pub struct WsLayer {
 }
 
 enum State {
-    /// Reading the upgrade request (`None` only while a step of it runs).
+    /// Reading the upgrade request, of which `read` bytes came so far.
     Upgrading {
-        handshake: Option<Box<MidHandshake<ServerHandshake<Pipe, Upgrade>>>>,
+        handshake: Box<MidHandshake<ServerHandshake<Pipe, Upgrade>>>,
         read: usize,
     },
     Open(Box<WebSocketContext>),
@@ -65,7 +65,7 @@ impl WsLayer {
         let handshake = ServerHandshake::start(pipe, Upgrade { path }, Some(config()));
         WsLayer {
             state: State::Upgrading {
-                handshake: Some(Box::new(handshake)),
+                handshake: Box::new(handshake),
                 read: 0,
             },
             mqtt: BytesMut::new(),
@@ -95,18 +95,15 @@ impl WsLayer {
     }
 
     fn upgrade(&mut self, read: &mut BytesMut) -> io::Result<()> {
+        // Refused unless it goes on: every way out but two ends the connection.
         let State::Upgrading {
-            handshake,
-            read: so_far,
-        } = &mut self.state
+            mut handshake,
+            read: mut so_far,
+        } = std::mem::replace(&mut self.state, State::Closed)
         else {
             return Ok(());
         };
-        let Some(mut handshake) = handshake.take() else {
-            return Ok(());
-        };
-        *so_far += read.len();
-        let too_long = *so_far > MAX_REQUEST;
+        so_far += read.len();
         handshake.get_mut().get_mut().input.extend_from_slice(read);
         read.clear();
         match handshake.handshake() {
@@ -121,25 +118,20 @@ impl WsLayer {
                 )));
                 Ok(())
             }
-            Err(HandshakeError::Interrupted(_)) if too_long => {
-                self.state = State::Closed;
+            Err(HandshakeError::Interrupted(_)) if so_far > MAX_REQUEST => {
                 let problem = format!("an upgrade request longer than {MAX_REQUEST} bytes");
                 write_refusal(&mut self.own, &refusal(StatusCode::BAD_REQUEST, &problem));
                 Err(io::Error::other(problem))
             }
             Err(HandshakeError::Interrupted(mut handshake)) => {
-                let output = &mut handshake.get_mut().get_mut().output;
-                self.own.append(output);
-                if let State::Upgrading {
-                    handshake: slot, ..
-                } = &mut self.state
-                {
-                    *slot = Some(Box::new(handshake));
-                }
+                self.own.append(&mut handshake.get_mut().get_mut().output);
+                self.state = State::Upgrading {
+                    handshake: Box::new(handshake),
+                    read: so_far,
+                };
                 Ok(())
             }
             Err(HandshakeError::Failure(error)) => {
-                self.state = State::Closed;
                 // A refusal of `Upgrade` was written into the pipe, which went with the error;
                 // it is written again from the error's response.
                 let response = match &error {
@@ -386,5 +378,78 @@ impl<I, O: BorrowMut<Vec<u8>>> Write for Pipe<I, O> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(layer: &mut WsLayer, request: &str) -> (io::Result<()>, String) {
+        let result = layer
+            .take_in(&mut BytesMut::from(request.as_bytes()))
+            .map(|_| ());
+        let answer = String::from_utf8_lossy(&std::mem::take(&mut layer.own)).into_owned();
+        (result, answer)
+    }
+
+    fn request(protocols: &str) -> String {
+        format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{protocols}\r\n"
+        )
+    }
+
+    #[test]
+    fn the_subprotocol_answered_is_the_one_offered_and_none_is_accepted() {
+        for (offered, answered) in [
+            ("Sec-WebSocket-Protocol: mqttv3.1\r\n", Some("mqttv3.1")),
+            ("Sec-WebSocket-Protocol: chat, mqtt\r\n", Some("mqtt")),
+            ("", None),
+        ] {
+            let (result, answer) = feed(&mut WsLayer::new(None), &request(offered));
+            assert!(
+                result.is_ok() && answer.starts_with("HTTP/1.1 101"),
+                "{answer}"
+            );
+            let header = answered.map(|name| format!("sec-websocket-protocol: {name}\r\n"));
+            let found = answer
+                .to_ascii_lowercase()
+                .contains("sec-websocket-protocol");
+            assert_eq!(found, header.is_some(), "{answer}");
+            if let Some(header) = header {
+                assert!(answer.to_ascii_lowercase().contains(&header), "{answer}");
+            }
+        }
+        let (result, answer) = feed(
+            &mut WsLayer::new(None),
+            &request("Sec-WebSocket-Protocol: chat\r\n"),
+        );
+        assert!(
+            result.is_err() && answer.starts_with("HTTP/1.1 400"),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn a_request_in_pieces_is_upgraded_and_an_endless_one_refused() {
+        let mut layer = WsLayer::new(None);
+        let whole = request("");
+        let (result, answer) = feed(&mut layer, &whole[..20]);
+        assert!(result.is_ok() && answer.is_empty());
+        let (result, answer) = feed(&mut layer, &whole[20..]);
+        assert!(
+            result.is_ok() && answer.starts_with("HTTP/1.1 101"),
+            "{answer}"
+        );
+
+        let mut layer = WsLayer::new(None);
+        let header = format!("GET / HTTP/1.1\r\nX-Padding: {}\r\n", "x".repeat(9000));
+        assert!(feed(&mut layer, &header).0.is_ok());
+        let (result, answer) = feed(&mut layer, &header);
+        assert!(
+            result.is_err() && answer.starts_with("HTTP/1.1 400"),
+            "{answer}"
+        );
     }
 }
