@@ -2,7 +2,9 @@
 //! Node over ws:// and over wss:// with certificate verification, Mosquitto's plain TCP clients
 //! talking to a WebSocket client, and raw-socket checks of what clients rarely do on purpose:
 //! bad upgrade requests, a wrong `--ws-path`, unmasked frames, pings, packets split over frames
-//! and frames holding several packets. On every runtime this machine runs and the blocking build.
+//! and frames holding several packets; clients handed over between shards with their WebSocket
+//! state, and the connect timeout covering the upgrade. On every runtime this machine runs and
+//! the blocking build.
 
 mod common;
 
@@ -385,4 +387,32 @@ fn websocket_clients_are_handed_over_to_their_home_shard_whole() {
         }
         broker.assert_healthy();
     }
+}
+
+/// The connect timeout runs from the accept, through the upgrade: a client that never finishes
+/// its request, and one that upgrades and then says nothing, are both closed after it.
+#[test]
+fn silent_websocket_clients_are_closed_after_the_connect_timeout() {
+    let mut broker = Broker::start(
+        "epoll",
+        &["--listen-ws", "127.0.0.1:0", "--connect-timeout", "1"],
+    );
+    let port = listener_port(&broker, WS);
+    let mut half = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    half.write_all(b"GET /mqtt HTTP/1.1\r\n").expect("send");
+    let upgraded = RawClient::upgrade(port, "/mqtt");
+    for mut silent in [half, upgraded.stream] {
+        silent
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = silent.read_to_end(&mut rest);
+        assert!(
+            read.is_ok() && started.elapsed() < Duration::from_secs(8),
+            "a silent WebSocket client must be closed after --connect-timeout 1, got {read:?} after {:?}",
+            started.elapsed()
+        );
+    }
+    broker.assert_healthy();
 }
