@@ -416,3 +416,19 @@ fn silent_websocket_clients_are_closed_after_the_connect_timeout() {
     }
     broker.assert_healthy();
 }
+
+/// A refused client gets its CONNACK, then a close frame: the core's last words go out before
+/// the WebSocket's.
+#[test]
+fn a_refused_websocket_client_gets_its_connack_then_a_close_frame() {
+    for binary in [Binary::Async, Binary::Sync] {
+        let args = ["--listen-ws", "127.0.0.1:0", "--allow-anonymous", "false"];
+        let mut broker = Broker::try_start(binary, &args).expect("broker starts");
+        let mut client = RawClient::upgrade(listener_port(&broker, WS), "/");
+        client.send_frame(2, true, &connect_packet(&unique("ws-anonymous")), true);
+        client.expect_mqtt(&[0x20, 2, 0, 5]);
+        let (opcode, payload) = client.next_frame();
+        assert_eq!((opcode, &payload[..2]), (8, &1000u16.to_be_bytes()[..]));
+        broker.assert_healthy();
+    }
+}
