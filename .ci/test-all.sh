@@ -2,7 +2,7 @@
 # Runs every test of the project on a fresh Debian machine: installs what the tests need
 # (mosquitto's command-line clients, mosquitto itself for the password files its
 # mosquitto_passwd writes, openssl for the paho tests' certificates, Python's paho-mqtt and
-# pytest), then the formatting and lint checks and the whole test suite. README.md documents this command; .ci/run calls it.
+# pytest, Node and MQTT.js for the WebSocket tests), then the formatting and lint checks and the whole test suite. README.md documents this command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,16 @@ if ! python3 -c 'import paho.mqtt, pytest' 2>/dev/null; then
     # Debian's own Python refuses pip installs outside a venv (PEP 668) unless told otherwise.
     python3 -m pip install --quiet 'paho-mqtt>=2' pytest 2>/dev/null ||
         python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2' pytest
+fi
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "installing nodejs and npm (apt-get)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d tests/node/node_modules/mqtt ]; then
+    echo "installing MQTT.js (npm, into tests/node/node_modules)"
+    npm install --prefix tests/node --no-audit --no-fund --silent
 fi
 
 export CARGO_TERM_COLOR=never

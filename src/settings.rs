@@ -90,6 +90,22 @@ settings! {
     #[argh(option, arg_name = "ADDR:PORT")]
     listen_tls: Vec<SocketAddr> => server.listeners = listeners(Transport::Tls);
 
+    /// address to accept MQTT over WebSocket on (ws://, often port 8080); repeat for several,
+    /// and flags replace the file's list (default: none)
+    #[argh(option, arg_name = "ADDR:PORT")]
+    listen_ws: Vec<SocketAddr> => server.listeners = listeners(Transport::Ws);
+
+    /// address to accept MQTT over WebSocket over TLS on (wss://, often port 8081), with
+    /// --tls-cert and --tls-key; repeat for several, and flags replace the file's list
+    /// (default: none)
+    #[argh(option, arg_name = "ADDR:PORT")]
+    listen_wss: Vec<SocketAddr> => server.listeners = listeners(Transport::Wss);
+
+    /// the only request path WebSocket clients may connect to, such as /mqtt; others get 404
+    /// (default: any path)
+    #[argh(option, arg_name = "PATH")]
+    ws_path: Option<String> => server.ws_path = optional_value();
+
     /// certificate chain the TLS listeners present, PEM, the server's own certificate first
     /// (default: none)
     #[argh(option, arg_name = "FILE")]
@@ -659,8 +675,9 @@ impl Given<'_, String> {
     }
 }
 
-/// A listener of the config file's `listen` or `listen-tls` list given as a table, with settings
-/// of its own (`ListenerSettings`); an entry may also be a plain "IP:PORT".
+/// A listener of the config file's `listen`, `listen-tls`, `listen-ws` or `listen-wss` list
+/// given as a table, with settings of its own (`ListenerSettings`); an entry may also be a plain
+/// "IP:PORT".
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ListenerTable {
@@ -680,9 +697,9 @@ struct ListenerTable {
 }
 
 impl Given<'_, Vec<SocketAddr>> {
-    /// `--listen` and `--listen-tls`: the listeners of one transport by IP:PORT address (in the
-    /// file, or a table with settings of its own), in place of that transport's in `current`.
-    /// At least one listener in all, no address twice.
+    /// `--listen`, `--listen-tls`, `--listen-ws` and `--listen-wss`: the listeners of one
+    /// transport by IP:PORT address (in the file, or a table with settings of its own), in place
+    /// of that transport's in `current`. At least one listener in all, no address twice.
     fn listeners(
         mut self,
         transport: Transport,
@@ -767,9 +784,9 @@ impl Given<'_, Vec<SocketAddr>> {
             || own.tls_key.is_some()
             || own.tls_client_ca.is_some()
             || own.tls_require_client_cert.is_some();
-        if tls_only && transport != Transport::Tls {
+        if tls_only && !transport.uses_tls() {
             let problem = format!(
-                "gives {address} settings of TLS listeners (tls-...): list it under listen-tls"
+                "gives {address} settings of TLS listeners (tls-...): list it under listen-tls or listen-wss"
             );
             return Err(self.invalid(Origin::File, problem));
         }
@@ -882,7 +899,18 @@ impl Settings {
         // Reading the certificate and key now makes a bad one a configuration error, like any
         // other bad setting, rather than a failure to start.
         let server = &settings.server;
-        if let Err(error) = LayerMaker::new(&server.listeners, &server.tls) {
+        if let Some(path) = server
+            .ws_path
+            .as_ref()
+            .filter(|path| !path.starts_with('/'))
+        {
+            let setting = "--ws-path".to_owned();
+            let problem = format!("must start with /, like /{path}");
+            return Err(SettingsError::Invalid { setting, problem });
+        }
+        if let Err(error) =
+            LayerMaker::new(&server.listeners, &server.tls, server.ws_path.as_deref())
+        {
             let setting = "--listen-tls".to_owned();
             let problem = format!("cannot be served: {error}");
             return Err(SettingsError::Invalid { setting, problem });
@@ -890,7 +918,7 @@ impl Settings {
         let tls_listeners = server
             .listeners
             .iter()
-            .filter(|listener| listener.transport == Transport::Tls);
+            .filter(|listener| listener.transport.uses_tls());
         if server.security.identity_as_username && tls_listeners.count() == 0 {
             let setting = "--tls-identity-as-username".to_owned();
             let problem = "needs a TLS listener (--listen-tls) with --tls-client-ca, whose verified certificates name the clients".to_owned();
@@ -1098,6 +1126,32 @@ mod tests {
         assert!(typo.contains("allow-anonymus"), "{typo}");
         assert!(file("listen = [5]").contains("neither"));
         assert!(file(r#"listen = [{ address = "nowhere:1" }]"#).contains("not an IP:PORT"));
+    }
+
+    #[test]
+    fn websocket_listeners_come_after_the_others_and_the_path_is_checked() {
+        let toml = r#"
+            listen-ws = ["127.0.0.1:8080", { address = "127.0.0.1:8082", allow-anonymous = false }]
+            listen = ["127.0.0.1:1883"]
+        "#;
+        let settings = with_file(&["--ws-path", "/mqtt"], toml).unwrap();
+        let transports: Vec<Transport> = settings
+            .server
+            .listeners
+            .iter()
+            .map(|listener| listener.transport)
+            .collect();
+        assert_eq!(transports, [Transport::Tcp, Transport::Ws, Transport::Ws]);
+        assert_eq!(settings.server.ws_path.as_deref(), Some("/mqtt"));
+        let relative = error(with_file(&["--ws-path", "mqtt"], ""));
+        assert!(relative.contains("must start with /"), "{relative}");
+        let tls_on_ws = error(with_file(
+            &[],
+            r#"listen-ws = [{ address = "0.0.0.0:8080", tls-cert = "x.pem" }]"#,
+        ));
+        assert!(tls_on_ws.contains("listen-wss"), "{tls_on_ws}");
+        let no_certificate = error(with_file(&["--listen-wss", "127.0.0.1:8081"], ""));
+        assert!(no_certificate.contains("--tls-cert"), "{no_certificate}");
     }
 
     #[test]

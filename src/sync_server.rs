@@ -107,7 +107,7 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
         metrics::serve(address, reports.clone()).map_err(SyncServerError::Metrics)?;
     }
     let storage = Storage::open(&options.data_dir, &options.persistence)?;
-    let layers = LayerMaker::new(&options.listeners, &options.tls)?;
+    let layers = LayerMaker::new(&options.listeners, &options.tls, options.ws_path.as_deref())?;
     let security = SecurityState::load(&options.security, &options.listeners)
         .map_err(SyncServerError::Security)?;
     let security = Arc::new(security);

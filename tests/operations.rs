@@ -177,6 +177,16 @@ fn sys_topics_and_metrics_count_what_happened() {
             text.ends_with("# EOF\n"),
             "OpenMetrics text ends with # EOF"
         );
+        // Every metric the Grafana dashboard graphs is one the broker exports.
+        let dashboard = include_str!("../ops/grafana-dashboard.json");
+        for name in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if name.starts_with("mqtt_") {
+                assert!(
+                    text.contains(&format!("\n{name}{{")),
+                    "the dashboard's {name}"
+                );
+            }
+        }
         broker.assert_healthy();
     }
 }

@@ -36,6 +36,7 @@ pub(crate) mod shard_journal;
 pub(crate) mod signals;
 pub(crate) mod sys_topics;
 pub(crate) mod transport;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -66,6 +67,8 @@ pub struct ServerOptions {
     pub listeners: Vec<Listener>,
     /// The certificate and key of the TLS listeners.
     pub tls: TlsOptions,
+    /// The request path WebSocket clients must use; any when `None`.
+    pub ws_path: Option<String>,
     /// Who may connect, and what they may do.
     pub security: SecurityOptions,
     pub shards: usize,
@@ -93,6 +96,7 @@ impl Default for ServerOptions {
         ServerOptions {
             listeners: vec![Listener::default_tcp()],
             tls: TlsOptions::default(),
+            ws_path: None,
             security: SecurityOptions::default(),
             shards: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
             backend: Backend::Auto,
@@ -220,7 +224,7 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     // Each shard's core spends its share of the send buffer budget.
     options.broker.buffer_budget /= shard_count;
     let (store, starts) = recovery::open(&options.data_dir, &options.persistence, shard_count)?;
-    let layers = LayerMaker::new(&options.listeners, &options.tls)?;
+    let layers = LayerMaker::new(&options.listeners, &options.tls, options.ws_path.as_deref())?;
     let security = SecurityState::load(&options.security, &options.listeners)
         .map_err(ServerError::Security)?;
     let security = Arc::new(security);

@@ -8,8 +8,9 @@
 //! Plain TCP is the empty layer, and costs nothing: the bytes read are the core's bytes, in the
 //! same buffer. TLS is rustls' `ServerConnection`, fed with `read_tls` and drained with
 //! `write_tls`; its handshake is bytes like any other, so a slow or silent TLS client costs a
-//! timer (the connect timeout, which runs from the accept), never a blocked thread. A layer's
-//! state goes with its socket when a connection is handed over to another shard.
+//! timer (the connect timeout, which runs from the accept), never a blocked thread. WebSocket
+//! (`websocket.rs`) stacks over either: its upgrade request is bytes too, under the same timer.
+//! A layer's state goes with its socket when a connection is handed over to another shard.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -23,6 +24,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
+use super::websocket::WsLayer;
+
 /// How the bytes of a connection carry MQTT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Transport {
@@ -30,6 +33,21 @@ pub enum Transport {
     Tcp,
     /// MQTT over TLS over TCP (`--listen-tls`).
     Tls,
+    /// MQTT over WebSocket over TCP (`--listen-ws`).
+    Ws,
+    /// MQTT over WebSocket over TLS over TCP (`--listen-wss`).
+    Wss,
+}
+
+impl Transport {
+    /// Whether it speaks TLS, and so needs a certificate.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
+    fn uses_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
+    }
 }
 
 impl fmt::Display for Transport {
@@ -37,6 +55,8 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Tcp => "MQTT over TCP",
             Transport::Tls => "MQTT over TLS",
+            Transport::Ws => "MQTT over WebSocket",
+            Transport::Wss => "MQTT over WebSocket over TLS",
         })
     }
 }
@@ -51,7 +71,7 @@ pub struct Listener {
 }
 
 /// The settings a listener can have of its own, given in its table in the config file's
-/// `listen` or `listen-tls` list: a local listener for anonymous clients beside a public one
+/// `listen`, `listen-tls`, `listen-ws` or `listen-wss` list: a local listener for anonymous clients beside a public one
 /// that asks for passwords or certificates, say. Each one not given is the broker's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListenerSettings {
@@ -116,9 +136,11 @@ pub struct TlsError(String);
 /// `ServerOptions::listeners`); built at start, certificates replaced on reload.
 #[derive(Clone, Default)]
 pub struct LayerMaker {
-    /// Per listener, its TLS settings and what they make (`None`: plain TCP). Shared by every
-    /// clone, so a reload reaches all shards.
-    listeners: Arc<[Option<TlsListener>]>,
+    /// Per listener, its TLS settings and what they make (`None`: no TLS) and whether it speaks
+    /// WebSocket. Shared by every clone, so a reload reaches all shards.
+    listeners: Arc<[(Option<TlsListener>, bool)]>,
+    /// The path WebSocket clients must ask for (`--ws-path`); any when `None`.
+    ws_path: Option<Arc<str>>,
 }
 
 struct TlsListener {
@@ -128,30 +150,42 @@ struct TlsListener {
 
 impl LayerMaker {
     /// Reads the certificate and key of each TLS listener.
-    pub fn new(listeners: &[Listener], tls: &TlsOptions) -> Result<LayerMaker, TlsError> {
+    pub fn new(
+        listeners: &[Listener],
+        tls: &TlsOptions,
+        ws_path: Option<&str>,
+    ) -> Result<LayerMaker, TlsError> {
         let listeners = listeners
             .iter()
             .map(|listener| {
-                if listener.transport != Transport::Tls {
-                    return Ok(None);
+                let websocket = listener.transport.uses_websocket();
+                if !listener.transport.uses_tls() {
+                    return Ok((None, websocket));
                 }
                 let options = listener.tls(tls);
                 let config = Arc::new(server_config(&options).map_err(|TlsError(error)| {
-                    TlsError(format!("the TLS listener on {}: {error}", listener.address))
+                    TlsError(format!(
+                        "the {} listener on {}: {error}",
+                        listener.transport, listener.address
+                    ))
                 })?);
-                Ok(Some(TlsListener {
+                let tls = TlsListener {
                     options,
                     config: RwLock::new(config),
-                }))
+                };
+                Ok((Some(tls), websocket))
             })
             .collect::<Result<_, TlsError>>()?;
-        Ok(LayerMaker { listeners })
+        Ok(LayerMaker {
+            listeners,
+            ws_path: ws_path.map(Arc::from),
+        })
     }
 
     /// Reads every TLS listener's certificate and key again, for connections accepted from
     /// now on; how many it reloaded. On error every listener keeps the ones it had.
     pub fn reload(&self) -> Result<usize, TlsError> {
-        let tls = self.listeners.iter().flatten();
+        let tls = self.listeners.iter().filter_map(|(tls, _)| tls.as_ref());
         let configs = tls
             .clone()
             .map(|listener| server_config(&listener.options).map(Arc::new))
@@ -167,23 +201,35 @@ impl LayerMaker {
 
     /// The layer of a connection accepted on listener `listener`.
     pub fn layer(&self, listener: usize) -> io::Result<StreamLayer> {
-        match self.listeners.get(listener) {
-            None | Some(None) => Ok(StreamLayer::Plain),
-            Some(Some(tls)) => {
-                let config = tls
-                    .config
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .clone();
-                let mut connection = ServerConnection::new(config).map_err(io::Error::other)?;
-                // The core bounds what a connection may have unsent; rustls need not.
-                connection.set_buffer_limit(None);
-                Ok(StreamLayer::Tls(Box::new(TlsLayer {
-                    connection,
-                    plaintext: BytesMut::new(),
-                })))
-            }
-        }
+        let Some((tls, websocket)) = self.listeners.get(listener) else {
+            return Ok(StreamLayer::Plain);
+        };
+        let tls = tls.as_ref().map(TlsListener::layer).transpose()?;
+        Ok(match (tls, websocket) {
+            (None, false) => StreamLayer::Plain,
+            (Some(tls), false) => StreamLayer::Tls(Box::new(tls)),
+            (tls, true) => StreamLayer::WebSocket(Box::new(WebSocketLayer {
+                tls,
+                websocket: WsLayer::new(self.ws_path.clone()),
+            })),
+        })
+    }
+}
+
+impl TlsListener {
+    fn layer(&self) -> io::Result<TlsLayer> {
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let mut connection = ServerConnection::new(config).map_err(io::Error::other)?;
+        // The core bounds what a connection may have unsent; rustls need not.
+        connection.set_buffer_limit(None);
+        Ok(TlsLayer {
+            connection,
+            plaintext: BytesMut::new(),
+        })
     }
 }
 
@@ -262,6 +308,13 @@ pub enum StreamLayer {
     /// Plain TCP: bytes pass through untouched.
     Plain,
     Tls(Box<TlsLayer>),
+    WebSocket(Box<WebSocketLayer>),
+}
+
+/// WebSocket over plain TCP (`tls` is `None`) or over TLS.
+pub struct WebSocketLayer {
+    tls: Option<TlsLayer>,
+    websocket: WsLayer,
 }
 
 /// A TLS connection's state, and the plaintext it decrypted that the core has not consumed
@@ -284,6 +337,13 @@ impl StreamLayer {
                 tls.take_in(read)?;
                 Ok(&mut tls.plaintext)
             }
+            StreamLayer::WebSocket(layer) => match &mut layer.tls {
+                None => layer.websocket.take_in(read),
+                Some(tls) => {
+                    tls.take_in(read)?;
+                    layer.websocket.take_in(&mut tls.plaintext)
+                }
+            },
         }
     }
 
@@ -294,6 +354,13 @@ impl StreamLayer {
         match self {
             StreamLayer::Plain => output,
             StreamLayer::Tls(tls) => tls.seal(&output),
+            StreamLayer::WebSocket(layer) => {
+                let frames = layer.websocket.frame(output);
+                match &mut layer.tls {
+                    None => frames,
+                    Some(tls) => tls.seal(&frames),
+                }
+            }
         }
     }
 
@@ -303,6 +370,7 @@ impl StreamLayer {
         match self {
             StreamLayer::Plain => false,
             StreamLayer::Tls(tls) => !tls.plaintext.is_empty(),
+            StreamLayer::WebSocket(layer) => layer.websocket.has_pending(),
         }
     }
 
@@ -312,14 +380,23 @@ impl StreamLayer {
         match self {
             StreamLayer::Plain => false,
             StreamLayer::Tls(tls) => tls.connection.wants_write(),
+            StreamLayer::WebSocket(layer) => {
+                layer.websocket.wants_write()
+                    || layer
+                        .tls
+                        .as_ref()
+                        .is_some_and(|tls| tls.connection.wants_write())
+            }
         }
     }
 
     /// The common name of the certificate the client presented, which the listener verified
     /// against `--tls-client-ca` during the handshake.
     pub fn certificate_name(&self) -> Option<String> {
-        let StreamLayer::Tls(tls) = self else {
-            return None;
+        let tls = match self {
+            StreamLayer::Plain => return None,
+            StreamLayer::Tls(tls) => tls,
+            StreamLayer::WebSocket(layer) => layer.tls.as_ref()?,
         };
         let certificate = tls.connection.peer_certificates()?.first()?;
         let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
@@ -328,10 +405,18 @@ impl StreamLayer {
     }
 
     /// Called once the core has closed the connection, before the last write: TLS says
-    /// `close_notify`, so the client can tell the end from a truncation.
+    /// `close_notify` and WebSocket a close frame, so the client can tell the end from a
+    /// truncation.
     pub fn close(&mut self) {
-        if let StreamLayer::Tls(tls) = self {
-            tls.connection.send_close_notify();
+        match self {
+            StreamLayer::Plain => {}
+            StreamLayer::Tls(tls) => tls.connection.send_close_notify(),
+            StreamLayer::WebSocket(layer) => {
+                layer.websocket.close();
+                if let Some(tls) = &mut layer.tls {
+                    tls.connection.send_close_notify();
+                }
+            }
         }
     }
 }

@@ -88,13 +88,20 @@ impl Pki {
 
 /// The port of the broker's TLS listener, from its `MQTT over TLS listening on` line.
 pub fn tls_port(broker: &Broker) -> u16 {
+    listener_port(broker, "MQTT over TLS")
+}
+
+/// The port of the broker's listener of `transport` (as it logs it: "MQTT over WebSocket"),
+/// from its `... listening on 127.0.0.1:PORT` line.
+pub fn listener_port(broker: &Broker, transport: &str) -> u16 {
+    let line_start = format!("{transport} listening on 127.0.0.1:");
     // The plain listener's line, which `Broker::start` waits for, comes first.
-    broker.wait_for_log(&["MQTT over TLS listening on"], Duration::from_secs(10));
+    broker.wait_for_log(&[&line_start], Duration::from_secs(10));
     let logs = broker.logs();
     let line = logs
         .lines()
-        .find(|line| line.contains("MQTT over TLS listening on 127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no TLS listener in the log:\n{logs}"));
+        .find(|line| line.contains(&line_start))
+        .unwrap_or_else(|| panic!("no {transport} listener in the log:\n{logs}"));
     let rest = line.rsplit("127.0.0.1:").next().unwrap_or_default();
     rest.trim().parse().expect("a port")
 }

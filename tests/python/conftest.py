@@ -11,7 +11,8 @@ and the runtimes `epoll,tokio`; build first with `cargo build`.
 Each runtime gets one broker (`--shards 2 --listen 127.0.0.1:0`, a temporary data directory)
 for the whole module; its port comes from the `listening on 127.0.0.1:PORT` line it logs. It
 also serves MQTT over TLS (`--listen-tls 127.0.0.1:0`) with a certificate for 127.0.0.1 that a
-test authority, made with the openssl command once per run, signed (`CERTIFICATES.ca`).
+test authority, made with the openssl command once per run, signed (`CERTIFICATES.ca`), and
+MQTT over WebSocket (`--listen-ws 127.0.0.1:0`, `ws_port`).
 """
 
 import os
@@ -27,6 +28,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 TLS_LISTENING = re.compile(r"MQTT over TLS listening on 127\.0\.0\.1:(\d+)")
+WS_LISTENING = re.compile(r"MQTT over WebSocket listening on 127\.0\.0\.1:(\d+)")
 
 
 class Certificates:
@@ -75,7 +77,7 @@ class Broker:
         self.process = subprocess.Popen(
             [binary, "--runtime", runtime, "--shards", "2", "--listen", "127.0.0.1:0",
              "--listen-tls", "127.0.0.1:0", "--tls-cert", str(CERTIFICATES.cert),
-             "--tls-key", str(CERTIFICATES.key),
+             "--tls-key", str(CERTIFICATES.key), "--listen-ws", "127.0.0.1:0",
              "--data-dir", self.data_dir.name, "--log-level", "info", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True,
@@ -83,6 +85,7 @@ class Broker:
         self.lines = []
         self.port = None
         self.tls_port = None
+        self.ws_port = None
         ready = threading.Event()
 
         def drain():
@@ -91,15 +94,18 @@ class Broker:
                 found = TLS_LISTENING.search(line)
                 if found:
                     self.tls_port = int(found.group(1))
+                found = WS_LISTENING.search(line)
+                if found:
+                    self.ws_port = int(found.group(1))
                 found = LISTENING.search(line)
                 if found and self.port is None:
                     self.port = int(found.group(1))
-                if self.port is not None and self.tls_port is not None:
+                if None not in (self.port, self.tls_port, self.ws_port):
                     ready.set()
             ready.set()
 
         threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(10) or self.port is None or self.tls_port is None:
+        if not ready.wait(10) or None in (self.port, self.tls_port, self.ws_port):
             self.stop()
             pytest.fail(f"broker --runtime {runtime} did not start:\n{self.logs()}")
 

@@ -33,10 +33,11 @@ class Peer:
     """A paho MQTT 5 client with its network loop on a thread, and queues of what it got."""
 
     def __init__(self, broker, client_id=None, clean_start=True, session_expiry=None,
-                 will=None, tls=False):
+                 will=None, tls=False, websocket=False):
         self.id = client_id or unique("paho")
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.id,
-                                  protocol=mqtt.MQTTv5, reconnect_on_failure=False)
+                                  protocol=mqtt.MQTTv5, reconnect_on_failure=False,
+                                  transport="websockets" if websocket else "tcp")
         self.messages = queue.Queue()
         self.subacks = {}
         self.connack = queue.Queue()
@@ -55,6 +56,8 @@ class Peer:
         if tls:
             self.client.tls_set(ca_certs=str(CERTIFICATES.ca))
             port = broker.tls_port
+        if websocket:
+            port = broker.ws_port
         self.client.connect("127.0.0.1", port, keepalive=30, clean_start=clean_start,
                             properties=properties)
         self.client.loop_start()
@@ -75,9 +78,9 @@ class Peer:
         codes = [code.value for code in self.subacks[mid]]
         assert codes == [qos], f"{self.id}: SUBACK {self.subacks[mid]} for {topic}"
 
-    def publish(self, topic, payload, qos=1, retain=False, properties=None):
+    def publish(self, topic, payload, qos=1, retain=False, properties=None, timeout=WAIT):
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        info.wait_for_publish(timeout=WAIT)
+        info.wait_for_publish(timeout=timeout)
         assert info.is_published(), f"{self.id}: publish to {topic} not acknowledged"
 
     def recv(self, timeout=WAIT):
@@ -256,6 +259,30 @@ def test_tls_and_plain_clients_exchange_qos_1_and_2(broker):
     got = plain.drain()
     assert [(m.payload, m.qos) for m in got] == [(b"qos 1", 1), (b"qos 2", 2)]
     for peer in (over_tls, plain):
+        peer.disconnect()
+
+
+def test_websocket_and_plain_clients_exchange_qos_0_and_1_and_large_messages(broker):
+    topic = unique("ws")
+    over_ws = Peer(broker, websocket=True)
+    plain = Peer(broker)
+    over_ws.subscribe(topic + "/to-ws", 1)
+    plain.subscribe(topic + "/to-plain", 1)
+    for qos in (0, 1):
+        plain.publish(topic + "/to-ws", f"to ws, qos {qos}".encode(), qos=qos)
+        over_ws.publish(topic + "/to-plain", f"to plain, qos {qos}".encode(), qos=qos)
+    got = over_ws.drain()
+    assert [(m.payload, m.qos) for m in got] == [(b"to ws, qos 0", 0), (b"to ws, qos 1", 1)]
+    got = plain.drain()
+    assert [(m.payload, m.qos) for m in got] == [(b"to plain, qos 0", 0), (b"to plain, qos 1", 1)]
+    # 70 KB spans several frames and reads; 16 MB is far past any single buffer on the way.
+    for size in (70_000, 16 * 1024 * 1024):
+        large = bytes(range(256)) * (size // 256)
+        plain.publish(topic + "/to-ws", large, qos=1, timeout=60)
+        message = over_ws.recv(timeout=60)
+        assert message is not None, f"no {size}-byte message over WebSocket"
+        assert message.payload == large
+    for peer in (over_ws, plain):
         peer.disconnect()
 
 
