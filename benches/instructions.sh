@@ -18,6 +18,7 @@
 #   --scenario ARGS   mqtt-bench flags of the load (default: pairs 4 -> 4, QoS 0, 64 B)
 #   --rate N          messages per second over all publishers (default 2000)
 #   --duration S      seconds the long window has over the short one (default 10)
+#   --ours-args ARGS  extra flags for our brokers, e.g. "--metrics-listen 127.0.0.1:0"
 #   --acl FILE        every broker checks an ACL file in Mosquitto's format (ours with
 #                     --acl-file, mosquitto with acl_file); mqtt-bench's clients are anonymous,
 #                     so its rules before any `user` line apply
@@ -43,6 +44,7 @@ WARMUP=3
 OUT=""
 BUILD=1
 ACL=""
+OURS_ARGS=""
 
 
 while [ $# -gt 0 ]; do
@@ -53,9 +55,10 @@ while [ $# -gt 0 ]; do
         --rate) RATE=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --acl) ACL=$(realpath "$2"); shift 2 ;;
+        --ours-args) OURS_ARGS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -95,6 +98,8 @@ broker_command() {
                 --runtime "${broker#ours-}" --shards "$SHARDS" --no-pin \
                 --data-dir "$dir/data" --log-level warn
             [ -z "$ACL" ] || printf '%s\n' --acl-file "$ACL"
+            # shellcheck disable=SC2086
+            [ -z "$OURS_ARGS" ] || printf '%s\n' $OURS_ARGS
             ;;
         *) return 1 ;;
     esac
