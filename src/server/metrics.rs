@@ -82,109 +82,96 @@ struct ReasonLabel {
     reason: String,
 }
 
-/// The metrics of the shards' reports, per shard.
-fn render(shards: &[ShardReport]) -> String {
-    let mut registry = Registry::with_prefix("mqtt");
-    let gauge =
-        |registry: &mut Registry, name: &str, help: &str, value: fn(&ShardReport) -> u64| {
-            let family = Family::<ShardLabel, Gauge>::default();
-            registry.register(name, help, family.clone());
-            for (index, shard) in shards.iter().enumerate() {
-                let label = ShardLabel {
-                    shard: index.to_string(),
-                };
-                family
-                    .get_or_create(&label)
-                    .set(i64::try_from(value(shard)).unwrap_or(i64::MAX));
-            }
-        };
-    gauge(
-        &mut registry,
-        "connections",
-        "Network connections",
-        |shard| shard.connections as u64,
-    );
-    gauge(
-        &mut registry,
+/// A figure of a shard's report: its name, its help text, and how to read it.
+type Figure = (&'static str, &'static str, fn(&ShardReport) -> u64);
+
+const GAUGES: &[Figure] = &[
+    ("connections", "Network connections", |shard| {
+        shard.connections as u64
+    }),
+    (
         "clients_connected",
         "Sessions with their client connected",
         |shard| shard.clients_connected as u64,
-    );
-    gauge(
-        &mut registry,
+    ),
+    (
         "clients_disconnected",
         "Sessions waiting for their client",
         |shard| shard.clients_disconnected as u64,
-    );
-    gauge(&mut registry, "subscriptions", "Subscriptions", |shard| {
+    ),
+    ("subscriptions", "Subscriptions", |shard| {
         shard.subscriptions as u64
-    });
-    gauge(
-        &mut registry,
+    }),
+    (
         "retained_messages",
         "Retained messages (each shard holds all)",
         |shard| shard.retained as u64,
-    );
-    gauge(
-        &mut registry,
+    ),
+    (
         "stored_messages",
         "Messages in flight or queued for sessions",
         |shard| shard.stored as u64,
-    );
+    ),
+];
 
-    let counter =
-        |registry: &mut Registry, name: &str, help: &str, value: fn(&ShardReport) -> u64| {
-            let family = Family::<ShardLabel, Counter>::default();
-            registry.register(name, help, family.clone());
-            for (index, shard) in shards.iter().enumerate() {
-                let label = ShardLabel {
-                    shard: index.to_string(),
-                };
-                family.get_or_create(&label).inc_by(value(shard));
-            }
-        };
-    counter(
-        &mut registry,
-        "received_bytes",
-        "Bytes read from clients",
-        |shard| shard.bytes_received,
-    );
-    counter(
-        &mut registry,
-        "sent_bytes",
-        "Bytes written to clients",
-        |shard| shard.bytes_sent,
-    );
-    counter(
-        &mut registry,
+const COUNTERS: &[Figure] = &[
+    ("received_bytes", "Bytes read from clients", |shard| {
+        shard.bytes_received
+    }),
+    ("sent_bytes", "Bytes written to clients", |shard| {
+        shard.bytes_sent
+    }),
+    (
         "auth_failures",
         "CONNECTs refused for who the client is",
         |shard| shard.stats.auth_refused,
-    );
-    counter(
-        &mut registry,
+    ),
+    (
         "takeovers",
         "Sessions taken over by a new connection",
         |shard| shard.stats.takeovers,
-    );
-    counter(
-        &mut registry,
+    ),
+    (
         "protocol_errors",
         "Connections ended for breaking the protocol",
         |shard| shard.stats.protocol_errors,
-    );
-    counter(
-        &mut registry,
-        "wills_published",
-        "Will messages published",
-        |shard| shard.stats.wills_published,
-    );
-    counter(
-        &mut registry,
+    ),
+    ("wills_published", "Will messages published", |shard| {
+        shard.stats.wills_published
+    }),
+    (
         "sessions_expired",
         "Sessions ended by their expiry",
         |shard| shard.stats.sessions_expired,
-    );
+    ),
+];
+
+fn shard_label(index: usize) -> ShardLabel {
+    ShardLabel {
+        shard: index.to_string(),
+    }
+}
+
+/// The metrics of the shards' reports, per shard.
+fn render(shards: &[ShardReport]) -> String {
+    let mut registry = Registry::with_prefix("mqtt");
+    for &(name, help, value) in GAUGES {
+        let family = Family::<ShardLabel, Gauge>::default();
+        registry.register(name, help, family.clone());
+        for (index, shard) in shards.iter().enumerate() {
+            let value = i64::try_from(value(shard)).unwrap_or(i64::MAX);
+            family.get_or_create(&shard_label(index)).set(value);
+        }
+    }
+    for &(name, help, value) in COUNTERS {
+        let family = Family::<ShardLabel, Counter>::default();
+        registry.register(name, help, family.clone());
+        for (index, shard) in shards.iter().enumerate() {
+            family
+                .get_or_create(&shard_label(index))
+                .inc_by(value(shard));
+        }
+    }
 
     let received: fn(&ShardReport) -> [u64; 3] = |shard| shard.stats.received_by_qos;
     let sent: fn(&ShardReport) -> [u64; 3] = |shard| shard.stats.sent_by_qos;
