@@ -353,12 +353,11 @@ impl Shared {
 
     /// Puts an ACL reloaded since the last look in force.
     fn follow_reloads(&self, core: &mut Core) {
-        if self.security.access_generation() == self.access_generation.load(Ordering::Relaxed) {
-            return;
+        let seen = self.access_generation.load(Ordering::Relaxed);
+        if let Some((generation, rules)) = self.security.access_rules_since(seen) {
+            core.broker.set_access_rules(rules);
+            self.access_generation.store(generation, Ordering::Relaxed);
         }
-        let (generation, rules) = self.security.access_rules();
-        core.broker.set_access_rules(rules);
-        self.access_generation.store(generation, Ordering::Relaxed);
     }
 
     /// Read while holding the lock, so the core sees time move forward from input to input.

@@ -138,15 +138,17 @@ impl SecurityState {
         }
     }
 
-    /// The ACL's version number, and the ACL, if any.
-    pub fn access_rules(&self) -> (u64, Option<Arc<AccessRules>>) {
-        let rules = read(&self.access_rules).clone();
-        (self.access_generation.load(Ordering::Acquire), rules)
-    }
-
-    /// The ACL's version number alone: a shard compares it with the one it has.
-    pub fn access_generation(&self) -> u64 {
-        self.access_generation.load(Ordering::Acquire)
+    /// The ACL (`None`: none) and its version number, if the version is not `seen`: one
+    /// atomic load when nothing changed, so a shard can ask on every tick.
+    pub fn access_rules_since(&self, seen: u64) -> Option<(u64, Option<Arc<AccessRules>>)> {
+        // The version before the rules: a reload in between (rules first, then the version)
+        // leaves this one older than the rules, so the next call takes them again, never the
+        // other way round.
+        let generation = self.access_generation.load(Ordering::Acquire);
+        if generation == seen {
+            return None;
+        }
+        Some((generation, read(&self.access_rules).clone()))
     }
 
     /// Reads the password file and the ACL file again. Each that fails to load is reported and

@@ -84,13 +84,11 @@ impl<I: Io> Shard<I> {
 
     /// Puts an ACL reloaded since the last look in force.
     fn follow_reloads(&self) {
-        let security = &self.shared.security;
-        if security.access_generation() == self.access_generation.get() {
-            return;
+        let seen = self.access_generation.get();
+        if let Some((generation, rules)) = self.shared.security.access_rules_since(seen) {
+            self.broker.borrow_mut().set_access_rules(rules);
+            self.access_generation.set(generation);
         }
-        let (generation, rules) = security.access_rules();
-        self.broker.borrow_mut().set_access_rules(rules);
-        self.access_generation.set(generation);
     }
 
     /// Writes this shard's report, then, on shard 0, publishes the `$SYS` topics when due.
