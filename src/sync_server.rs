@@ -40,7 +40,9 @@ use mqtt_broker_persistence::{Lsn, Store, StoreError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
-use crate::broker::{self, AuthRequest, Broker, ConnId, Event, ShardId, ShardMessage, Timestamp};
+use crate::broker::{
+    self, AuthRequest, Broker, ConnId, Event, Origin, ShardId, ShardMessage, Timestamp,
+};
 use crate::connection_rate::ConnectionRate;
 use crate::protocol::decoder::reserve_for_read;
 use crate::security::authenticator::Exchange;
@@ -50,7 +52,7 @@ use crate::security::SecurityState;
 use crate::server::metrics;
 use crate::server::outputs::{drain_outputs, Outputs, TICK};
 use crate::server::recovery::{self, ShardStart};
-use crate::server::reports::{Reports, ShardReport, REPORT_INTERVAL};
+use crate::server::reports::{Reports, RuntimeCounts, ShardReport, REPORT_INTERVAL};
 use crate::server::shard_journal::ShardJournal;
 use crate::server::signals;
 use crate::server::sys_topics::SysTopics;
@@ -127,6 +129,10 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
     let mut config = options.broker.clone();
     options.persistence.configure(&mut config);
     config.authenticate = options.security.authenticates(&options.listeners);
+    config.listener_names = listeners
+        .iter()
+        .map(|&((_, address), transport)| transport.listener_name(address))
+        .collect();
     serve(
         listeners,
         layers,
@@ -215,6 +221,7 @@ fn serve(
         reports: reports.clone(),
         sys_interval,
         bytes: (AtomicU64::new(0), AtomicU64::new(0)),
+        publisher_pauses: AtomicU64::new(0),
     });
     {
         let mut core = shared.lock();
@@ -342,6 +349,8 @@ struct Shared {
     sys_interval: Duration,
     /// Bytes read from and written to all sockets.
     bytes: (AtomicU64, AtomicU64),
+    /// Times a publisher's reading was paused for the journal or its held acknowledgements.
+    publisher_pauses: AtomicU64,
 }
 
 impl Shared {
@@ -483,13 +492,14 @@ fn timer_loop(shared: &Shared) {
         if Instant::now() >= next_report {
             next_report += REPORT_INTERVAL;
             let (received, sent) = &shared.bytes;
-            let (received, sent) = (
-                received.load(Ordering::Relaxed),
-                sent.load(Ordering::Relaxed),
-            );
-            shared
-                .reports
-                .set(0, ShardReport::of(&core.broker, received, sent));
+            let runtime = RuntimeCounts {
+                bytes_received: received.load(Ordering::Relaxed),
+                bytes_sent: sent.load(Ordering::Relaxed),
+                envelopes_sent: 0,
+                publisher_pauses: shared.publisher_pauses.load(Ordering::Relaxed),
+            };
+            let report = ShardReport::of(&core.broker, runtime, core.journal.stats());
+            shared.reports.set(0, report);
             if let Some(sys_topics) = &mut sys_topics {
                 sys_topics.publish_if_due(&mut core.broker, &shared.reports, now);
                 core.pump();
@@ -607,7 +617,8 @@ fn read_loop(
         let mut core = shared.lock();
         core.conns.insert(conn, handle.clone());
         let now = shared.now();
-        core.broker.handle_accepted(conn, peer, now);
+        core.broker
+            .handle_accepted(conn, Origin { peer, listener }, now);
         core.pump();
     }
 
@@ -654,11 +665,15 @@ fn read_loop(
                 // broker holds back: stop reading from this publisher and let TCP slow it down,
                 // so what waits for the journal or for queue room stays bounded. Subscribers go
                 // on reading, as their acknowledgements are what lets queued messages out.
-                while published && {
+                let held_back = || {
                     let core = shared.lock();
                     core.journal.is_backlogged() || core.broker.wants_pause(conn)
-                } {
-                    thread::sleep(TICK);
+                };
+                if published && held_back() {
+                    shared.publisher_pauses.fetch_add(1, Ordering::Relaxed);
+                    while held_back() {
+                        thread::sleep(TICK);
+                    }
                 }
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}

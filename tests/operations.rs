@@ -125,8 +125,19 @@ fn sys_topics_and_metrics_count_what_happened() {
             eventually(|| connected() >= 1),
             "{binary:?}: clients/connected"
         );
-        let _ = staying.kill();
-        let _ = staying.wait();
+        // Connections are counted by listener and protocol version.
+        let labels = format!(
+            "listener=\"mqtt://127.0.0.1:{}\",protocol=\"3.1.1\"",
+            broker.port
+        );
+        let by_listener = || {
+            let (_, text) = get(metrics, "/metrics").unwrap_or_default();
+            metric(&text, "mqtt_listener_connections", &labels)
+        };
+        assert!(
+            eventually(|| by_listener() >= 1),
+            "{binary:?}: mqtt_listener_connections{{{labels}}}"
+        );
         let shards = if binary == Binary::Sync { 1 } else { 2 };
         let per_shard: u64 = (0..shards)
             .map(|shard| sys(broker.port, &format!("shards/{shard}/messages/received")))
@@ -173,6 +184,19 @@ fn sys_topics_and_metrics_count_what_happened() {
             0
         );
         assert!(text.contains("# TYPE mqtt_connections gauge"), "{text}");
+        // The retained message and the sessions were journaled.
+        assert!(
+            metric(&text, "mqtt_journal_appends_total", "shard") >= 1,
+            "{text}"
+        );
+        assert!(metric(&text, "mqtt_journal_written_bytes_total", "shard") > 0);
+        assert!(text.contains("# TYPE mqtt_snapshot_duration_seconds counter"));
+        // Deliveries were made ($SYS to the subscribers above): the first is always sampled.
+        assert!(
+            metric(&text, "mqtt_delivery_latency_seconds_count", "shard") >= 1,
+            "{text}"
+        );
+        assert!(metric(&text, "mqtt_delivery_latency_seconds_bucket", "le=\"+Inf\"") >= 1);
         assert!(
             text.ends_with("# EOF\n"),
             "OpenMetrics text ends with # EOF"
@@ -187,6 +211,8 @@ fn sys_topics_and_metrics_count_what_happened() {
                 );
             }
         }
+        let _ = staying.kill();
+        let _ = staying.wait();
         broker.assert_healthy();
     }
 }
@@ -207,11 +233,39 @@ fn json_log_lines_carry_the_fields_of_each_event() {
         .find(|line| line.contains("client connected"))
         .expect("a connect line");
     assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    let listener = format!("\"listener\":\"mqtt://127.0.0.1:{}\"", broker.port);
     for field in [
         "\"level\":\"INFO\"",
         "\"client_id\":\"json-logger\"",
-        "\"peer\":",
+        "\"peer\":\"127.0.0.1:",
+        &listener,
     ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    assert!(broker.wait_for_log(&["client disconnected"], Duration::from_secs(10)));
+    let logs = broker.logs();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("client disconnected"))
+        .expect("a disconnect line");
+    for field in [
+        "\"client_id\":\"json-logger\"",
+        &listener,
+        "\"reason\":\"client sent DISCONNECT: 0x00",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    // A refusal names who was refused, where, and why.
+    let mut garbage =
+        TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], broker.port))).expect("connect");
+    garbage.write_all(&[0x10, 0x02, 0xFF, 0xFF]).expect("write");
+    assert!(broker.wait_for_log(&["connection refused"], Duration::from_secs(10)));
+    let logs = broker.logs();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("connection refused"))
+        .expect("a refusal line");
+    for field in ["\"peer\":\"127.0.0.1:", &listener, "\"reason\":"] {
         assert!(line.contains(field), "{field} in {line}");
     }
     // The settings refuse an unknown format.

@@ -15,6 +15,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::{io_err, StoreError};
 use crate::hooks::{Hooks, Point};
@@ -41,10 +42,15 @@ pub(crate) struct SnapshotJob {
 }
 
 impl SnapshotJob {
-    pub(crate) fn finish(self, result: Result<Lsn, StoreError>) {
+    /// Reports the snapshot's outcome; `took` is how long encoding and writing it took.
+    pub(crate) fn finish(self, result: Result<Lsn, StoreError>, took: Duration) {
         match &result {
             Ok(lsn) => {
-                self.shared.snapshots.fetch_add(1, Ordering::Relaxed);
+                let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                let shared = &self.shared;
+                shared.snapshots.fetch_add(1, Ordering::Relaxed);
+                shared.snapshot_micros.fetch_add(micros, Ordering::Relaxed);
+                shared.last_snapshot_micros.store(micros, Ordering::Relaxed);
                 tracing::info!(
                     stream = self.shared.stream,
                     lsn = lsn.0,
@@ -73,9 +79,10 @@ pub(crate) fn run(jobs: flume::Receiver<SnapshotJob>, hooks: Hooks, crashed: Arc
         if crashed.load(Ordering::Acquire) {
             return;
         }
+        let started = Instant::now();
         let sections = std::mem::replace(&mut job.sections, Sections::Ready(Vec::new()));
         let result = encode(&job, sections).and_then(|sections| take(&job, &sections, &hooks));
-        job.finish(result);
+        job.finish(result, started.elapsed());
     }
 }
 

@@ -6,6 +6,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::Lsn;
@@ -32,6 +33,9 @@ pub(crate) struct StreamShared {
     pub(crate) bytes_written: AtomicU64,
     pub(crate) fsyncs: AtomicU64,
     pub(crate) snapshots: AtomicU64,
+    /// Microseconds the completed snapshots took to encode and write, in all and the last.
+    pub(crate) snapshot_micros: AtomicU64,
+    pub(crate) last_snapshot_micros: AtomicU64,
 }
 
 impl StreamShared {
@@ -53,6 +57,8 @@ impl StreamShared {
             bytes_written: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
+            snapshot_micros: AtomicU64::new(0),
+            last_snapshot_micros: AtomicU64::new(0),
         }
     }
 
@@ -79,6 +85,10 @@ impl StreamShared {
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
             snapshots: self.snapshots.load(Ordering::Relaxed),
+            snapshot_time: Duration::from_micros(self.snapshot_micros.load(Ordering::Relaxed)),
+            last_snapshot_time: Duration::from_micros(
+                self.last_snapshot_micros.load(Ordering::Relaxed),
+            ),
             backlog_bytes: self.backlog_bytes.load(Ordering::Relaxed),
             journal_bytes: self.journal_bytes.load(Ordering::Relaxed),
             failed: self.failure.get().is_some(),
@@ -102,6 +112,10 @@ pub struct StreamStats {
     pub fsyncs: u64,
     /// Snapshots completed since open.
     pub snapshots: u64,
+    /// Time the completed snapshots took to encode and write (off the shards), in all.
+    pub snapshot_time: Duration,
+    /// Time the last completed snapshot took.
+    pub last_snapshot_time: Duration,
     /// Bytes appended but not yet written: the queue to the writer thread.
     pub backlog_bytes: u64,
     /// Journal bytes since the last snapshot request.

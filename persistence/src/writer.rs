@@ -456,7 +456,7 @@ impl Run {
                     journal_bytes: request.journal_bytes,
                 };
                 if let Err(flume::SendError(job)) = self.w.snapshots.send(job) {
-                    job.finish(Err(StoreError::Closed));
+                    job.finish(Err(StoreError::Closed), Duration::ZERO);
                 }
             }
             Err(error) => {

@@ -24,7 +24,8 @@ use super::large_packets::{LargePacketTicket, LargePackets};
 use super::outputs::TICK;
 use super::transport::StreamLayer;
 use crate::broker::{
-    Arrival, AuthRequest, AuthVerdict, Broker, ConnId, HandedOverConnect, ShardId, Timestamp,
+    Arrival, AuthRequest, AuthVerdict, Broker, ConnId, HandedOverConnect, Origin, ShardId,
+    Timestamp,
 };
 use crate::protocol::decoder::{large_packet_growth, reserve_for_read};
 use crate::security::authenticator::Exchange;
@@ -99,6 +100,7 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
         peer,
         listener,
     } = accepted;
+    let origin = Origin { peer, listener };
     #[cfg(target_os = "linux")]
     let fd = I::raw_fd(&stream);
     // A handed-over connection's CONNECT came with its arrival.
@@ -113,8 +115,8 @@ pub(super) async fn read_loop<I: Io, H: Host<I>>(
         let now = shard.now();
         let mut broker = shard.broker().borrow_mut();
         match handed_over {
-            Some(connect) => broker.handle_handed_over(conn, peer, connect, now),
-            None => broker.handle_accepted(conn, peer, now),
+            Some(connect) => broker.handle_handed_over(conn, origin, connect, now),
+            None => broker.handle_accepted(conn, origin, now),
         }
     }
     // What a hand-over brought: bytes read after the CONNECT, or plaintext its layer holds,

@@ -5,17 +5,21 @@
 //! the core keeps anyway.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 use tracing::{info, warn};
 
 use super::reports::{Reports, ShardReport};
+use crate::broker::latency::{LatencyHistogram, BUCKET_BOUNDS_MICROS};
+use crate::protocol::ProtocolVersion;
 
 /// Starts serving on `address`; the thread lives as long as the process.
 pub(crate) fn serve(address: SocketAddr, reports: Arc<Reports>) -> Result<(), String> {
@@ -82,6 +86,51 @@ struct ReasonLabel {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: String,
+    protocol: String,
+}
+
+fn protocol_name(version: ProtocolVersion) -> &'static str {
+    match version {
+        ProtocolVersion::V3_1 => "3.1",
+        ProtocolVersion::V3_1_1 => "3.1.1",
+        ProtocolVersion::V5 => "5",
+    }
+}
+
+/// Each shard's sampled delivery latencies, as Prometheus histograms. The buckets were counted
+/// by the core (`broker::latency`); prometheus-client's own histogram could only be fed one
+/// observation at a time.
+#[derive(Debug)]
+struct LatencyHistograms(Vec<(ShardLabel, LatencyHistogram)>);
+
+impl EncodeMetric for LatencyHistograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (label, histogram) in &self.0 {
+            let bounds = BUCKET_BOUNDS_MICROS
+                .iter()
+                .map(|&micros| micros as f64 / 1e6)
+                .chain([f64::INFINITY]);
+            let buckets: Vec<(f64, u64)> = bounds.zip(histogram.buckets).collect();
+            encoder
+                .encode_family(label)?
+                .encode_histogram::<NoLabelSet>(
+                    histogram.sum.as_secs_f64(),
+                    histogram.count(),
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// A figure of a shard's report: its name, its help text, and how to read it.
 type Figure = (&'static str, &'static str, fn(&ShardReport) -> u64);
 
@@ -112,14 +161,19 @@ const GAUGES: &[Figure] = &[
         "Messages in flight or queued for sessions",
         |shard| shard.stored as u64,
     ),
+    (
+        "journal_backlog_bytes",
+        "Bytes appended to the journal and not yet written",
+        |shard| shard.journal.backlog_bytes,
+    ),
 ];
 
 const COUNTERS: &[Figure] = &[
     ("received_bytes", "Bytes read from clients", |shard| {
-        shard.bytes_received
+        shard.runtime.bytes_received
     }),
     ("sent_bytes", "Bytes written to clients", |shard| {
-        shard.bytes_sent
+        shard.runtime.bytes_sent
     }),
     (
         "auth_failures",
@@ -144,6 +198,44 @@ const COUNTERS: &[Figure] = &[
         "Sessions ended by their expiry",
         |shard| shard.stats.sessions_expired,
     ),
+    (
+        "cross_shard_envelopes",
+        "Batches of messages sent to other shards",
+        |shard| shard.runtime.envelopes_sent,
+    ),
+    (
+        "cross_shard_messages_sent",
+        "Messages and notices put in batches for other shards",
+        |shard| shard.stats.shard_messages_sent,
+    ),
+    (
+        "cross_shard_messages_received",
+        "Messages and notices taken from other shards' batches",
+        |shard| shard.stats.shard_messages_received,
+    ),
+    (
+        "publisher_pauses",
+        "Times a publisher was paused because another shard or the journal was behind",
+        |shard| shard.runtime.publisher_pauses,
+    ),
+    (
+        "journal_appends",
+        "Records appended to the journal",
+        |shard| shard.journal.appended,
+    ),
+    (
+        "journal_fsyncs",
+        "fdatasync calls on the journal",
+        |shard| shard.journal.fsyncs,
+    ),
+    (
+        "journal_written_bytes",
+        "Bytes written to the journal",
+        |shard| shard.journal.bytes_written,
+    ),
+    ("snapshots", "Snapshots completed", |shard| {
+        shard.journal.snapshots
+    }),
 ];
 
 fn shard_label(index: usize) -> ShardLabel {
@@ -224,6 +316,64 @@ fn render(shards: &[ShardReport]) -> String {
             dropped.get_or_create(&label).inc_by(count);
         }
     }
+
+    let snapshot_time = Family::<ShardLabel, Counter<f64, AtomicU64>>::default();
+    registry.register_with_unit(
+        "snapshot_duration",
+        "Time the completed snapshots took to encode and write, off the shards",
+        Unit::Seconds,
+        snapshot_time.clone(),
+    );
+    let last_snapshot_time = Family::<ShardLabel, Gauge<f64, AtomicU64>>::default();
+    registry.register_with_unit(
+        "last_snapshot_duration",
+        "Time the last completed snapshot took",
+        Unit::Seconds,
+        last_snapshot_time.clone(),
+    );
+    for (index, shard) in shards.iter().enumerate() {
+        let label = shard_label(index);
+        let journal = &shard.journal;
+        snapshot_time
+            .get_or_create(&label)
+            .inc_by(journal.snapshot_time.as_secs_f64());
+        last_snapshot_time
+            .get_or_create(&label)
+            .set(journal.last_snapshot_time.as_secs_f64());
+    }
+
+    let by_listener = Family::<ListenerLabel, Gauge>::default();
+    registry.register(
+        "listener_connections",
+        "Network connections by listener and protocol version (\"connecting\" until CONNECT is accepted)",
+        by_listener.clone(),
+    );
+    for shard in shards {
+        for connections in &shard.connections_by_listener {
+            let label = ListenerLabel {
+                listener: connections.listener.clone(),
+                protocol: connections
+                    .version
+                    .map_or("connecting", protocol_name)
+                    .into(),
+            };
+            let count = i64::try_from(connections.count).unwrap_or(i64::MAX);
+            by_listener.get_or_create(&label).inc_by(count);
+        }
+    }
+
+    registry.register_with_unit(
+        "delivery_latency",
+        "Sampled time from a PUBLISH read to a subscriber's copy written to its send buffer",
+        Unit::Seconds,
+        LatencyHistograms(
+            shards
+                .iter()
+                .enumerate()
+                .map(|(index, shard)| (shard_label(index), shard.stats.delivery_latency))
+                .collect(),
+        ),
+    );
 
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {

@@ -243,6 +243,10 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
         info!("{transport} listening on {addr}");
     }
     security.warn_about_exposure(&addresses);
+    options.broker.listener_names = addresses
+        .iter()
+        .map(|&(address, transport)| transport.listener_name(address))
+        .collect();
     let shared = Arc::new(Shared {
         connection_rate: ConnectionRate::new(options.max_connection_rate),
         layers,

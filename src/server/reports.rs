@@ -7,17 +7,45 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use mqtt_broker_persistence::StreamStats;
+
 use crate::broker::{Broker, Stats};
+use crate::protocol::ProtocolVersion;
 
 /// How often each shard reports.
 pub(crate) const REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// One shard's figures at its last report.
+/// What a shard's runtime counts beside its core.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeCounts {
+    /// Bytes read from and written to the shard's sockets.
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Batches of messages sent to other shards.
+    pub envelopes_sent: u64,
+    /// Times a publisher's reading was paused because another shard or the journal was behind.
+    pub publisher_pauses: u64,
+}
+
+/// Connections that came in on one listener and speak one protocol version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerConnections {
+    /// The listener's name (`Config::listener_names`).
+    pub listener: String,
+    /// `None` until the CONNECT is accepted.
+    pub version: Option<ProtocolVersion>,
+    pub count: usize,
+}
+
+/// One shard's figures at its last report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardReport {
     pub stats: Stats,
+    pub runtime: RuntimeCounts,
+    pub journal: StreamStats,
     /// Network connections, connected or not yet.
     pub connections: usize,
+    pub connections_by_listener: Vec<ListenerConnections>,
     pub clients_connected: usize,
     /// Sessions whose client is away.
     pub clients_disconnected: usize,
@@ -26,24 +54,34 @@ pub struct ShardReport {
     pub retained: usize,
     /// Messages held for sessions, in flight and queued.
     pub stored: usize,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
 }
 
 impl ShardReport {
-    /// The core's part of a report; the runtime adds the bytes.
-    pub fn of(broker: &Broker, bytes_received: u64, bytes_sent: u64) -> ShardReport {
+    /// The core's figures with what the runtime and the journal counted.
+    pub fn of(broker: &Broker, runtime: RuntimeCounts, journal: StreamStats) -> ShardReport {
         let (clients_connected, clients_disconnected) = broker.client_counts();
+        let mut connections_by_listener: Vec<ListenerConnections> = broker
+            .connections_by_origin()
+            .into_iter()
+            .map(|((listener, version), count)| ListenerConnections {
+                listener: broker.config().listener_name(listener).to_owned(),
+                version,
+                count,
+            })
+            .collect();
+        connections_by_listener
+            .sort_by(|a, b| (&a.listener, a.version).cmp(&(&b.listener, b.version)));
         ShardReport {
             stats: broker.stats(),
+            runtime,
+            journal,
             connections: broker.connection_count(),
+            connections_by_listener,
             clients_connected,
             clients_disconnected,
             subscriptions: broker.subscription_count(),
             retained: broker.retained_count(),
             stored: broker.stored_message_count(),
-            bytes_received,
-            bytes_sent,
         }
     }
 
@@ -87,7 +125,11 @@ impl Reports {
     pub fn shards(&self) -> Vec<ShardReport> {
         self.shards
             .iter()
-            .map(|slot| *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+            .map(|slot| {
+                slot.lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone()
+            })
             .collect()
     }
 

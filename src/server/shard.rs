@@ -22,7 +22,7 @@ use super::large_packets::LargePackets;
 use super::listen::Bound;
 use super::outputs::{drain_outputs, Outputs, TICK};
 use super::recovery::{self, ShardStart};
-use super::reports::{ShardReport, REPORT_INTERVAL};
+use super::reports::{RuntimeCounts, ShardReport, REPORT_INTERVAL};
 use super::shard_journal::ShardJournal;
 use super::sys_topics::SysTopics;
 use super::transport::Transport;
@@ -64,14 +64,20 @@ pub(super) struct Shard<I: Io> {
     large_packets: RefCell<LargePackets>,
     /// The version of the ACL the broker has (`SecurityState::access_generation`).
     access_generation: Cell<u64>,
-    /// Bytes read from and written to this shard's sockets.
-    bytes: (Cell<u64>, Cell<u64>),
+    /// What this shard's reports add to its core's figures.
+    counts: Cell<RuntimeCounts>,
 }
 
 impl<I: Io> Shard<I> {
     /// Whether publishers must wait: another shard's inbox or the journal is too far behind.
     fn held_back(&self) -> bool {
         self.mesh.is_congested() || self.journal.is_backlogged()
+    }
+
+    fn add_counts(&self, update: impl FnOnce(&mut RuntimeCounts)) {
+        let mut counts = self.counts.get();
+        update(&mut counts);
+        self.counts.set(counts);
     }
 
     /// Snapshots the broker's state into the journal stream. Every record the broker emitted
@@ -94,11 +100,12 @@ impl<I: Io> Shard<I> {
     /// Writes this shard's report, then, on shard 0, publishes the `$SYS` topics when due.
     fn report(self: &Rc<Self>, sys_topics: Option<&mut SysTopics>) {
         let reports = &self.shared.reports;
-        let (received, sent) = (self.bytes.0.get(), self.bytes.1.get());
-        reports.set(
-            self.id,
-            ShardReport::of(&self.broker.borrow(), received, sent),
+        let report = ShardReport::of(
+            &self.broker.borrow(),
+            self.counts.get(),
+            self.journal.stats(),
         );
+        reports.set(self.id, report);
         if let Some(sys_topics) = sys_topics {
             let now = self.now();
             sys_topics.publish_if_due(&mut self.broker.borrow_mut(), reports, now);
@@ -128,9 +135,10 @@ impl<I: Io> Host<I> for Shard<I> {
     /// Carries out the broker's outputs, in the documented order: transmits, shard messages,
     /// journal records, events.
     fn count_bytes(&self, received: usize, sent: usize) {
-        let (bytes_received, bytes_sent) = &self.bytes;
-        bytes_received.set(bytes_received.get() + received as u64);
-        bytes_sent.set(bytes_sent.get() + sent as u64);
+        self.add_counts(|counts| {
+            counts.bytes_received += received as u64;
+            counts.bytes_sent += sent as u64;
+        });
     }
 
     fn pump(self: &Rc<Self>) {
@@ -165,6 +173,9 @@ impl<I: Io> Host<I> for Shard<I> {
     /// wakes every waiter once the shard is free again, so a thousand paused publishers cost
     /// one timer, not a thousand.
     async fn pause_publisher(self: &Rc<Self>) {
+        if self.held_back() {
+            self.add_counts(|counts| counts.publisher_pauses += 1);
+        }
         while self.held_back() {
             if self.paused.get() == 0 {
                 I::spawn(pace(self.clone()));
@@ -210,6 +221,7 @@ impl<I: Io> Host<I> for Shard<I> {
     /// Sends an envelope to another shard, counting what it keeps alive.
     fn send_envelope(&self, to: ShardId, envelope: Envelope) -> Result<(), SendError> {
         let weight = envelope.weight();
+        self.add_counts(|counts| counts.envelopes_sent += 1);
         self.mesh.send(to, envelope, weight)
     }
 }
@@ -280,7 +292,7 @@ pub(super) async fn run<I: Io>(
         paused: Cell::new(0),
         large_packets: RefCell::new(LargePackets::default()),
         access_generation: Cell::new(u64::MAX),
-        bytes: (Cell::new(0), Cell::new(0)),
+        counts: Cell::new(RuntimeCounts::default()),
     });
     // The ACL, before any client is served.
     shard.follow_reloads();

@@ -10,7 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
-use mqtt_broker_persistence::{Lsn, SnapshotTicket, StreamWriter};
+use mqtt_broker_persistence::{Lsn, SnapshotTicket, StreamStats, StreamWriter};
 use tracing::{debug, error, info, warn};
 
 use crate::broker::persist::{encode_record, encode_snapshot, PersistRecord, StateCapture};
@@ -34,6 +34,11 @@ impl ShardJournal {
             snapshot: RefCell::new(None),
             failed: Cell::new(false),
         }
+    }
+
+    /// What the journal has done since the broker started, for reports.
+    pub fn stats(&self) -> StreamStats {
+        self.writer.stats()
     }
 
     pub fn notices(&self) -> flume::Receiver<Lsn> {

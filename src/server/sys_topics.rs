@@ -66,8 +66,8 @@ impl SysTopics {
             counts: [
                 total.stats.publishes_received,
                 total.stats.publishes_sent,
-                total.bytes_received,
-                total.bytes_sent,
+                total.runtime.bytes_received,
+                total.runtime.bytes_sent,
             ],
         };
         self.update_loads(totals);
@@ -105,8 +105,8 @@ impl SysTopics {
         out("publish/messages/dropped", total.dropped().to_string());
         out("subscriptions/count", total.subscriptions.to_string());
         out("retained messages/count", retained.to_string());
-        out("bytes/received", total.bytes_received.to_string());
-        out("bytes/sent", total.bytes_sent.to_string());
+        out("bytes/received", total.runtime.bytes_received.to_string());
+        out("bytes/sent", total.runtime.bytes_sent.to_string());
         for (load, name) in self.loads.iter().zip(LOADS) {
             for (value, (window, _)) in load.iter().zip(WINDOWS) {
                 out(&format!("load/{name}/{window}"), format!("{value:.2}"));
@@ -133,8 +133,8 @@ impl SysTopics {
             out("messages/stored", shard.stored.to_string());
             out("publish/messages/dropped", shard.dropped().to_string());
             out("subscriptions/count", shard.subscriptions.to_string());
-            out("bytes/received", shard.bytes_received.to_string());
-            out("bytes/sent", shard.bytes_sent.to_string());
+            out("bytes/received", shard.runtime.bytes_received.to_string());
+            out("bytes/sent", shard.runtime.bytes_sent.to_string());
         }
     }
 
@@ -168,7 +168,7 @@ fn sum(mut total: ShardReport, shard: &ShardReport) -> ShardReport {
     total.clients_disconnected += shard.clients_disconnected;
     total.subscriptions += shard.subscriptions;
     total.stored += shard.stored;
-    total.bytes_received += shard.bytes_received;
-    total.bytes_sent += shard.bytes_sent;
+    total.runtime.bytes_received += shard.runtime.bytes_received;
+    total.runtime.bytes_sent += shard.runtime.bytes_sent;
     total
 }

@@ -48,6 +48,17 @@ impl Transport {
     fn uses_websocket(self) -> bool {
         matches!(self, Transport::Ws | Transport::Wss)
     }
+
+    /// How logs and metrics name a listener of this transport on `address`.
+    pub fn listener_name(self, address: SocketAddr) -> String {
+        let scheme = match self {
+            Transport::Tcp => "mqtt",
+            Transport::Tls => "mqtts",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        };
+        format!("{scheme}://{address}")
+    }
 }
 
 impl fmt::Display for Transport {

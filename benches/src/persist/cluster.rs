@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mqtt_broker::broker::persist::{encode_record, encode_snapshot};
-use mqtt_broker::broker::{home_shard, Broker, Config, ConnId, Event, Timestamp};
+use mqtt_broker::broker::{home_shard, Broker, Config, ConnId, Event, Origin, Timestamp};
 use mqtt_broker::protocol::{Packet, ProtocolVersion};
 use mqtt_broker_persistence::StreamWriter;
 
@@ -104,7 +104,7 @@ impl Cluster {
         }
         let now = self.now();
         let broker = &mut self.brokers[shard];
-        broker.handle_accepted(conn, None, now);
+        broker.handle_accepted(conn, Origin::default(), now);
         broker.handle_bytes(conn, &mut buf, now);
         self.pump();
     }

@@ -1,6 +1,8 @@
 //! The values that cross the boundary between the sans-IO core and a runtime: identifiers the
 //! runtime assigns, events the core asks the runtime to carry out, and messages between shards.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use bytestring::ByteString;
 
@@ -11,6 +13,24 @@ use crate::protocol::{Connect, ReasonCode};
 /// (a runtime can put the shard number in the high bits), so a handed-over connection keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
+
+/// Where a connection came from, for logs and metrics: the client's address, and the listener
+/// it came in on (an index into `Config::listener_names`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub peer: Option<SocketAddr>,
+    pub listener: usize,
+}
+
+/// The client's address, as logs show it.
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.peer {
+            Some(peer) => write!(f, "{peer}"),
+            None => f.write_str("unknown"),
+        }
+    }
+}
 
 /// Index of a shard, from 0 to the shard count.
 pub type ShardId = usize;

@@ -76,6 +76,9 @@ pub struct Config {
     /// every client is accepted as the user name it gives, and enhanced authentication is
     /// refused with 0x8C.
     pub authenticate: bool,
+    /// How logs and metrics name each listener (`Origin::listener` indexes it), e.g.
+    /// `mqtt://0.0.0.0:1883`.
+    pub listener_names: Vec<String>,
 }
 
 impl Default for Config {
@@ -110,6 +113,16 @@ impl Default for Config {
             persistence: false,
             ack_after_durable: false,
             authenticate: false,
+            listener_names: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// The name of listener `index`, for logs and metrics.
+    pub fn listener_name(&self, index: usize) -> &str {
+        self.listener_names
+            .get(index)
+            .map_or("unnamed listener", String::as_str)
     }
 }

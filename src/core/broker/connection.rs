@@ -4,19 +4,19 @@
 //! the output their send buffers hold and of which have output to announce.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::fmt;
 use std::time::Duration;
 
 use ahash::AHashMap;
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use super::boundary::{Arrival, ConnId, Identity};
+use super::boundary::{Arrival, ConnId, Identity, Origin};
 use super::retained_backlog::RetainedBacklog;
 use super::send_buffer::SendBuffer;
 use super::session::SessionId;
 use super::time::Timestamp;
-use crate::protocol::{Connect, Decoder, LastWill, Packet, ProtocolVersion};
+use crate::protocol::{Connect, Decoder, LastWill, Packet, ProtocolVersion, ReasonCode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -34,8 +34,8 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct Connection {
     pub phase: Phase,
-    /// The client's address, for logs.
-    pub peer: Option<SocketAddr>,
+    /// The client's address and listener, for logs and metrics.
+    pub origin: Origin,
     pub decoder: Decoder,
     pub send_buffer: SendBuffer,
     /// Meaningful once connected.
@@ -69,6 +69,9 @@ pub struct Connection {
     pub will: Option<Box<LastWill>>,
     /// Set by a DISCONNECT that ends the connection normally, which suppresses the will.
     pub disconnected_normally: bool,
+    /// Who ended the connection and why, once someone has: the line logged when the client
+    /// disconnects says it.
+    pub ending: Option<Ending>,
     /// Already listed for `poll_transmit`, so it is listed once however many packets queue up.
     pub announced: bool,
     /// Retained messages its SUBSCRIBEs matched that wait for room in its send buffer or
@@ -109,6 +112,27 @@ pub struct HeldAck {
     pub token: Option<u64>,
 }
 
+/// Who ended a connection and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The client sent DISCONNECT with this reason (0 in 3.x).
+    Client(ReasonCode),
+    /// The broker closed it for this reason (sent in a v5 DISCONNECT, only logged in 3.x).
+    Broker(ReasonCode),
+    /// The network connection closed or failed without a DISCONNECT.
+    Lost,
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::Client(reason) => write!(f, "client sent DISCONNECT: {reason}"),
+            Ending::Broker(reason) => write!(f, "closed by the broker: {reason}"),
+            Ending::Lost => f.write_str("connection lost"),
+        }
+    }
+}
+
 impl Connection {
     /// Whether it holds more acknowledgements than any client that waits for them would let
     /// pile up: a runtime then stops reading it.
@@ -116,14 +140,10 @@ impl Connection {
         self.held_acks.len() >= MAX_HELD_ACKS
     }
 
-    pub fn new(
-        max_connect_packet_size: usize,
-        peer: Option<SocketAddr>,
-        now: Timestamp,
-    ) -> Connection {
+    pub fn new(max_connect_packet_size: usize, origin: Origin, now: Timestamp) -> Connection {
         Connection {
             phase: Phase::AwaitingConnect,
-            peer,
+            origin,
             decoder: Decoder::server(max_connect_packet_size),
             send_buffer: SendBuffer::default(),
             version: ProtocolVersion::V3_1_1,
@@ -140,6 +160,7 @@ impl Connection {
             request_problem_information: true,
             will: None,
             disconnected_normally: false,
+            ending: None,
             announced: false,
             retained_backlog: RetainedBacklog::default(),
             held_acks: VecDeque::new(),
@@ -210,6 +231,10 @@ impl Connections {
 
     pub fn ids(&self) -> Vec<ConnId> {
         self.by_id.keys().copied().collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Connection> {
+        self.by_id.values().map(Box::as_ref)
     }
 
     /// Lets `write` add to the send buffer of `conn`, counts what it added, and lists the

@@ -6,7 +6,6 @@
 //! `handlers/lifecycle.rs`.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -19,10 +18,11 @@ use super::access::AccessRules;
 use super::ack_holds::AckHolds;
 use super::authorization::Access;
 use super::boundary::{
-    Arrival, AuthVerdict, ConnId, Event, HandedOverConnect, Identity, ShardId, ShardMessage,
+    Arrival, AuthVerdict, ConnId, Event, HandedOverConnect, Identity, Origin, ShardId, ShardMessage,
 };
 use super::config::Config;
-use super::connection::{Connection, Connections, Phase};
+use super::connection::{Connection, Connections, Ending, Phase};
+use super::latency::LatencyHistogram;
 use super::limited_log::LimitedLog;
 use super::message::Message;
 use super::persist::{Journal, PersistRecord, RestoreSummary, ShardState, StateCapture};
@@ -32,7 +32,7 @@ use super::session::{Sessions, Subscription};
 use super::time::Timestamp;
 use super::timers::{Timer, Timers};
 use super::topic::SubscriptionTrie;
-use crate::protocol::{Disconnect, Packet, ReasonCode};
+use crate::protocol::{Disconnect, Packet, ProtocolVersion, ReasonCode};
 
 /// Counters a runtime can export as metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,6 +63,11 @@ pub struct Stats {
     pub retained_refused: u64,
     pub wills_published: u64,
     pub sessions_expired: u64,
+    /// Messages put in batches for other shards, and taken from other shards' batches.
+    pub shard_messages_sent: u64,
+    pub shard_messages_received: u64,
+    /// Sampled time from a PUBLISH read to its copies written for subscribers.
+    pub delivery_latency: LatencyHistogram,
 }
 
 /// Where the round robin over a shared subscription's members on this shard stands.
@@ -192,6 +197,21 @@ impl Broker {
         (connected, self.sessions.len() - connected)
     }
 
+    /// Network connections by the listener they came in on and the protocol version they
+    /// speak (`None` until their CONNECT is accepted). A walk over the connections: for
+    /// reports, not for every message.
+    pub fn connections_by_origin(&self) -> AHashMap<(usize, Option<ProtocolVersion>), usize> {
+        let mut counts = AHashMap::new();
+        for connection in self.connections.iter() {
+            let version =
+                matches!(connection.phase, Phase::Connected(_)).then_some(connection.version);
+            *counts
+                .entry((connection.origin.listener, version))
+                .or_default() += 1;
+        }
+        counts
+    }
+
     /// Messages the shard holds for sessions, in flight and queued. A walk over the sessions:
     /// for reports, not for every message.
     pub fn stored_message_count(&self) -> usize {
@@ -204,9 +224,9 @@ impl Broker {
     // ----- inputs -------------------------------------------------------------------------
 
     /// A new network connection on this shard.
-    pub fn handle_accepted(&mut self, conn: ConnId, peer: Option<SocketAddr>, now: Timestamp) {
+    pub fn handle_accepted(&mut self, conn: ConnId, origin: Origin, now: Timestamp) {
         self.connection_count.fetch_add(1, Ordering::Relaxed);
-        let connection = Connection::new(self.config.max_connect_packet_size, peer, now);
+        let connection = Connection::new(self.config.max_connect_packet_size, origin, now);
         self.connections.insert(conn, connection);
         // Until CONNECT arrives, the keepalive timer is the connect timeout.
         self.timers
@@ -218,7 +238,7 @@ impl Broker {
     pub fn handle_handed_over(
         &mut self,
         conn: ConnId,
-        peer: Option<SocketAddr>,
+        origin: Origin,
         handed_over: HandedOverConnect,
         now: Timestamp,
     ) {
@@ -227,7 +247,7 @@ impl Broker {
             arrived,
             identity,
         } = handed_over;
-        let mut connection = Connection::new(self.config.max_connect_packet_size, peer, now);
+        let mut connection = Connection::new(self.config.max_connect_packet_size, origin, now);
         connection.decoder =
             crate::protocol::Decoder::client(connect.protocol, self.config.max_packet_size);
         self.connections.insert(conn, connection);
@@ -307,6 +327,7 @@ impl Broker {
 
     /// A batch item from another shard.
     pub fn handle_shard_message(&mut self, from: ShardId, message: ShardMessage, now: Timestamp) {
+        self.stats.shard_messages_received += 1;
         match message {
             ShardMessage::Publish {
                 message,
@@ -401,7 +422,9 @@ impl Broker {
             .shard_outbox
             .iter()
             .position(|batch| !batch.is_empty())?;
-        Some((shard, std::mem::take(&mut self.shard_outbox[shard])))
+        let batch = std::mem::take(&mut self.shard_outbox[shard]);
+        self.stats.shard_messages_sent += batch.len() as u64;
+        Some((shard, batch))
     }
 
     /// The next journal record, with its sequence number; drain after shard messages and before
@@ -471,12 +494,13 @@ impl Broker {
 
     /// Sends a v5 DISCONNECT with `reason` (3.x has none) and closes the connection.
     pub(super) fn disconnect(&mut self, conn: ConnId, reason: ReasonCode, now: Timestamp) {
-        let Some(connection) = self.connections.get(&conn) else {
+        let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
         if connection.phase == Phase::Closing {
             return;
         }
+        connection.ending.get_or_insert(Ending::Broker(reason));
         if connection.version.is_v5() && connection.session().is_some() {
             self.send(
                 conn,

@@ -21,6 +21,8 @@ pub struct Message {
     pub expires_at: Option<Timestamp>,
     /// Client id of the publisher, for the v5 No Local option.
     pub publisher: Option<ByteString>,
+    /// When the broker read it (or restored it), for the delivery latency (`latency.rs`).
+    pub received: Timestamp,
 }
 
 pub type SharedMessage = Arc<Message>;
@@ -45,6 +47,7 @@ impl Message {
             template: self.template.detached(),
             expires_at: self.expires_at,
             publisher: self.publisher.clone(),
+            received: self.received,
         }
     }
 
@@ -57,6 +60,7 @@ impl Message {
             },
             expires_at: self.expires_at,
             publisher: self.publisher.clone(),
+            received: self.received,
         }
     }
 
@@ -84,6 +88,7 @@ impl Message {
             template: publish,
             expires_at,
             publisher,
+            received: now,
         }
     }
 

@@ -34,6 +34,7 @@ mod connection;
 mod core;
 mod handlers;
 mod inflight;
+pub mod latency;
 pub mod limited_log;
 mod message;
 pub mod persist;
@@ -54,7 +55,7 @@ mod tests;
 pub use self::core::{Broker, Stats};
 pub use boundary::{
     Arrival, AuthRequest, AuthStage, AuthVerdict, ConnId, Event, HandedOverConnect, Identity,
-    ShardId, ShardMessage,
+    Origin, ShardId, ShardMessage,
 };
 pub use config::Config;
 pub use inflight::DropCounters;

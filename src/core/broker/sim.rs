@@ -18,7 +18,9 @@ use super::persist::{
     decode_record, decode_snapshot, encode_record, encode_snapshot, PersistRecord, Replay,
     ShardState,
 };
-use super::{AuthRequest, AuthVerdict, Broker, Config, ConnId, Event, ShardMessage, Timestamp};
+use super::{
+    AuthRequest, AuthVerdict, Broker, Config, ConnId, Event, Origin, ShardMessage, Timestamp,
+};
 use crate::protocol::{Decoder, Packet, ProtocolVersion, Publish};
 
 /// One simulated client connection.
@@ -190,7 +192,7 @@ impl Sim {
         let conn = ConnId(self.next_conn);
         let shard = self.next_accept_shard % self.shards.len();
         self.next_accept_shard += 1;
-        self.shards[shard].handle_accepted(conn, None, self.now);
+        self.shards[shard].handle_accepted(conn, Origin::default(), self.now);
         self.conns.insert(
             conn,
             SimConn {
@@ -398,7 +400,12 @@ impl Sim {
                     connect,
                 } => {
                     self.conns.get_mut(&conn).expect("known").shard = shard;
-                    self.shards[shard].handle_handed_over(conn, None, connect, self.now);
+                    self.shards[shard].handle_handed_over(
+                        conn,
+                        Origin::default(),
+                        connect,
+                        self.now,
+                    );
                 }
                 Event::Authenticate { conn, request } => {
                     let verdict = (self.authenticator)(&request);

@@ -135,7 +135,7 @@ impl Broker {
         connection.request_problem_information = props.request_problem_information.unwrap_or(true);
         connection.topic_aliases = vec![None; topic_alias_slots];
         connection.will = connect.will.take().map(Box::new);
-        let connection_peer = connection.peer;
+        let origin = connection.origin;
         if let Some(deadline) = connection.keepalive_deadline() {
             self.timers.schedule(deadline, Timer::KeepAlive(conn));
         }
@@ -150,7 +150,8 @@ impl Broker {
             connack.properties.authentication_method = auth_method;
             connack.properties.authentication_data = auth_data;
         }
-        info!(?conn, client_id = %connect.client_id, peer = ?connection_peer, ?version, resumed, keep_alive, "client connected");
+        let listener = self.config.listener_name(origin.listener);
+        info!(?conn, client_id = %connect.client_id, peer = %origin, listener, ?version, resumed, keep_alive, "client connected");
         self.send(conn, Packet::ConnAck(Box::new(connack)));
         if resumed {
             self.resend_inflight(conn, session_id, now);
@@ -230,7 +231,11 @@ impl Broker {
         reason: ReasonCode,
         now: Timestamp,
     ) {
-        info!(?conn, %client_id, %reason, "connection refused");
+        if let Some(connection) = self.connections.get(&conn) {
+            let origin = connection.origin;
+            let listener = self.config.listener_name(origin.listener);
+            info!(?conn, %client_id, peer = %origin, listener, %reason, "connection refused");
+        }
         let connack = ConnAck {
             reason_code: reason,
             ..ConnAck::default()

@@ -615,6 +615,12 @@ impl Broker {
                 stats.too_large_dropped += 1;
                 return false;
             }
+            if !dup {
+                let received = delivery.message.received;
+                stats
+                    .delivery_latency
+                    .sample(stats.publishes_sent, received, now);
+            }
             stats.publishes_sent += 1;
             stats.sent_by_qos[publish.qos as usize] += 1;
             true

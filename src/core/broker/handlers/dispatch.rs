@@ -3,7 +3,7 @@
 //! ends the connection.
 
 use bytes::BytesMut;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::broker::boundary::{Arrival, ConnId};
 use crate::broker::connection::Phase;
@@ -122,7 +122,13 @@ impl Broker {
             DecodeError::UnsupportedProtocolLevel(_) if !connecting => ReasonCode::PROTOCOL_ERROR,
             _ => error.reason_code(),
         };
-        debug!(?conn, client_id = %connection.client_id, %error, %reason, "protocol error");
+        if connecting {
+            let origin = connection.origin;
+            let listener = self.config.listener_name(origin.listener);
+            info!(?conn, peer = %origin, listener, %error, %reason, "connection refused: no valid CONNECT");
+        } else {
+            debug!(?conn, client_id = %connection.client_id, %error, %reason, "protocol error");
+        }
         if connecting && matches!(error, DecodeError::UnsupportedProtocolLevel(_)) {
             // MQTT-3.1.2-2: answer an unknown level with return code 1 in the 3.1.1 format,
             // which every version of client can read.

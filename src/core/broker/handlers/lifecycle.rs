@@ -9,7 +9,7 @@ use bytestring::ByteString;
 use tracing::{debug, info};
 
 use crate::broker::boundary::ConnId;
-use crate::broker::connection::Phase;
+use crate::broker::connection::{Ending, Phase};
 use crate::broker::core::Broker;
 use crate::broker::handlers::shared::shared_orphans;
 use crate::broker::message::Message;
@@ -34,7 +34,8 @@ impl Broker {
         let will = connection.will.take();
         let normal = connection.disconnected_normally;
         let client_id = connection.client_id.clone();
-        let connection_peer = connection.peer;
+        let origin = connection.origin;
+        let ending = connection.ending;
         let Some(session) = self.sessions.get_mut(&session_id) else {
             return;
         };
@@ -50,7 +51,9 @@ impl Broker {
         session.outbound.stalled = false;
         let holds = session.outbound.take_holds();
         let expiry = session.expiry_interval;
-        info!(?conn, %client_id, peer = ?connection_peer, normal, "client disconnected");
+        let listener = self.config.listener_name(origin.listener);
+        let reason = ending.unwrap_or(Ending::Lost);
+        info!(?conn, %client_id, peer = %origin, listener, %reason, "client disconnected");
         if let (Some(will), false) = (will, normal) {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             let message = Arc::new(will_message(*will, &client_id, now));
@@ -146,7 +149,11 @@ impl Broker {
         };
         match deadline {
             Some(deadline) if deadline <= now => {
-                info!(?conn, client_id = %connection.client_id, "keepalive timeout");
+                if connection.session().is_none() {
+                    let origin = connection.origin;
+                    let listener = self.config.listener_name(origin.listener);
+                    info!(?conn, peer = %origin, listener, "connection closed: no CONNECT (or authentication) within the connect timeout");
+                }
                 self.disconnect(conn, ReasonCode::KEEP_ALIVE_TIMEOUT, now);
             }
             Some(deadline) => self.timers.schedule(deadline, Timer::KeepAlive(conn)),

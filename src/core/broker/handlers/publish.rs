@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 
 use crate::broker::acks::AckGuard;
 use crate::broker::boundary::ConnId;
+use crate::broker::connection::Ending;
 use crate::broker::core::Broker;
 use crate::broker::inflight::{AckMismatch, Awaiting};
 use crate::broker::message::Message;
@@ -365,6 +366,7 @@ impl Broker {
             // 0x04 asks for the will to be published anyway (§3.14.2.1).
             connection.disconnected_normally =
                 disconnect.reason_code != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+            connection.ending = Some(Ending::Client(disconnect.reason_code));
         }
         self.close(conn, now);
     }

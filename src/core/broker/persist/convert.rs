@@ -79,6 +79,7 @@ impl Broker {
             },
             expires_at: stored.expires_at_ms.map(|ms| self.timestamp_at(ms, now)),
             publisher: stored.publisher.as_deref().map(Into::into),
+            received: now,
         })
     }
 }
