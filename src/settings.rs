@@ -32,7 +32,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::protocol::decoder::MAX_PACKET_SIZE;
 use crate::protocol::QoS;
-use crate::server::{Fsync, LayerMaker, Listener, ListenerSettings, ServerOptions, Transport};
+use crate::server::{Fsync, Listener, ListenerSettings, ServerOptions, Transport};
 
 /// The exit status for a [`SettingsError`] (sysexits' EX_CONFIG, for `ExitCode::from`): the
 /// systemd unit does not restart on it, since a restart cannot fix a wrong setting.
@@ -908,9 +908,7 @@ impl Settings {
             let problem = format!("must start with /, like /{path}");
             return Err(SettingsError::Invalid { setting, problem });
         }
-        if let Err(error) =
-            LayerMaker::new(&server.listeners, &server.tls, server.ws_path.as_deref())
-        {
+        if let Err(error) = server.layer_maker() {
             let setting = "--listen-tls".to_owned();
             let problem = format!("cannot be served: {error}");
             return Err(SettingsError::Invalid { setting, problem });

@@ -109,7 +109,7 @@ pub fn run(options: &ServerOptions) -> Result<(), SyncServerError> {
         metrics::serve(address, reports.clone()).map_err(SyncServerError::Metrics)?;
     }
     let storage = Storage::open(&options.data_dir, &options.persistence)?;
-    let layers = LayerMaker::new(&options.listeners, &options.tls, options.ws_path.as_deref())?;
+    let layers = options.layer_maker()?;
     let security = SecurityState::load(&options.security, &options.listeners)
         .map_err(SyncServerError::Security)?;
     let security = Arc::new(security);

@@ -55,6 +55,7 @@ use crate::connection_rate::ConnectionRate;
 use crate::security::{SecurityOptions, SecurityState};
 use auth_workers::AuthWorkers;
 use reports::Reports;
+use websocket::WsSettings;
 
 pub use envelope::Envelope;
 pub use mqtt_broker_persistence::Fsync;
@@ -110,6 +111,18 @@ impl Default for ServerOptions {
             metrics_listen: None,
             persistence: PersistenceOptions::default(),
         }
+    }
+}
+
+impl ServerOptions {
+    /// Each listener's layer maker: its TLS settings and certificates, and the WebSocket
+    /// settings.
+    pub(crate) fn layer_maker(&self) -> Result<LayerMaker, TlsError> {
+        let websocket = WsSettings {
+            path: self.ws_path.as_deref().map(Arc::from),
+            max_packet_size: self.broker.max_packet_size,
+        };
+        LayerMaker::new(&self.listeners, &self.tls, websocket)
     }
 }
 
@@ -224,7 +237,7 @@ pub fn run(mut options: ServerOptions) -> Result<(), ServerError> {
     // Each shard's core spends its share of the send buffer budget.
     options.broker.buffer_budget /= shard_count;
     let (store, starts) = recovery::open(&options.data_dir, &options.persistence, shard_count)?;
-    let layers = LayerMaker::new(&options.listeners, &options.tls, options.ws_path.as_deref())?;
+    let layers = options.layer_maker()?;
     let security = SecurityState::load(&options.security, &options.listeners)
         .map_err(ServerError::Security)?;
     let security = Arc::new(security);

@@ -24,7 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
-use super::websocket::WsLayer;
+use super::websocket::{WsLayer, WsSettings};
 
 /// How the bytes of a connection carry MQTT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -150,8 +150,7 @@ pub struct LayerMaker {
     /// Per listener, its TLS settings and what they make (`None`: no TLS) and whether it speaks
     /// WebSocket. Shared by every clone, so a reload reaches all shards.
     listeners: Arc<[(Option<TlsListener>, bool)]>,
-    /// The path WebSocket clients must ask for (`--ws-path`); any when `None`.
-    ws_path: Option<Arc<str>>,
+    websocket: WsSettings,
 }
 
 struct TlsListener {
@@ -164,7 +163,7 @@ impl LayerMaker {
     pub fn new(
         listeners: &[Listener],
         tls: &TlsOptions,
-        ws_path: Option<&str>,
+        websocket: WsSettings,
     ) -> Result<LayerMaker, TlsError> {
         let listeners = listeners
             .iter()
@@ -189,7 +188,7 @@ impl LayerMaker {
             .collect::<Result<_, TlsError>>()?;
         Ok(LayerMaker {
             listeners,
-            ws_path: ws_path.map(Arc::from),
+            websocket,
         })
     }
 
@@ -221,7 +220,7 @@ impl LayerMaker {
             (Some(tls), false) => StreamLayer::Tls(Box::new(tls)),
             (tls, true) => StreamLayer::WebSocket(Box::new(WebSocketLayer {
                 tls,
-                websocket: WsLayer::new(self.ws_path.clone()),
+                websocket: WsLayer::new(&self.websocket),
             })),
         })
     }

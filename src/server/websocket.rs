@@ -38,6 +38,26 @@ const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 /// rather than buffered for as long as the connect timeout allows.
 const MAX_REQUEST: usize = 16 * 1024;
 
+/// What every WebSocket connection of the broker is given.
+#[derive(Clone, Debug)]
+pub struct WsSettings {
+    /// `--ws-path`: the path clients must ask for; any when `None`.
+    pub path: Option<Arc<str>>,
+    /// The largest MQTT packet accepted (`--max-packet-size`). A message longer than that and a
+    /// fixed header is refused as it arrives, before it is buffered whole: otherwise a peer
+    /// could make the broker hold one as long as the protocol allows, before it even connects.
+    pub max_packet_size: usize,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        WsSettings {
+            path: None,
+            max_packet_size: MAX_PACKET_SIZE,
+        }
+    }
+}
+
 /// One WebSocket connection's state.
 pub struct WsLayer {
     state: State,
@@ -45,6 +65,8 @@ pub struct WsLayer {
     mqtt: BytesMut,
     /// Bytes of the layer's own to send: the upgrade answer, pongs, close frames.
     own: Vec<u8>,
+    /// Longest message accepted, in bytes.
+    max_message: usize,
 }
 
 enum State {
@@ -59,10 +81,13 @@ enum State {
 }
 
 impl WsLayer {
-    /// A connection whose upgrade request is still to come; `path`: `--ws-path`.
-    pub fn new(path: Option<Arc<str>>) -> WsLayer {
+    /// A connection whose upgrade request is still to come.
+    pub fn new(settings: &WsSettings) -> WsLayer {
         let pipe = Pipe::new(BytesMut::new(), Vec::new());
-        let handshake = ServerHandshake::start(pipe, Upgrade { path }, Some(config()));
+        // The packet, its fixed header's type byte and remaining length.
+        let max_message = settings.max_packet_size.saturating_add(5);
+        let path = settings.path.clone();
+        let handshake = ServerHandshake::start(pipe, Upgrade { path }, Some(config(max_message)));
         WsLayer {
             state: State::Upgrading {
                 handshake: Box::new(handshake),
@@ -70,6 +95,7 @@ impl WsLayer {
             },
             mqtt: BytesMut::new(),
             own: Vec::new(),
+            max_message,
         }
     }
 
@@ -114,7 +140,7 @@ impl WsLayer {
                 // the pipe: tungstenite refuses a request followed by more bytes.
                 self.state = State::Open(Box::new(WebSocketContext::new(
                     Role::Server,
-                    Some(config()),
+                    Some(config(self.max_message)),
                 )));
                 Ok(())
             }
@@ -254,14 +280,15 @@ fn read_messages(
     Ok(())
 }
 
-fn config() -> WebSocketConfig {
+fn config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         // tungstenite allocates its read buffer up front; the connection's own read buffer
         // already sizes the reads, so this one need not be large.
         .read_buffer_size(4096)
-        // A frame may hold the largest packet MQTT allows; a message too, with its header.
-        .max_frame_size(None)
-        .max_message_size(Some(MAX_PACKET_SIZE + 5))
+        // Checked on each frame's header, before its payload is read, and on the message the
+        // frames add up to.
+        .max_frame_size(Some(max_message))
+        .max_message_size(Some(max_message))
 }
 
 /// The upgrade's checks of the request: the path, the subprotocol.
@@ -407,7 +434,8 @@ mod tests {
             ("Sec-WebSocket-Protocol: chat, mqtt\r\n", Some("mqtt")),
             ("", None),
         ] {
-            let (result, answer) = feed(&mut WsLayer::new(None), &request(offered));
+            let (result, answer) =
+                feed(&mut WsLayer::new(&WsSettings::default()), &request(offered));
             assert!(
                 result.is_ok() && answer.starts_with("HTTP/1.1 101"),
                 "{answer}"
@@ -422,7 +450,7 @@ mod tests {
             }
         }
         let (result, answer) = feed(
-            &mut WsLayer::new(None),
+            &mut WsLayer::new(&WsSettings::default()),
             &request("Sec-WebSocket-Protocol: chat\r\n"),
         );
         assert!(
@@ -433,7 +461,7 @@ mod tests {
 
     #[test]
     fn a_request_in_pieces_is_upgraded_and_an_endless_one_refused() {
-        let mut layer = WsLayer::new(None);
+        let mut layer = WsLayer::new(&WsSettings::default());
         let whole = request("");
         let (result, answer) = feed(&mut layer, &whole[..20]);
         assert!(result.is_ok() && answer.is_empty());
@@ -443,7 +471,7 @@ mod tests {
             "{answer}"
         );
 
-        let mut layer = WsLayer::new(None);
+        let mut layer = WsLayer::new(&WsSettings::default());
         let header = format!("GET / HTTP/1.1\r\nX-Padding: {}\r\n", "x".repeat(9000));
         assert!(feed(&mut layer, &header).0.is_ok());
         let (result, answer) = feed(&mut layer, &header);
@@ -451,5 +479,29 @@ mod tests {
             result.is_err() && answer.starts_with("HTTP/1.1 400"),
             "{answer}"
         );
+    }
+
+    #[test]
+    fn a_message_longer_than_the_largest_packet_is_refused_from_its_header() {
+        let settings = WsSettings {
+            path: None,
+            max_packet_size: 1000,
+        };
+        let mut layer = WsLayer::new(&settings);
+        assert!(feed(&mut layer, &request("")).0.is_ok());
+        // A masked binary frame announcing 2000 bytes (126: a 16-bit length follows), of which
+        // only the header arrives.
+        let header = [0x82, 0x80 | 126, 0x07, 0xD0, 1, 2, 3, 4];
+        let refused = layer.take_in(&mut BytesMut::from(&header[..])).map(|_| ());
+        assert!(refused.is_err(), "a 2000-byte frame over a 1000-byte limit");
+
+        let mut layer = WsLayer::new(&settings);
+        assert!(feed(&mut layer, &request("")).0.is_ok());
+        let mut frame = vec![0x82, 0x80 | 100, 0, 0, 0, 0];
+        frame.extend_from_slice(&[0x30; 100]);
+        let accepted = layer
+            .take_in(&mut BytesMut::from(&frame[..]))
+            .map(|mqtt| mqtt.len());
+        assert_eq!(accepted.ok(), Some(100), "a frame within the limit");
     }
 }
