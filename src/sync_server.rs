@@ -40,6 +40,7 @@ use mqtt_broker_persistence::{Lsn, Store, StoreError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
+use crate::broker::limited_log::LimitedLog;
 use crate::broker::{
     self, AuthRequest, Broker, ConnId, Event, Origin, ShardId, ShardMessage, Timestamp,
 };
@@ -521,6 +522,8 @@ fn timer_loop(shared: &Shared) {
 
 /// Accepts on the socket of listener `listener` (its index in `ServerOptions::listeners`).
 fn accept_loop(shared: &Arc<Shared>, socket: TcpListener, transport: Transport, listener: usize) {
+    // Out of file descriptors, accepts fail 20 times a second for as long as it lasts.
+    let mut failures = LimitedLog::default();
     for stream in socket.incoming() {
         if shared.stopping.load(Ordering::Relaxed) {
             return;
@@ -541,7 +544,9 @@ fn accept_loop(shared: &Arc<Shared>, socket: TcpListener, transport: Transport, 
             Err(error) => {
                 // Out of file descriptors or a transient network error: back off briefly
                 // instead of spinning.
-                warn!(%error, "accept failed");
+                if let Some(failed) = failures.note(shared.now()) {
+                    warn!(%error, failed, "accept failed");
+                }
                 thread::sleep(Duration::from_millis(50));
             }
         }

@@ -27,6 +27,7 @@ use super::shard_journal::ShardJournal;
 use super::sys_topics::SysTopics;
 use super::transport::Transport;
 use super::Shared;
+use crate::broker::limited_log::LimitedLog;
 use crate::broker::{
     AuthRequest, AuthVerdict, Broker, ConnId, Event, ShardId, ShardMessage, Timestamp,
 };
@@ -327,6 +328,8 @@ async fn accept_loop<I: Io>(
     transport: Transport,
     listener: usize,
 ) {
+    // Out of file descriptors, accepts fail 20 times a second for as long as it lasts.
+    let mut failures = LimitedLog::default();
     loop {
         match I::accept(&socket).await {
             Ok((stream, peer)) => {
@@ -365,7 +368,9 @@ async fn accept_loop<I: Io>(
             Err(error) => {
                 // Out of file descriptors or a transient network error: back off briefly
                 // instead of spinning.
-                warn!(shard = shard.id, %error, "accept failed");
+                if let Some(failed) = failures.note(shard.now()) {
+                    warn!(shard = shard.id, %error, failed, "accept failed");
+                }
                 I::sleep(Duration::from_millis(50)).await;
             }
         }
